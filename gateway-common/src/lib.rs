@@ -47,8 +47,11 @@ pub mod counter {
     pub const PASSED_REDIRECT_FAILED: u32 = 4;
     /// Bytes in segments passed to userspace (either reason above).
     pub const PASSED_BYTES: u32 = 5;
+    /// Zero-length segments (a FIN without payload) dropped instead of redirected: the
+    /// kernel's redirect worker treats a 0-byte send as a broken pipe on the destination.
+    pub const DROPPED_EMPTY_SEGMENTS: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Per-direction statistics of one spliced tunnel, kept by the verdict program and keyed
@@ -72,7 +75,13 @@ pub struct FlowStats {
 impl FlowStats {
     /// A fresh entry for a flow in `direction`.
     pub const fn new(direction: u32) -> Self {
-        Self { bytes: 0, segments: 0, last_activity_ns: 0, direction, reserved: 0 }
+        Self {
+            bytes: 0,
+            segments: 0,
+            last_activity_ns: 0,
+            direction,
+            reserved: 0,
+        }
     }
 }
 

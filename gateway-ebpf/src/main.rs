@@ -1,8 +1,9 @@
 //! The kernel half of the splice: an `sk_skb/stream_verdict` program attached to the
 //! `SPLICED` sockhash. For every segment that arrives on a spliced socket it looks up the
 //! socket's peer in `PEERS` (keyed by the arriving socket's cookie) and redirects the
-//! segment to the peer's send path. It never drops: a segment it cannot redirect is passed
-//! to the socket's own receive queue, where userspace can still read it.
+//! segment to the peer's send path. It never drops a byte: a segment it cannot redirect is
+//! passed to the socket's own receive queue, where userspace can still read it. (Only empty
+//! segments, FIN markers, are dropped; see `splice_verdict`.)
 //!
 //! Every decision is counted in `COUNTERS`, and per-direction bytes and last activity are
 //! kept in `FLOWS`, so tests and `/metrics` can see what the program did.
@@ -10,7 +11,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::sk_action::SK_PASS,
+    bindings::sk_action::{SK_DROP, SK_PASS},
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns},
     macros::{map, stream_verdict},
     maps::{HashMap, PerCpuArray, SockHash},
@@ -32,14 +33,22 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 
 #[stream_verdict]
 pub fn splice_verdict(ctx: SkBuffContext) -> u32 {
-    // Whatever happens, the segment is either redirected or kept for userspace.
-    verdict(&ctx);
+    let len = u64::from(ctx.len());
+    if len == 0 {
+        // A FIN without payload reaches the verdict as an empty skb. Redirected, it makes
+        // `sk_psock_backlog` see a 0-byte send, report EPIPE on the destination and stop
+        // its transmit for good. It carries no bytes and TCP has already taken note of
+        // the FIN, so dropping it loses nothing; userspace forwards the FIN.
+        bump(counter::DROPPED_EMPTY_SEGMENTS, 1);
+        return SK_DROP;
+    }
+    // Whatever happens next, the segment is either redirected or kept for userspace.
+    verdict(&ctx, len);
     SK_PASS
 }
 
 #[inline(always)]
-fn verdict(ctx: &SkBuffContext) {
-    let len = u64::from(ctx.len());
+fn verdict(ctx: &SkBuffContext, len: u64) {
     // SAFETY: the helper only reads the socket the skb belongs to; `skb` is the context
     // pointer the kernel handed us.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };

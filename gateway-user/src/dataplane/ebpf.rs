@@ -1,0 +1,269 @@
+//! Loads the embedded eBPF object, attaches the stream verdict to `SPLICED`, and owns every
+//! map write. All inserts and deletes go through [`SpliceMaps`] behind one mutex: one owner,
+//! and the lock is only taken on tunnel setup and teardown, never per byte.
+
+use std::{io, os::fd::AsRawFd, sync::Mutex};
+
+use aya::{
+    maps::{HashMap, MapData, MapError, PerCpuArray, SockHash},
+    programs::{ProgramError, SkSkb},
+    Ebpf, EbpfError,
+};
+use gateway_common::{counter, names, FlowStats};
+
+/// The eBPF object built by `build.rs`, embedded so the daemon is self-contained.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
+
+/// Why the eBPF dataplane could not be set up; each variant says what to try.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "cannot load the eBPF object: {0}; the gateway needs root or CAP_BPF + CAP_NET_ADMIN, \
+         and a kernel with BPF sockmap support (CONFIG_BPF_STREAM_PARSER, CONFIG_NET_SOCK_MSG)"
+    )]
+    Object(#[source] EbpfError),
+    #[error("the eBPF object has no {kind} named {name}; was it built from this source tree?")]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error(
+        "cannot load the verdict program: {source}{hint}\nverifier log:\n{log}",
+        hint = permission_hint(source),
+        log = verifier_log(source)
+    )]
+    Program {
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot attach the verdict program to {map}: {source}{hint}", map = names::SPLICED, hint = permission_hint(source))]
+    Attach {
+        #[source]
+        source: ProgramError,
+    },
+}
+
+fn verifier_log(err: &ProgramError) -> String {
+    match err {
+        ProgramError::LoadError { verifier_log, .. } => verifier_log.to_string(),
+        _ => "(none)".to_owned(),
+    }
+}
+
+fn permission_hint(err: &ProgramError) -> &'static str {
+    let io_error = match err {
+        ProgramError::LoadError { io_error, .. } => Some(io_error),
+        ProgramError::SyscallError(e) => Some(&e.io_error),
+        _ => None,
+    };
+    match io_error.and_then(io::Error::raw_os_error) {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (permission denied: run as root or grant CAP_BPF and CAP_NET_ADMIN)"
+        }
+        Some(libc::EINVAL) => " (the kernel rejected it: is CONFIG_BPF_STREAM_PARSER enabled?)",
+        _ => "",
+    }
+}
+
+/// Errors from inserting or removing sockets; the tunnel falls back or closes on these.
+#[derive(Debug, thiserror::Error)]
+pub enum MapWriteError {
+    #[error("reading socket cookie: {0}")]
+    Cookie(#[source] io::Error),
+    #[error("{map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> MapWriteError {
+    move |source| MapWriteError::Map { map, source }
+}
+
+struct SpliceMaps {
+    peers: SockHash<MapData, u64>,
+    spliced: SockHash<MapData, u64>,
+    flows: HashMap<MapData, u64, FlowStats>,
+}
+
+/// The loaded and attached eBPF dataplane.
+pub struct EbpfDataplane {
+    maps: Mutex<SpliceMaps>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Keeps the program loaded and its attachment alive.
+    _ebpf: Ebpf,
+}
+
+/// Cookies of one spliced tunnel's two sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelKeys {
+    pub client: u64,
+    pub backend: u64,
+}
+
+impl EbpfDataplane {
+    /// Loads the object, attaches the verdict program to `SPLICED`, and takes the maps.
+    pub fn load() -> Result<Self, LoadError> {
+        raise_memlock_limit();
+        let mut ebpf = Ebpf::load(OBJECT).map_err(LoadError::Object)?;
+        let peers = take_map(&mut ebpf, names::PEERS)?;
+        let spliced: SockHash<MapData, u64> = take_map(&mut ebpf, names::SPLICED)?;
+        let flows = take_map(&mut ebpf, names::FLOWS)?;
+        let counters = take_map(&mut ebpf, names::COUNTERS)?;
+
+        let program: &mut SkSkb = ebpf
+            .program_mut(names::VERDICT_PROGRAM)
+            .ok_or(LoadError::Missing {
+                kind: "program",
+                name: names::VERDICT_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|source| LoadError::Program { source })?;
+        program
+            .load()
+            .map_err(|source| LoadError::Program { source })?;
+        program
+            .attach(spliced.fd())
+            .map_err(|source| LoadError::Attach { source })?;
+
+        Ok(Self {
+            maps: Mutex::new(SpliceMaps {
+                peers,
+                spliced,
+                flows,
+            }),
+            counters,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Registers a tunnel and starts the kernel splice on both sockets.
+    ///
+    /// Order matters (see docs/dataplane.md): flows and peers first, which change nothing
+    /// by themselves; then each socket joins `SPLICED`, which starts the verdict on it. Both
+    /// peers are already redirect targets when either socket starts being spliced, so no
+    /// segment is ever passed to userspace for lack of a peer.
+    pub fn splice(
+        &self,
+        client: &impl AsRawFd,
+        backend: &impl AsRawFd,
+    ) -> Result<TunnelKeys, MapWriteError> {
+        use gateway_common::direction::{BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
+        let keys = TunnelKeys {
+            client: super::sockopt::socket_cookie(client).map_err(MapWriteError::Cookie)?,
+            backend: super::sockopt::socket_cookie(backend).map_err(MapWriteError::Cookie)?,
+        };
+        let mut maps = self.lock();
+        let result = (|| {
+            let flows = &mut maps.flows;
+            flows
+                .insert(keys.client, FlowStats::new(CLIENT_TO_BACKEND), 0)
+                .map_err(map_err(names::FLOWS))?;
+            flows
+                .insert(keys.backend, FlowStats::new(BACKEND_TO_CLIENT), 0)
+                .map_err(map_err(names::FLOWS))?;
+            maps.peers
+                .insert(keys.client, backend.as_raw_fd(), 0)
+                .map_err(map_err(names::PEERS))?;
+            maps.peers
+                .insert(keys.backend, client.as_raw_fd(), 0)
+                .map_err(map_err(names::PEERS))?;
+            maps.spliced
+                .insert(keys.client, client.as_raw_fd(), 0)
+                .map_err(map_err(names::SPLICED))?;
+            maps.spliced
+                .insert(keys.backend, backend.as_raw_fd(), 0)
+                .map_err(map_err(names::SPLICED))
+        })();
+        if let Err(err) = result {
+            remove_all(&mut maps, keys);
+            return Err(err);
+        }
+        Ok(keys)
+    }
+
+    /// Stops the splice and forgets the tunnel; returns its final per-direction stats
+    /// (client→backend, backend→client). Idempotent.
+    pub fn unsplice(&self, keys: TunnelKeys) -> (FlowStats, FlowStats) {
+        let mut maps = self.lock();
+        let stats = (
+            maps.flows.get(&keys.client, 0).unwrap_or_default(),
+            maps.flows.get(&keys.backend, 0).unwrap_or_default(),
+        );
+        remove_all(&mut maps, keys);
+        stats
+    }
+
+    /// Live per-direction stats of a tunnel (client→backend, backend→client).
+    pub fn flow_stats(&self, keys: TunnelKeys) -> (FlowStats, FlowStats) {
+        let maps = self.lock();
+        (
+            maps.flows.get(&keys.client, 0).unwrap_or_default(),
+            maps.flows.get(&keys.backend, 0).unwrap_or_default(),
+        )
+    }
+
+    /// One of [`gateway_common::counter`], summed over CPUs.
+    pub fn counter(&self, index: u32) -> u64 {
+        self.counters
+            .get(&index, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// All counters, in [`gateway_common::counter`] order.
+    pub fn counters(&self) -> [u64; counter::COUNT as usize] {
+        std::array::from_fn(|i| self.counter(i as u32))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpliceMaps> {
+        // A panic while holding the lock leaves the maps consistent (each call is a
+        // sequence of independent syscalls), so a poisoned lock is still usable.
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Removes a tunnel from every map, splice first so the verdict stops before its peers go.
+fn remove_all(maps: &mut SpliceMaps, keys: TunnelKeys) {
+    for key in [keys.client, keys.backend] {
+        let _ = maps.spliced.remove(&key);
+    }
+    for key in [keys.client, keys.backend] {
+        let _ = maps.peers.remove(&key);
+        let _ = maps.flows.remove(&key);
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(LoadError::Missing { kind: "map", name })?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg and
+/// ignore it. Raising it is harmless either way.
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `limit` is a valid rlimit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}

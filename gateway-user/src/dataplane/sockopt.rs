@@ -1,0 +1,148 @@
+//! Thin, safe wrappers over the socket options and ioctls the splice needs.
+
+use std::{io, mem, os::fd::AsRawFd};
+
+/// `SO_COOKIE` (include/uapi/asm-generic/socket.h); not exported by `libc`.
+const SO_COOKIE: libc::c_int = 57;
+
+/// The kernel's socket cookie: the key the eBPF program sees through
+/// `bpf_get_socket_cookie`. Stable for the socket's lifetime and never reused while it lives.
+pub fn socket_cookie(sock: &impl AsRawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes we pass.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(cookie)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Byte counters of one TCP socket, read from `TCP_INFO` and the queue ioctls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    /// Payload bytes received in sequence (`tcpi_bytes_received`); a received FIN adds 1.
+    pub bytes_received: u64,
+    /// Payload bytes the peer acknowledged (`tcpi_bytes_acked`).
+    pub bytes_acked: u64,
+    /// Bytes in the send queue, sent or not, not yet acknowledged (`SIOCOUTQ`).
+    pub send_queue: u64,
+    /// Bytes received but not yet read from the socket (`SIOCINQ`).
+    pub recv_queue: u64,
+}
+
+impl TcpCounters {
+    /// Every byte ever written into this socket's send queue, by userspace or by the
+    /// kernel's redirect worker: acknowledged plus still queued.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_acked + self.send_queue
+    }
+
+    /// Bytes received and already taken off the receive queue (by a reader or the verdict).
+    pub fn bytes_consumed(&self) -> u64 {
+        self.bytes_received.saturating_sub(self.recv_queue)
+    }
+}
+
+/// Reads [`TcpCounters`] for a connected TCP socket.
+pub fn tcp_counters(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
+    let fd = sock.as_raw_fd();
+    // SAFETY: all-zero is a valid `tcp_info`.
+    let mut info: libc::tcp_info = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes of the sizes we pass.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpCounters {
+        bytes_received: info.tcpi_bytes_received,
+        bytes_acked: info.tcpi_bytes_acked,
+        send_queue: queue_len(fd, libc::TIOCOUTQ)?,
+        recv_queue: queue_len(fd, libc::FIONREAD)?,
+    })
+}
+
+fn queue_len(fd: libc::c_int, request: libc::Ioctl) -> io::Result<u64> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: both ioctls write one `int` through the pointer.
+    let rc = unsafe { libc::ioctl(fd, request, &raw mut value) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
+/// The pending error of a socket (`SO_ERROR`), cleared by reading it.
+pub fn take_socket_error(sock: &impl AsRawFd) -> io::Result<Option<io::Error>> {
+    let mut err: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are valid for writes of the sizes we pass.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::{Shutdown, TcpListener, TcpStream},
+    };
+
+    use super::*;
+
+    #[test]
+    fn counters_follow_the_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut a = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut b, _) = listener.accept().expect("accept");
+        assert_ne!(
+            socket_cookie(&a).expect("cookie a"),
+            socket_cookie(&b).expect("cookie b")
+        );
+
+        a.write_all(&[7u8; 1000]).expect("write");
+        let mut got = [0u8; 1000];
+        b.read_exact(&mut got).expect("read");
+        // Before the FIN, everything written is acknowledged or queued.
+        assert_eq!(tcp_counters(&a).expect("counters a").bytes_written(), 1000);
+
+        a.shutdown(Shutdown::Write).expect("shutdown");
+        assert_eq!(b.read(&mut got).expect("read eof"), 0);
+
+        let rx = tcp_counters(&b).expect("counters b");
+        // 1000 payload bytes plus 1 for the FIN.
+        assert_eq!(rx.bytes_received, 1001);
+        assert_eq!(rx.recv_queue, 0);
+        assert_eq!(rx.bytes_consumed(), 1001);
+        assert!(take_socket_error(&a).expect("so_error").is_none());
+    }
+}

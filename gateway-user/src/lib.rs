@@ -1,0 +1,135 @@
+//! The gateway daemon as a library: `gateway::start` binds, loads the dataplane, and serves.
+
+pub mod admin;
+pub mod cli;
+pub mod dataplane;
+pub mod metrics;
+pub mod proxy;
+pub mod tunnel;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    dataplane::{Dataplane, DataplaneMode, LoadError},
+    metrics::Metrics,
+    proxy::{backends::Backends, Shared},
+};
+
+/// Everything needed to start a gateway; validated by the CLI layer.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub backends: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub dataplane: DataplaneMode,
+}
+
+impl From<cli::RunArgs> for Config {
+    fn from(args: cli::RunArgs) -> Self {
+        Self {
+            listen: args.listen,
+            backends: args.backend,
+            admin: args.admin,
+            dataplane: args.dataplane,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("eBPF dataplane: {0}")]
+    Dataplane(#[from] LoadError),
+}
+
+/// A started gateway: its bound addresses and the tasks serving them.
+pub struct Running {
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub dataplane: Dataplane,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// The one line printed on stdout when the gateway is ready; scripts and tests wait
+    /// for it (it carries the bound ports when port 0 was asked for).
+    pub fn ready_line(&self) -> String {
+        let listen: Vec<String> = self.listen.iter().map(|a| format!("http://{a}")).collect();
+        let admin = self
+            .admin
+            .map_or_else(|| "-".to_owned(), |a| format!("http://{a}"));
+        format!(
+            "gateway ready listen={} admin={admin} dataplane={}",
+            listen.join(","),
+            self.dataplane
+        )
+    }
+
+    /// Serves until a task ends (they only end on panic).
+    pub async fn wait(mut self) {
+        if let Some(Err(err)) = self.tasks.join_next().await {
+            tracing::error!(error = %err, "a gateway task died");
+        }
+    }
+}
+
+/// Binds every listener, sets up the dataplane, and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
+        listeners.push(listener);
+    }
+    let admin = match config.admin {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+
+    let dataplane = Dataplane::start(config.dataplane)?;
+    let metrics = Metrics::default();
+    let shared = Arc::new(Shared {
+        backends: Backends::new(config.backends.clone()),
+        dataplane: dataplane.clone(),
+        metrics: metrics.clone(),
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut running = Running {
+        listen: Vec::new(),
+        admin: None,
+        dataplane: dataplane.clone(),
+        tasks: tokio::task::JoinSet::new(),
+    };
+    for listener in listeners {
+        running
+            .listen
+            .push(listener.local_addr().map_err(|source| StartError::Bind {
+                addr: config.listen[0],
+                source,
+            })?);
+        tasks.spawn(proxy::serve(listener, shared.clone()));
+    }
+    if let Some(listener) = admin {
+        running.admin = listener.local_addr().ok();
+        let registry = Arc::new(metrics.registry(dataplane.ebpf().cloned()));
+        tasks.spawn(admin::serve(listener, registry));
+    }
+    running.tasks = tasks;
+    Ok(running)
+}

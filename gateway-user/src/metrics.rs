@@ -1,0 +1,224 @@
+//! Prometheus metrics. Userspace counts what userspace does; what the kernel splices is
+//! read from the eBPF counters at scrape time, so the data path never touches a metric.
+
+use std::{fmt, sync::Arc};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{
+        DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    },
+    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::dataplane::EbpfDataplane;
+use gateway_common::counter;
+
+/// How a tunnel's bytes are carried.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Mode {
+    /// In the kernel, by the sk_skb verdict program.
+    Spliced,
+    /// By the gateway's userspace relay.
+    Userspace,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spliced => "spliced",
+            Self::Userspace => "userspace",
+        }
+    }
+}
+
+/// Which way bytes flow through a tunnel.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    ClientToBackend,
+    BackendToClient,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientToBackend => "client_to_backend",
+            Self::BackendToClient => "backend_to_client",
+        }
+    }
+}
+
+/// Label values and log fields use the same snake_case names.
+macro_rules! label_value {
+    ($($ty:ty),*) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+                fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    )*};
+}
+label_value!(Mode, Direction);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: Mode,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The gateway's metrics; cheap to clone, every handle counts into the same registry.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    tunnels_opened: Family<ModeLabels, Counter>,
+    tunnels_active: Family<ModeLabels, Gauge>,
+    relayed_bytes: Family<DirectionLabels, Counter>,
+    handoff_bytes: Family<DirectionLabels, Counter>,
+    upgrades_rejected: Counter,
+}
+
+impl Metrics {
+    /// A registry holding these metrics and, if eBPF is loaded, the kernel's counters.
+    pub fn registry(&self, ebpf: Option<Arc<EbpfDataplane>>) -> Registry {
+        let mut registry = Registry::default();
+        registry.register(
+            "gateway_tunnels_opened",
+            "WebSocket tunnels opened, by dataplane mode",
+            self.tunnels_opened.clone(),
+        );
+        registry.register(
+            "gateway_tunnels_active",
+            "WebSocket tunnels open now, by dataplane mode",
+            self.tunnels_active.clone(),
+        );
+        registry.register(
+            "gateway_relayed_bytes",
+            "Bytes copied through userspace by the relay, by direction",
+            self.relayed_bytes.clone(),
+        );
+        registry.register(
+            "gateway_handoff_bytes",
+            "Bytes that arrived with the upgrade handshake and were written by userspace \
+             before a tunnel was spliced, by direction",
+            self.handoff_bytes.clone(),
+        );
+        registry.register(
+            "gateway_upgrades_rejected",
+            "WebSocket upgrade requests refused with a 4xx",
+            self.upgrades_rejected.clone(),
+        );
+        if let Some(ebpf) = ebpf {
+            registry.register_collector(Box::new(KernelCounters(ebpf)));
+        }
+        registry
+    }
+
+    pub fn tunnel_opened(&self, mode: Mode) {
+        self.tunnels_opened
+            .get_or_create(&ModeLabels { mode })
+            .inc();
+        self.tunnels_active
+            .get_or_create(&ModeLabels { mode })
+            .inc();
+    }
+
+    pub fn tunnel_closed(&self, mode: Mode) {
+        self.tunnels_active
+            .get_or_create(&ModeLabels { mode })
+            .dec();
+    }
+
+    /// A handle to the relayed-bytes counter of one direction, taken once per tunnel.
+    pub fn relayed_bytes(&self, direction: Direction) -> Counter {
+        self.relayed_bytes
+            .get_or_create(&DirectionLabels { direction })
+            .clone()
+    }
+
+    pub fn handoff_bytes(&self, direction: Direction, bytes: u64) {
+        self.handoff_bytes
+            .get_or_create(&DirectionLabels { direction })
+            .inc_by(bytes);
+    }
+
+    pub fn upgrade_rejected(&self) {
+        self.upgrades_rejected.inc();
+    }
+}
+
+/// Reads the eBPF per-CPU counters on every scrape.
+struct KernelCounters(Arc<EbpfDataplane>);
+
+impl fmt::Debug for KernelCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KernelCounters")
+    }
+}
+
+impl Collector for KernelCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let c = self.0.counters();
+        let bytes = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "gateway_spliced_bytes",
+            "Bytes redirected between client and backend by the kernel splice, by direction",
+            None,
+            bytes.metric_type(),
+        )?;
+        for (direction, index) in [
+            (Direction::ClientToBackend, counter::BYTES_CLIENT_TO_BACKEND),
+            (Direction::BackendToClient, counter::BYTES_BACKEND_TO_CLIENT),
+        ] {
+            let labels = DirectionLabels { direction };
+            ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_splice_verdicts",
+            "Segments seen by the splice verdict program, by outcome \
+             (redirected; passed to userspace because no flow or no peer was registered; or \
+             dropped because empty, i.e. a bare FIN)",
+            None,
+            bytes.metric_type(),
+        )?;
+        for (outcome, index) in [
+            ("redirected", counter::REDIRECTED_SEGMENTS),
+            ("passed_no_flow", counter::PASSED_NO_FLOW),
+            ("passed_redirect_failed", counter::PASSED_REDIRECT_FAILED),
+            ("dropped_empty", counter::DROPPED_EMPTY_SEGMENTS),
+        ] {
+            let labels = OutcomeLabels { outcome };
+            ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
+        }
+
+        let metric = encoder.encode_descriptor(
+            "gateway_splice_passed_bytes",
+            "Bytes the splice verdict program left for userspace instead of redirecting",
+            None,
+            bytes.metric_type(),
+        )?;
+        ConstCounter::new(c[counter::PASSED_BYTES as usize]).encode(metric)
+    }
+}
+
+/// Renders `registry` in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Encoding into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}

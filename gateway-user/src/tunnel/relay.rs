@@ -1,0 +1,88 @@
+//! The userspace relay: copies bytes both ways with the same half-close semantics as the
+//! splice. Used for TLS streams and wherever eBPF is not loaded.
+
+use std::io;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpStream,
+    },
+};
+
+use super::CloseReason;
+
+const RELAY_BUFFER_BYTES: usize = 64 * 1024;
+
+/// What a relayed tunnel moved, for the close log.
+#[derive(Debug)]
+pub struct RelayOutcome {
+    pub reason: CloseReason,
+    pub client_to_backend: u64,
+    pub backend_to_client: u64,
+}
+
+/// Relays until both directions have ended (FIN each way) or one side fails.
+pub async fn run(
+    client: TcpStream,
+    backend: TcpStream,
+    client_to_backend: Counter,
+    backend_to_client: Counter,
+) -> RelayOutcome {
+    let (client_read, client_write) = client.into_split();
+    let (backend_read, backend_write) = backend.into_split();
+    let upstream = copy_half(client_read, backend_write, client_to_backend);
+    let downstream = copy_half(backend_read, client_write, backend_to_client);
+    tokio::pin!(upstream, downstream);
+
+    let (mut up, mut down) = (None, None);
+    let reason = loop {
+        tokio::select! {
+            result = &mut upstream, if up.is_none() => match result {
+                Ok(n) => up = Some(n),
+                Err(HalfError::Read(e)) => break CloseReason::ClientError(Some(e)),
+                Err(HalfError::Write(e)) => break CloseReason::BackendError(Some(e)),
+            },
+            result = &mut downstream, if down.is_none() => match result {
+                Ok(n) => down = Some(n),
+                Err(HalfError::Read(e)) => break CloseReason::BackendError(Some(e)),
+                Err(HalfError::Write(e)) => break CloseReason::ClientError(Some(e)),
+            },
+        }
+        if up.is_some() && down.is_some() {
+            break CloseReason::Done;
+        }
+    };
+    RelayOutcome {
+        reason,
+        client_to_backend: up.unwrap_or_default(),
+        backend_to_client: down.unwrap_or_default(),
+    }
+}
+
+enum HalfError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies until EOF, then shuts `to` down for writing; returns the bytes copied.
+async fn copy_half(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    counter: Counter,
+) -> Result<u64, HalfError> {
+    let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf).await.map_err(HalfError::Read)?;
+        if n == 0 {
+            to.shutdown().await.map_err(HalfError::Write)?;
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await.map_err(HalfError::Write)?;
+        total += n as u64;
+        counter.inc_by(n as u64);
+    }
+}
