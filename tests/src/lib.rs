@@ -1,0 +1,54 @@
+//! Harness for the end-to-end tests: the real `gateway` binary, started as a child process
+//! between real clients and real backends on `127.0.0.1:0`.
+//!
+//! - [`gateway`]: start the daemon, wait for its ready line, kill it on drop.
+//! - [`backend`]: a WebSocket echo backend and raw-TCP backends driven by a closure.
+//! - [`client`]: WebSocket and raw-TCP clients.
+//! - [`data`]: seeded random payloads and length + SHA-256 summaries of byte streams.
+//! - [`http`]: just enough HTTP/1.1 to write upgrades by hand and read responses.
+//! - [`metrics`]: fetch and parse the admin `/metrics` page.
+//! - [`maps`]: the gateway's eBPF maps and file descriptors, read through `/proc`.
+//! - [`wait`]: deadlines and polling, so no test sleeps for readiness.
+
+pub mod backend;
+pub mod client;
+pub mod data;
+pub mod gateway;
+pub mod http;
+pub mod maps;
+pub mod metrics;
+pub mod wait;
+
+pub use gateway::{Dataplane, Gateway};
+
+/// Environment variable that turns tests needing the eBPF dataplane into reported skips.
+pub const UNPRIVILEGED_ENV: &str = "GATEWAY_TEST_UNPRIVILEGED";
+
+/// Whether the test `name`, which runs the gateway with `dataplane`, must be skipped because
+/// `GATEWAY_TEST_UNPRIVILEGED=1`. Prints the skip to stderr: a test is never skipped silently.
+pub fn skip_unprivileged(dataplane: Dataplane, name: &str) -> bool {
+    let unprivileged = std::env::var(UNPRIVILEGED_ENV).is_ok_and(|value| value == "1");
+    let skip = unprivileged && dataplane == Dataplane::Ebpf;
+    if skip {
+        eprintln!("SKIPPED ({UNPRIVILEGED_ENV}=1): {name}");
+    }
+    skip
+}
+
+/// Declares one `#[tokio::test]` per dataplane for `case`, an `async fn(Dataplane, &str)`
+/// taking the dataplane and the test name:
+/// `dataplane_tests!(half_close => half_close_ebpf, half_close_userspace);`
+#[macro_export]
+macro_rules! dataplane_tests {
+    ($case:ident => $ebpf:ident, $userspace:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $ebpf() {
+            $case($crate::Dataplane::Ebpf, stringify!($ebpf)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $userspace() {
+            $case($crate::Dataplane::Userspace, stringify!($userspace)).await;
+        }
+    };
+}
