@@ -211,6 +211,16 @@ impl EbpfDataplane {
         )
     }
 
+    /// Entries in `PEERS`, `SPLICED` and `FLOWS`, in that order: two each per live tunnel.
+    pub fn entry_counts(&self) -> [usize; 3] {
+        let maps = self.lock();
+        [
+            maps.peers.keys().count(),
+            maps.spliced.keys().count(),
+            maps.flows.keys().count(),
+        ]
+    }
+
     /// One of [`gateway_common::counter`], summed over CPUs.
     pub fn counter(&self, index: u32) -> u64 {
         self.counters
