@@ -3,6 +3,8 @@
 
 mod relay;
 mod splice;
+
+pub use splice::take_queued;
 mod watch;
 
 use std::{fmt, io, time::Instant};
@@ -49,6 +51,10 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Most bytes read from one socket at handoff while waiting for its receive queue to run
+/// empty (see [`splice::take_queued`]); a tunnel past it is relayed instead of spliced.
+const HANDOFF_READ_LIMIT_BYTES: usize = 256 * 1024;
+
 /// Runs a tunnel to its end on `dataplane` and logs one line when it closes.
 pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
     let started = Instant::now();
@@ -58,6 +64,30 @@ pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
         mut backend,
         backend_early,
     } = up;
+    let (mut client_early, mut backend_early) = (client_early.to_vec(), backend_early.to_vec());
+
+    let mut ebpf = dataplane.ebpf().cloned();
+    if ebpf.is_some() {
+        let emptied = splice::take_queued(&client, &mut client_early, HANDOFF_READ_LIMIT_BYTES)
+            .and_then(|c| {
+                splice::take_queued(&backend, &mut backend_early, HANDOFF_READ_LIMIT_BYTES)
+                    .map(|b| c && b)
+            });
+        match emptied {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(
+                    limit_bytes = HANDOFF_READ_LIMIT_BYTES,
+                    "receive queues never ran empty during the handoff; relaying in userspace"
+                );
+                ebpf = None;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "tunnel failed during the handoff");
+                return;
+            }
+        }
+    }
     // Early bytes go first, in userspace, before any byte can be redirected.
     if let Err(err) = deliver_early(&mut client, &client_early, &mut backend, &backend_early).await
     {
@@ -67,7 +97,7 @@ pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
     metrics.handoff_bytes(Direction::ClientToBackend, client_early.len() as u64);
     metrics.handoff_bytes(Direction::BackendToClient, backend_early.len() as u64);
 
-    let mode = if dataplane.ebpf().is_some() {
+    let mode = if ebpf.is_some() {
         Mode::Spliced
     } else {
         Mode::Userspace
@@ -76,8 +106,8 @@ pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
     metrics.tunnel_opened(mode);
     tracing::debug!("tunnel open");
 
-    let (reason, up_bytes, down_bytes) = match dataplane {
-        Dataplane::Ebpf(ebpf) => match into_std(client, backend) {
+    let (reason, up_bytes, down_bytes) = match ebpf {
+        Some(ebpf) => match into_std(client, backend) {
             Ok((client, backend)) => match splice::run(ebpf, client, backend).await {
                 Ok(out) => {
                     if out.rescued_bytes > 0 {
@@ -93,7 +123,7 @@ pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
             },
             Err(err) => (CloseReason::ClientError(Some(err)), 0, 0),
         },
-        Dataplane::Userspace => {
+        None => {
             let out = relay::run(
                 client,
                 backend,

@@ -146,6 +146,47 @@ pub async fn run(
     })
 }
 
+/// Reads everything queued on `sock` into `into`, until a read comes back short: only then
+/// is it certain that no skb in the receive queue is partly consumed. That matters because
+/// the verdict is handed whole skbs (`tcp_read_skb` ignores how much of the head skb was
+/// already read), so a partly read skb would have its read bytes redirected a second time.
+///
+/// Returns `false`, with the queue possibly still holding a partly read skb, if more than
+/// `limit` bytes kept arriving: such a tunnel must not be spliced.
+pub fn take_queued(sock: &impl AsRawFd, into: &mut Vec<u8>, limit: usize) -> io::Result<bool> {
+    let mut buf = [0u8; 64 * 1024];
+    let mut taken = 0;
+    loop {
+        // SAFETY: `buf` is valid for writes of its length. A direct syscall, not tokio's
+        // `try_read`, which may answer from its cached readiness without reading.
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => return Ok(true),
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(err),
+            }
+        }
+        let n = n as usize;
+        into.extend_from_slice(&buf[..n]);
+        taken += n;
+        if n < buf.len() {
+            return Ok(true);
+        }
+        if taken > limit {
+            return Ok(false);
+        }
+    }
+}
+
 /// Receives whatever the verdict left in `from`'s own queue (nothing, unless a redirect
 /// failed) and writes it to `to`, so no byte is ever stranded. Returns the bytes moved.
 fn rescue(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
