@@ -52,7 +52,7 @@ fn verdict(ctx: &SkBuffContext, len: u64) {
     // SAFETY: the helper only reads the socket the skb belongs to; `skb` is the context
     // pointer the kernel handed us.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
-    let Some(flow) = FLOWS.get_ptr_mut(&cookie) else {
+    let Some(flow) = FLOWS.get_ptr_mut(cookie) else {
         bump(counter::PASSED_NO_FLOW, 1);
         bump(counter::PASSED_BYTES, len);
         return;
@@ -93,7 +93,9 @@ fn bump(index: u32, by: u64) {
     }
 }
 
-#[cfg(not(test))]
+// Only on the BPF target: on the host (where `cargo clippy --workspace` checks this crate)
+// aya-ebpf brings std, and with it a panic handler.
+#[cfg(all(not(test), target_arch = "bpf"))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

@@ -82,7 +82,9 @@ struct OutcomeLabels {
 }
 
 /// The gateway's metrics; cheap to clone, every handle counts into the same registry.
-#[derive(Clone, Debug, Default)]
+/// Every known label set exists from the start, at zero, so a dashboard or alert never
+/// has to tell "nothing happened" from "not exported".
+#[derive(Clone, Debug)]
 pub struct Metrics {
     tunnels_opened: Family<ModeLabels, Counter>,
     tunnels_active: Family<ModeLabels, Gauge>,
@@ -91,8 +93,42 @@ pub struct Metrics {
     upgrades_rejected: Counter,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            tunnels_opened: Family::default(),
+            tunnels_active: Family::default(),
+            relayed_bytes: Family::default(),
+            handoff_bytes: Family::default(),
+            upgrades_rejected: Counter::default(),
+        };
+        for mode in [Mode::Spliced, Mode::Userspace] {
+            metrics
+                .tunnels_opened
+                .get_or_create(&ModeLabels { mode })
+                .inc_by(0);
+            metrics
+                .tunnels_active
+                .get_or_create(&ModeLabels { mode })
+                .set(0);
+        }
+        for direction in [Direction::ClientToBackend, Direction::BackendToClient] {
+            metrics
+                .relayed_bytes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(0);
+            metrics
+                .handoff_bytes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(0);
+        }
+        metrics
+    }
+}
+
 impl Metrics {
-    /// A registry holding these metrics and, if eBPF is loaded, the kernel's counters.
+    /// A registry holding these metrics and the kernel's counters (zero when eBPF is not
+    /// loaded, so the same names exist whatever the dataplane).
     pub fn registry(&self, ebpf: Option<Arc<EbpfDataplane>>) -> Registry {
         let mut registry = Registry::default();
         registry.register(
@@ -121,9 +157,7 @@ impl Metrics {
             "WebSocket upgrade requests refused with a 4xx",
             self.upgrades_rejected.clone(),
         );
-        if let Some(ebpf) = ebpf {
-            registry.register_collector(Box::new(KernelCounters(ebpf)));
-        }
+        registry.register_collector(Box::new(KernelCounters(ebpf)));
         registry
     }
 
@@ -160,8 +194,8 @@ impl Metrics {
     }
 }
 
-/// Reads the eBPF per-CPU counters on every scrape.
-struct KernelCounters(Arc<EbpfDataplane>);
+/// Reads the eBPF per-CPU counters on every scrape; all zero without eBPF.
+struct KernelCounters(Option<Arc<EbpfDataplane>>);
 
 impl fmt::Debug for KernelCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,7 +205,11 @@ impl fmt::Debug for KernelCounters {
 
 impl Collector for KernelCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let c = self.0.counters();
+        let c = self
+            .0
+            .as_ref()
+            .map(|ebpf| ebpf.counters())
+            .unwrap_or_default();
         let bytes = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "gateway_spliced_bytes",

@@ -19,6 +19,8 @@ pub mod maps;
 pub mod metrics;
 pub mod wait;
 
+use std::io::Write as _;
+
 pub use gateway::{Dataplane, Gateway};
 
 /// Environment variable that turns tests needing the eBPF dataplane into reported skips.
@@ -30,7 +32,9 @@ pub fn skip_unprivileged(dataplane: Dataplane, name: &str) -> bool {
     let unprivileged = std::env::var(UNPRIVILEGED_ENV).is_ok_and(|value| value == "1");
     let skip = unprivileged && dataplane == Dataplane::Ebpf;
     if skip {
-        eprintln!("SKIPPED ({UNPRIVILEGED_ENV}=1): {name}");
+        // Straight to the process's stderr: libtest captures `eprintln!` of passing tests,
+        // and a skip must show in a normal run.
+        let _ = writeln!(std::io::stderr(), "SKIPPED ({UNPRIVILEGED_ENV}=1): {name}");
     }
     skip
 }

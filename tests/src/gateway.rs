@@ -1,0 +1,405 @@
+//! The system under test: the real `gateway` binary as a child process.
+//!
+//! ```text
+//! let gateway = Gateway::builder().backend(backend.addr()).dataplane(Dataplane::Ebpf).start();
+//! ```
+//! `start` returns once the daemon printed its ready line; dropping the handle kills it.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use gateway_common::names;
+
+use crate::{maps, metrics::Metrics, wait::eventually};
+
+/// Environment variable with the absolute path of the `gateway` binary.
+pub const GATEWAY_BIN_ENV: &str = "GATEWAY_BIN";
+
+/// How long the daemon may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Prefix of the one line the daemon prints on stdout once it serves.
+const READY_PREFIX: &str = "gateway ready ";
+
+/// How long closing tunnels may take to release their sockets and map entries.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Stderr lines kept to show in a start-up failure.
+const STDERR_LINES_KEPT: usize = 400;
+
+/// Which data path carries upgraded tunnels (`--dataplane`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dataplane {
+    Ebpf,
+    Userspace,
+    Auto,
+}
+
+impl Dataplane {
+    /// The `--dataplane` argument, which is also what the ready line reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ebpf => "ebpf",
+            Self::Userspace => "userspace",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// The `mode` label of the tunnel metrics for tunnels on this data path.
+    pub const fn tunnel_mode(self) -> &'static str {
+        match self {
+            Self::Ebpf => "spliced",
+            Self::Userspace | Self::Auto => "userspace",
+        }
+    }
+}
+
+/// Path of the daemon binary: `$GATEWAY_BIN`, else `target/debug/gateway` of the workspace.
+pub fn binary_path() -> PathBuf {
+    let path = std::env::var_os(GATEWAY_BIN_ENV).map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/debug/gateway"
+            ))
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "gateway binary not found at {}: run `cargo build -p gateway-user` (or `cargo xtask test`, \
+         which builds it and sets {GATEWAY_BIN_ENV})",
+        path.display()
+    );
+    path
+}
+
+/// Options of a gateway to start.
+#[derive(Clone, Debug)]
+pub struct GatewayBuilder {
+    backend: Option<SocketAddr>,
+    dataplane: Dataplane,
+    admin: bool,
+}
+
+impl GatewayBuilder {
+    /// The backend every request goes to (required).
+    pub fn backend(mut self, addr: SocketAddr) -> Self {
+        self.backend = Some(addr);
+        self
+    }
+
+    /// The data path for upgraded tunnels (default: userspace).
+    pub fn dataplane(mut self, dataplane: Dataplane) -> Self {
+        self.dataplane = dataplane;
+        self
+    }
+
+    /// Starts the daemon and waits for its ready line; panics with its stderr if it exits or
+    /// does not become ready in time.
+    pub fn start(self) -> Gateway {
+        let backend = self
+            .backend
+            .expect("Gateway::builder() needs .backend(addr)");
+        let binary = binary_path();
+        let mut command = Command::new(&binary);
+        command
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                &backend.to_string(),
+            ])
+            .args(["--dataplane", self.dataplane.as_str()])
+            // Plain log lines in the forwarded stderr.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.admin {
+            command.args(["--admin", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn {}: {error}", binary.display()));
+        let pid = child.id();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr_thread = forward_stderr(
+            pid,
+            child.stderr.take().expect("child stderr is piped"),
+            &stderr,
+        );
+        let ready = watch_stdout(pid, child.stdout.take().expect("child stdout is piped"));
+
+        let mut gateway = Gateway {
+            child,
+            pid,
+            listen: "0.0.0.0:0".parse().expect("placeholder address"),
+            admin: None,
+            dataplane: String::new(),
+            stderr,
+            stderr_thread: Some(stderr_thread),
+        };
+        let line = match ready.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!(
+                    "gateway not ready after {READY_TIMEOUT:?}; stderr:\n{}",
+                    gateway.stderr_text()
+                )
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => gateway.died_before_ready(),
+        };
+        let ready =
+            ReadyLine::parse(&line).unwrap_or_else(|why| panic!("bad ready line {line:?}: {why}"));
+        if self.dataplane != Dataplane::Auto {
+            assert_eq!(
+                ready.dataplane,
+                self.dataplane.as_str(),
+                "dataplane in the ready line {line:?}"
+            );
+        }
+        gateway.listen = ready.listen;
+        gateway.admin = ready.admin;
+        gateway.dataplane = ready.dataplane;
+        gateway
+    }
+}
+
+/// A running gateway; killed when dropped.
+pub struct Gateway {
+    child: Child,
+    pid: u32,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    dataplane: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder {
+            backend: None,
+            dataplane: Dataplane::Userspace,
+            admin: true,
+        }
+    }
+
+    /// Where clients connect.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The admin listener (`/metrics`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .expect("the gateway reported no admin listener (admin=-)")
+    }
+
+    /// The data path the gateway reported in its ready line: `ebpf` or `userspace`.
+    pub fn dataplane(&self) -> &str {
+        &self.dataplane
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The current `/metrics` page.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::fetch(self.admin_addr())
+    }
+
+    /// Keys in each of the gateway's hash-like eBPF maps (`SPLICED`, `PEERS`, `FLOWS`), by name.
+    pub fn ebpf_map_entries(&self) -> BTreeMap<String, usize> {
+        maps::map_entries(self.pid)
+    }
+
+    /// Open descriptors of the gateway process.
+    pub fn fd_count(&self) -> usize {
+        maps::fd_count(self.pid)
+    }
+
+    /// Open socket descriptors of the gateway process.
+    pub fn socket_fd_count(&self) -> usize {
+        maps::socket_fd_count(self.pid)
+    }
+
+    /// Waits until every tunnel is gone: the gateway holds `baseline_sockets` socket descriptors
+    /// again (those it had once ready) and, on the eBPF dataplane, `SPLICED`, `PEERS` and `FLOWS`
+    /// are empty.
+    pub async fn wait_tunnels_gone(&self, baseline_sockets: usize) {
+        let ebpf = self.dataplane == Dataplane::Ebpf.as_str();
+        eventually(TEARDOWN_TIMEOUT, "tunnels torn down", || {
+            let sockets = self.socket_fd_count();
+            if sockets != baseline_sockets {
+                return Err(format!(
+                    "{sockets} socket fds open, {baseline_sockets} after start-up"
+                ));
+            }
+            if ebpf {
+                let entries = self.ebpf_map_entries();
+                for name in [names::SPLICED, names::PEERS, names::FLOWS] {
+                    match entries.get(name) {
+                        None => panic!("the gateway holds no eBPF map {name}; found {entries:?}"),
+                        Some(0) => {}
+                        Some(_) => return Err(format!("eBPF maps not empty: {entries:?}")),
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// The gateway's stderr so far (its last lines).
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|lines| lines.join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// Panics with the exit status and the complete stderr of a gateway that exited early.
+    fn died_before_ready(&mut self) -> ! {
+        let status = self
+            .child
+            .wait()
+            .expect("wait for the gateway that closed its stdout");
+        if let Some(thread) = self.stderr_thread.take() {
+            // The child exited, so its stderr ends: this returns.
+            let _ = thread.join();
+        }
+        panic!(
+            "gateway exited before it was ready ({status}); stderr:\n{}",
+            self.stderr_text()
+        )
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(status) = exited {
+            if !thread::panicking() {
+                panic!(
+                    "gateway exited during the test ({status}); stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+        }
+    }
+}
+
+/// The fields of `gateway ready listen=http://A admin=http://B|- dataplane=D`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyLine {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub dataplane: String,
+}
+
+impl ReadyLine {
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let fields = line
+            .strip_prefix(READY_PREFIX)
+            .ok_or("no `gateway ready` prefix")?;
+        let field = |name: &str| {
+            fields
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix(name)?.strip_prefix('='))
+                .ok_or_else(|| format!("no {name}= field"))
+        };
+        let addr = |url: &str| {
+            let authority = url
+                .strip_prefix("http://")
+                .unwrap_or(url)
+                .trim_end_matches('/');
+            authority
+                .parse::<SocketAddr>()
+                .map_err(|error| format!("bad address {url:?}: {error}"))
+        };
+        let admin = match field("admin")? {
+            "-" => None,
+            url => Some(addr(url)?),
+        };
+        Ok(Self {
+            listen: addr(field("listen")?)?,
+            admin,
+            dataplane: field("dataplane")?.to_owned(),
+        })
+    }
+}
+
+/// Forwards the child's stderr to the test's stderr, prefixed, keeping the last lines.
+fn forward_stderr(
+    pid: u32,
+    stderr: impl Read + Send + 'static,
+    kept: &Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
+    let kept = Arc::clone(kept);
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[gateway {pid}] {line}");
+            if let Ok(mut kept) = kept.lock() {
+                if kept.len() == STDERR_LINES_KEPT {
+                    kept.remove(0);
+                }
+                kept.push(line);
+            }
+        }
+    })
+}
+
+/// Reads the child's stdout: sends the ready line on the returned channel and forwards every
+/// other line to the test's stderr. The channel disconnects if stdout ends first.
+fn watch_stdout(pid: u32, stdout: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut ready_tx = Some(ready_tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with(READY_PREFIX) {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(line);
+                    continue;
+                }
+            }
+            eprintln!("[gateway {pid} stdout] {line}");
+        }
+    });
+    ready_rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_ready_line() {
+        let line = "gateway ready listen=http://127.0.0.1:43211 admin=http://127.0.0.1:40000 dataplane=ebpf";
+        let ready = ReadyLine::parse(line).expect("parse a ready line");
+        assert_eq!(ready.listen, "127.0.0.1:43211".parse().expect("address"));
+        assert_eq!(
+            ready.admin,
+            Some("127.0.0.1:40000".parse().expect("address"))
+        );
+        assert_eq!(ready.dataplane, "ebpf");
+        let ready =
+            ReadyLine::parse("gateway ready listen=http://127.0.0.1:1 admin=- dataplane=userspace")
+                .expect("parse a ready line without admin");
+        assert_eq!(ready.admin, None);
+        assert!(ReadyLine::parse("gateway listening").is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! The handoff from HTTP to the tunnel, where bytes can arrive together with (or right
+//! behind) the upgrade heads. Every byte must come out once, in order, on both dataplanes.
+
+use std::{sync::Arc, time::Duration};
+
+use gateway_tests::{
+    backend::{RawBackend, RawConn},
+    client,
+    data::{random_bytes, read_to_eof, seeded_rng, write_random, Hasher, Summary},
+    dataplane_tests, skip_unprivileged,
+    wait::within,
+    Dataplane, Gateway,
+};
+use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
+use tokio::io::AsyncWriteExt as _;
+
+const COALESCED_PAYLOAD_BYTES: usize = 64 * 1024;
+const STREAM_BYTES: u64 = 8 << 20;
+const EARLY_BYTES: usize = 64 * 1024;
+const LATER_BYTES: usize = 1 << 20;
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one backend connection sent after its 101 and received after the request head.
+struct Seen {
+    sent: Summary,
+    received: Summary,
+}
+
+fn empty() -> Summary {
+    Summary::of(&[])
+}
+
+/// (a) The backend writes the 101 head and 64 KiB of payload in one `write_all` of one buffer:
+/// the client gets the head, then exactly that payload.
+async fn backend_101_and_payload_in_one_write(dataplane: Dataplane, test: &str) {
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let payload = Arc::new(random_bytes(&mut seeded_rng(test), COALESCED_PAYLOAD_BYTES));
+    let expected = Summary::of(&payload);
+    let mut backend = RawBackend::start(move |mut conn: RawConn| {
+        let payload = Arc::clone(&payload);
+        async move {
+            let mut buf = conn.switching_protocols();
+            buf.extend_from_slice(&payload);
+            conn.stream
+                .write_all(&buf)
+                .await
+                .expect("backend writes the 101 and the payload at once");
+            conn.stream.shutdown().await.expect("backend half-closes");
+            let received = read_to_eof(&mut conn.stream, &conn.leftover)
+                .await
+                .expect("backend reads to EOF");
+            Seen {
+                sent: Summary::of(&payload),
+                received,
+            }
+        }
+    })
+    .await;
+    let gateway = Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(dataplane)
+        .start();
+    let baseline = gateway.socket_fd_count();
+
+    let mut tunnel = within(
+        STEP_TIMEOUT,
+        "upgrade",
+        client::raw_upgrade(gateway.listen_addr(), "/a", &[]),
+    )
+    .await;
+    let received = within(
+        STEP_TIMEOUT,
+        "client reads the payload to EOF",
+        read_to_eof(&mut tunnel.stream, &tunnel.leftover),
+    )
+    .await
+    .expect("client reads to EOF");
+    tunnel.stream.shutdown().await.expect("client half-closes");
+    let seen = backend.next_result().await;
+
+    assert_eq!(seen.sent, expected);
+    assert_eq!(
+        received, expected,
+        "client got the 101 head then exactly the coalesced payload"
+    );
+    assert_eq!(
+        seen.received,
+        empty(),
+        "backend got nothing after the request"
+    );
+    drop(tunnel);
+    gateway.wait_tunnels_gone(baseline).await;
+}
+
+/// (b) The client writes its first bytes the instant it has read the end of the 101 head
+/// (same task, no delay) and keeps sending 8 MiB: the backend gets them all, in order.
+async fn client_sends_right_after_101(dataplane: Dataplane, test: &str) {
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let mut backend = RawBackend::start(|mut conn: RawConn| async move {
+        let response = conn.switching_protocols();
+        conn.stream
+            .write_all(&response)
+            .await
+            .expect("backend writes the 101");
+        let received = read_to_eof(&mut conn.stream, &conn.leftover)
+            .await
+            .expect("backend reads to EOF");
+        conn.stream.shutdown().await.expect("backend half-closes");
+        Seen {
+            sent: empty(),
+            received,
+        }
+    })
+    .await;
+    let gateway = Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(dataplane)
+        .start();
+    let baseline = gateway.socket_fd_count();
+    let mut rng = seeded_rng(test);
+
+    let (sent, received) = within(
+        STEP_TIMEOUT,
+        "client sends 8 MiB right after the 101",
+        async {
+            let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/b", &[]).await;
+            // No await point other than the writes between reading the head and sending.
+            let sent = write_random(&mut tunnel.stream, &mut rng, STREAM_BYTES)
+                .await
+                .expect("client sends");
+            tunnel.stream.shutdown().await.expect("client half-closes");
+            let received = read_to_eof(&mut tunnel.stream, &tunnel.leftover)
+                .await
+                .expect("client reads to EOF");
+            (sent, received)
+        },
+    )
+    .await;
+    let seen = backend.next_result().await;
+
+    assert_eq!(sent.len, STREAM_BYTES);
+    assert_eq!(
+        seen.received, sent,
+        "backend got every byte the client sent right after the 101"
+    );
+    assert_eq!(received, empty(), "client got nothing after the 101");
+    gateway.wait_tunnels_gone(baseline).await;
+}
+
+/// (c) The client writes the upgrade request and 64 KiB of payload in the same write, before
+/// any 101, then 1 MiB more after it: the backend gets the request, then all of it in order.
+async fn client_payload_with_request(dataplane: Dataplane, test: &str) {
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let mut backend = RawBackend::start(|mut conn: RawConn| async move {
+        let response = conn.switching_protocols();
+        conn.stream
+            .write_all(&response)
+            .await
+            .expect("backend writes the 101");
+        let received = read_to_eof(&mut conn.stream, &conn.leftover)
+            .await
+            .expect("backend reads to EOF");
+        conn.stream.shutdown().await.expect("backend half-closes");
+        Seen {
+            sent: empty(),
+            received,
+        }
+    })
+    .await;
+    let gateway = Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(dataplane)
+        .start();
+    let baseline = gateway.socket_fd_count();
+    let mut rng = seeded_rng(test);
+    let early = random_bytes(&mut rng, EARLY_BYTES);
+    let later = random_bytes(&mut rng, LATER_BYTES);
+    let mut sent = Hasher::default();
+    sent.update(&early);
+    sent.update(&later);
+    let sent = sent.finish();
+
+    let received = within(
+        STEP_TIMEOUT,
+        "client sends payload with its request",
+        async {
+            let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/c", &early).await;
+            tunnel
+                .stream
+                .write_all(&later)
+                .await
+                .expect("client sends after the 101");
+            tunnel.stream.shutdown().await.expect("client half-closes");
+            read_to_eof(&mut tunnel.stream, &tunnel.leftover)
+                .await
+                .expect("client reads to EOF")
+        },
+    )
+    .await;
+    let seen = backend.next_result().await;
+
+    assert_eq!(
+        seen.received, sent,
+        "backend got the early bytes right after the request, then the rest"
+    );
+    assert_eq!(received, empty(), "client got nothing after the 101");
+    let requests = backend.requests();
+    assert_eq!(requests.len(), 1, "requests the backend saw: {requests:?}");
+    assert_eq!(
+        requests[0].method(),
+        "GET",
+        "request head:\n{}",
+        requests[0].text()
+    );
+    gateway.wait_tunnels_gone(baseline).await;
+}
+
+/// (d) The backend sends its 101, then immediately (a separate write, no delay) 8 MiB: the
+/// client gets them all, in order.
+async fn backend_streams_right_after_101(dataplane: Dataplane, test: &str) {
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let seed: u64 = seeded_rng(test).random();
+    let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
+        let response = conn.switching_protocols();
+        conn.stream
+            .write_all(&response)
+            .await
+            .expect("backend writes the 101");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let sent = write_random(&mut conn.stream, &mut rng, STREAM_BYTES)
+            .await
+            .expect("backend sends");
+        conn.stream.shutdown().await.expect("backend half-closes");
+        let received = read_to_eof(&mut conn.stream, &conn.leftover)
+            .await
+            .expect("backend reads to EOF");
+        Seen { sent, received }
+    })
+    .await;
+    let gateway = Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(dataplane)
+        .start();
+    let baseline = gateway.socket_fd_count();
+
+    let received = within(
+        STEP_TIMEOUT,
+        "client reads 8 MiB sent right after the 101",
+        async {
+            let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/d", &[]).await;
+            let received = read_to_eof(&mut tunnel.stream, &tunnel.leftover)
+                .await
+                .expect("client reads to EOF");
+            tunnel.stream.shutdown().await.expect("client half-closes");
+            received
+        },
+    )
+    .await;
+    let seen = backend.next_result().await;
+
+    assert_eq!(seen.sent.len, STREAM_BYTES);
+    assert_eq!(
+        received, seen.sent,
+        "client got every byte the backend sent right after the 101"
+    );
+    assert_eq!(
+        seen.received,
+        empty(),
+        "backend got nothing after the request"
+    );
+    gateway.wait_tunnels_gone(baseline).await;
+}
+
+dataplane_tests!(backend_101_and_payload_in_one_write => a_backend_101_and_payload_in_one_write_ebpf, a_backend_101_and_payload_in_one_write_userspace);
+dataplane_tests!(client_sends_right_after_101 => b_client_sends_right_after_101_ebpf, b_client_sends_right_after_101_userspace);
+dataplane_tests!(client_payload_with_request => c_client_payload_with_request_ebpf, c_client_payload_with_request_userspace);
+dataplane_tests!(backend_streams_right_after_101 => d_backend_streams_right_after_101_ebpf, d_backend_streams_right_after_101_userspace);
