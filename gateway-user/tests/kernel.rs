@@ -273,3 +273,37 @@ fn take_queued_leaves_no_partly_read_skb() {
         "the splice carries exactly the rest, nothing twice"
     );
 }
+
+#[test]
+fn a_half_closed_socket_is_refused_and_nothing_is_left_behind() {
+    if skip("a_half_closed_socket_is_refused_and_nothing_is_left_behind") {
+        return;
+    }
+    let ebpf = EbpfDataplane::load().expect("load the eBPF dataplane");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (_client_far, client) = pair(&listener);
+    let (backend_far, backend) = pair(&listener);
+    // The backend's FIN arrives before the splice: `backend` is in CLOSE_WAIT.
+    backend_far
+        .shutdown(Shutdown::Write)
+        .expect("backend half-closes");
+    wait_until("the FIN arrived", || {
+        sockopt::tcp_counters(&backend)
+            .expect("counters")
+            .bytes_received
+            == 1
+    });
+
+    let refused = ebpf
+        .splice(&client, &backend)
+        .expect_err("only ESTABLISHED sockets join");
+    assert!(
+        refused.can_relay(),
+        "nothing was redirected, so the relay can take over"
+    );
+    assert_eq!(
+        ebpf.entry_counts(),
+        [0, 0, 0],
+        "PEERS, SPLICED, FLOWS after the refusal"
+    );
+}

@@ -157,16 +157,19 @@ async fn malformed_upgrades(dataplane: Dataplane, test: &str) {
         "X-Forwarded-For of the upgrade:\n{}",
         request.text()
     );
-    let mode = dataplane.tunnel_mode();
+    // Either mode: this client half-closes at once, and a socket that already got its
+    // FIN cannot join a sockmap, so even with eBPF the gateway may relay this tunnel.
     eventually(
         STEP_TIMEOUT,
         "the valid upgrade counted as a tunnel",
         || {
             let metrics = gateway.metrics();
-            let opened = metrics.exported("gateway_tunnels_opened_total", &[("mode", mode)])?;
+            let opened = metrics
+                .exported("gateway_tunnels_opened_total", &[("mode", "spliced")])?
+                + metrics.exported("gateway_tunnels_opened_total", &[("mode", "userspace")])?;
             (opened == 1.0)
                 .then_some(())
-                .ok_or_else(|| format!("{opened} {mode} tunnels opened:\n{}", metrics.text))
+                .ok_or_else(|| format!("{opened} tunnels opened:\n{}", metrics.text))
         },
     )
     .await;

@@ -71,7 +71,27 @@ fn permission_hint(err: &ProgramError) -> &'static str {
     }
 }
 
-/// Errors from inserting or removing sockets; the tunnel falls back or closes on these.
+/// A tunnel the kernel would not splice, and whether it can still be relayed.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct SpliceRefused {
+    #[source]
+    pub source: MapWriteError,
+    /// Bytes the verdict had already redirected before the refusal (only possible when the
+    /// second `SPLICED` insert fails). If not zero they may be lost with the peer's psock,
+    /// so the tunnel cannot be relayed and must be reset.
+    pub bytes_redirected: u64,
+}
+
+impl SpliceRefused {
+    /// Whether nothing moved in the kernel, so the userspace relay can carry the tunnel.
+    pub fn can_relay(&self) -> bool {
+        self.bytes_redirected == 0
+    }
+}
+
+/// Errors from inserting sockets. The usual one: the kernel only takes ESTABLISHED TCP
+/// sockets, so a peer that half-closed during the handshake cannot be spliced.
 #[derive(Debug, thiserror::Error)]
 pub enum MapWriteError {
     #[error("reading socket cookie: {0}")]
@@ -155,11 +175,17 @@ impl EbpfDataplane {
         &self,
         client: &impl AsRawFd,
         backend: &impl AsRawFd,
-    ) -> Result<TunnelKeys, MapWriteError> {
+    ) -> Result<TunnelKeys, SpliceRefused> {
         use gateway_common::direction::{BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
+        let refused = |source| SpliceRefused {
+            source,
+            bytes_redirected: 0,
+        };
         let keys = TunnelKeys {
-            client: super::sockopt::socket_cookie(client).map_err(MapWriteError::Cookie)?,
-            backend: super::sockopt::socket_cookie(backend).map_err(MapWriteError::Cookie)?,
+            client: super::sockopt::socket_cookie(client)
+                .map_err(|e| refused(MapWriteError::Cookie(e)))?,
+            backend: super::sockopt::socket_cookie(backend)
+                .map_err(|e| refused(MapWriteError::Cookie(e)))?,
         };
         let mut maps = self.lock();
         let result = (|| {
@@ -183,9 +209,19 @@ impl EbpfDataplane {
                 .insert(keys.backend, backend.as_raw_fd(), 0)
                 .map_err(map_err(names::SPLICED))
         })();
-        if let Err(err) = result {
+        if let Err(source) = result {
+            let moved = |key| {
+                maps.flows
+                    .get(&key, 0)
+                    .map(|f: FlowStats| f.bytes)
+                    .unwrap_or(0)
+            };
+            let bytes_redirected = moved(keys.client) + moved(keys.backend);
             remove_all(&mut maps, keys);
-            return Err(err);
+            return Err(SpliceRefused {
+                source,
+                bytes_redirected,
+            });
         }
         Ok(keys)
     }

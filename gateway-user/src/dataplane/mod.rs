@@ -6,7 +6,7 @@ pub mod sockopt;
 
 use std::{fmt, sync::Arc};
 
-pub use ebpf::{EbpfDataplane, LoadError, TunnelKeys};
+pub use ebpf::{EbpfDataplane, LoadError, SpliceRefused, TunnelKeys};
 
 /// What the operator asked for with `--dataplane`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

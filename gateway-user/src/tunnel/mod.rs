@@ -7,13 +7,13 @@ mod splice;
 pub use splice::take_queued;
 mod watch;
 
-use std::{fmt, io, time::Instant};
+use std::{fmt, io, os::fd::AsRawFd, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
-    dataplane::Dataplane,
+    dataplane::{Dataplane, EbpfDataplane},
     metrics::{Direction, Metrics, Mode},
 };
 
@@ -37,6 +37,8 @@ pub enum CloseReason {
     ClientError(Option<io::Error>),
     /// The backend side failed.
     BackendError(Option<io::Error>),
+    /// A syscall of the gateway's own failed (e.g. creating the epoll set).
+    Internal(io::Error),
 }
 
 impl fmt::Display for CloseReason {
@@ -47,6 +49,7 @@ impl fmt::Display for CloseReason {
             Self::ClientError(None) => f.write_str("client error"),
             Self::BackendError(Some(e)) => write!(f, "backend error: {e}"),
             Self::BackendError(None) => f.write_str("backend error"),
+            Self::Internal(e) => write!(f, "gateway error: {e}"),
         }
     }
 }
@@ -83,7 +86,8 @@ pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
                 ebpf = None;
             }
             Err(err) => {
-                tracing::warn!(error = %err, "tunnel failed during the handoff");
+                tracing::info!(error = %err, "tunnel failed during the handoff; resetting both sides");
+                reset_both(&client, &backend);
                 return;
             }
         }
@@ -91,39 +95,37 @@ pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
     // Early bytes go first, in userspace, before any byte can be redirected.
     if let Err(err) = deliver_early(&mut client, &client_early, &mut backend, &backend_early).await
     {
-        tracing::warn!(error = %err, "tunnel failed while delivering handshake bytes");
+        tracing::info!(error = %err, "tunnel failed while delivering handshake bytes; resetting both sides");
+        reset_both(&client, &backend);
         return;
     }
     metrics.handoff_bytes(Direction::ClientToBackend, client_early.len() as u64);
     metrics.handoff_bytes(Direction::BackendToClient, backend_early.len() as u64);
 
-    let mode = if ebpf.is_some() {
-        Mode::Spliced
-    } else {
-        Mode::Userspace
+    let Some(carrier) = Carrier::choose(ebpf, client, backend) else {
+        return;
+    };
+    let mode = match carrier {
+        Carrier::Spliced(_) => Mode::Spliced,
+        Carrier::Relay(..) => Mode::Userspace,
     };
     tracing::Span::current().record("mode", tracing::field::display(mode));
     metrics.tunnel_opened(mode);
     tracing::debug!("tunnel open");
 
-    let (reason, up_bytes, down_bytes) = match ebpf {
-        Some(ebpf) => match into_std(client, backend) {
-            Ok((client, backend)) => match splice::run(ebpf, client, backend).await {
-                Ok(out) => {
-                    if out.rescued_bytes > 0 {
-                        tracing::warn!(bytes = out.rescued_bytes, "bytes forwarded by userspace");
-                    }
-                    (
-                        out.reason,
-                        out.client_to_backend.bytes,
-                        out.backend_to_client.bytes,
-                    )
-                }
-                Err(err) => (CloseReason::ClientError(Some(err)), 0, 0),
-            },
-            Err(err) => (CloseReason::ClientError(Some(err)), 0, 0),
-        },
-        None => {
+    let (reason, up_bytes, down_bytes) = match carrier {
+        Carrier::Spliced(spliced) => {
+            let out = spliced.run().await;
+            if out.rescued_bytes > 0 {
+                tracing::warn!(bytes = out.rescued_bytes, "bytes forwarded by userspace");
+            }
+            (
+                out.reason,
+                out.client_to_backend.bytes,
+                out.backend_to_client.bytes,
+            )
+        }
+        Carrier::Relay(client, backend) => {
             let out = relay::run(
                 client,
                 backend,
@@ -144,6 +146,17 @@ pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
     );
 }
 
+/// Makes the coming close of both sockets a reset (`SO_LINGER {on, 0}`): when one side of a
+/// tunnel fails, the other learns it at once instead of seeing a clean EOF or hanging.
+fn reset_both(client: &impl AsRawFd, backend: &impl AsRawFd) {
+    use crate::dataplane::sockopt::set_linger_zero;
+    for result in [set_linger_zero(client), set_linger_zero(backend)] {
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "could not arm a reset");
+        }
+    }
+}
+
 async fn deliver_early(
     client: &mut TcpStream,
     client_early: &[u8],
@@ -157,6 +170,52 @@ async fn deliver_early(
         backend.write_all(client_early).await?;
     }
     Ok(())
+}
+
+/// What carries a tunnel's bytes.
+enum Carrier {
+    Spliced(splice::Spliced),
+    Relay(TcpStream, TcpStream),
+}
+
+impl Carrier {
+    /// The kernel splice when eBPF is loaded and the kernel takes the sockets; the relay
+    /// otherwise (e.g. a peer already half-closed: only ESTABLISHED sockets can join a
+    /// sockmap). `None` when the tunnel had to be abandoned (logged).
+    fn choose(
+        ebpf: Option<Arc<EbpfDataplane>>,
+        client: TcpStream,
+        backend: TcpStream,
+    ) -> Option<Self> {
+        let Some(ebpf) = ebpf else {
+            return Some(Self::Relay(client, backend));
+        };
+        let (client, backend) = into_std(client, backend)
+            .inspect_err(|err| tracing::warn!(error = %err, "cannot leave the runtime"))
+            .ok()?;
+        match splice::Spliced::start(ebpf, client, backend) {
+            Ok(spliced) => Some(Self::Spliced(spliced)),
+            Err(refused) if refused.can_relay => {
+                tracing::info!(error = %refused.error, "kernel refused the splice; relaying");
+                let (client, backend) = from_std(refused.client, refused.backend)
+                    .inspect_err(|err| tracing::warn!(error = %err, "cannot rejoin the runtime"))
+                    .ok()?;
+                Some(Self::Relay(client, backend))
+            }
+            Err(refused) => {
+                tracing::warn!(error = %refused.error, "splice failed after bytes moved; resetting");
+                reset_both(&refused.client, &refused.backend);
+                None
+            }
+        }
+    }
+}
+
+fn from_std(
+    client: std::net::TcpStream,
+    backend: std::net::TcpStream,
+) -> io::Result<(TcpStream, TcpStream)> {
+    Ok((TcpStream::from_std(client)?, TcpStream::from_std(backend)?))
 }
 
 /// Leaves tokio's reactor: a spliced socket must not be polled for readability, or every

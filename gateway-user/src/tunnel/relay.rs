@@ -5,14 +5,11 @@ use std::io;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpStream,
-    },
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
 };
 
-use super::CloseReason;
+use super::{reset_both, CloseReason};
 
 const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -24,37 +21,46 @@ pub struct RelayOutcome {
     pub backend_to_client: u64,
 }
 
-/// Relays until both directions have ended (FIN each way) or one side fails.
+/// Relays until both directions have ended (FIN each way) or one side fails; a failure on
+/// one side resets the other.
 pub async fn run(
-    client: TcpStream,
-    backend: TcpStream,
+    mut client: TcpStream,
+    mut backend: TcpStream,
     client_to_backend: Counter,
     backend_to_client: Counter,
 ) -> RelayOutcome {
-    let (client_read, client_write) = client.into_split();
-    let (backend_read, backend_write) = backend.into_split();
-    let upstream = copy_half(client_read, backend_write, client_to_backend);
-    let downstream = copy_half(backend_read, client_write, backend_to_client);
-    tokio::pin!(upstream, downstream);
+    // Borrowed halves: unlike tokio's owned halves, dropping them sends no FIN, so a
+    // failure can still end in a reset.
+    let (reason, up, down) = {
+        let (client_read, client_write) = client.split();
+        let (backend_read, backend_write) = backend.split();
+        let upstream = copy_half(client_read, backend_write, client_to_backend);
+        let downstream = copy_half(backend_read, client_write, backend_to_client);
+        tokio::pin!(upstream, downstream);
 
-    let (mut up, mut down) = (None, None);
-    let reason = loop {
-        tokio::select! {
-            result = &mut upstream, if up.is_none() => match result {
-                Ok(n) => up = Some(n),
-                Err(HalfError::Read(e)) => break CloseReason::ClientError(Some(e)),
-                Err(HalfError::Write(e)) => break CloseReason::BackendError(Some(e)),
-            },
-            result = &mut downstream, if down.is_none() => match result {
-                Ok(n) => down = Some(n),
-                Err(HalfError::Read(e)) => break CloseReason::BackendError(Some(e)),
-                Err(HalfError::Write(e)) => break CloseReason::ClientError(Some(e)),
-            },
-        }
-        if up.is_some() && down.is_some() {
-            break CloseReason::Done;
-        }
+        let (mut up, mut down) = (None, None);
+        let reason = loop {
+            tokio::select! {
+                result = &mut upstream, if up.is_none() => match result {
+                    Ok(n) => up = Some(n),
+                    Err(HalfError::Read(e)) => break CloseReason::ClientError(Some(e)),
+                    Err(HalfError::Write(e)) => break CloseReason::BackendError(Some(e)),
+                },
+                result = &mut downstream, if down.is_none() => match result {
+                    Ok(n) => down = Some(n),
+                    Err(HalfError::Read(e)) => break CloseReason::BackendError(Some(e)),
+                    Err(HalfError::Write(e)) => break CloseReason::ClientError(Some(e)),
+                },
+            }
+            if up.is_some() && down.is_some() {
+                break CloseReason::Done;
+            }
+        };
+        (reason, up, down)
     };
+    if !matches!(reason, CloseReason::Done) {
+        reset_both(&client, &backend);
+    }
     RelayOutcome {
         reason,
         client_to_backend: up.unwrap_or_default(),
@@ -69,8 +75,8 @@ enum HalfError {
 
 /// Copies until EOF, then shuts `to` down for writing; returns the bytes copied.
 async fn copy_half(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
     counter: Counter,
 ) -> Result<u64, HalfError> {
     let mut buf = vec![0u8; RELAY_BUFFER_BYTES];

@@ -62,55 +62,159 @@ impl HalfState {
     }
 }
 
-/// Splices `client` and `backend` and runs the tunnel to its end. The sockets must not
-/// have been read from or written to by anyone else since the handshake.
-pub async fn run(
+/// A failed syscall, and the side of the tunnel it was about (`None`: the gateway's own).
+struct Failure {
+    side: Option<usize>,
+    error: io::Error,
+}
+
+impl Failure {
+    fn reason(self) -> CloseReason {
+        match self.side {
+            Some(0) => CloseReason::ClientError(Some(self.error)),
+            Some(_) => CloseReason::BackendError(Some(self.error)),
+            None => CloseReason::Internal(self.error),
+        }
+    }
+}
+
+fn on(side: usize) -> impl FnOnce(io::Error) -> Failure {
+    move |error| Failure {
+        side: Some(side),
+        error,
+    }
+}
+
+/// A tunnel registered in the kernel maps. Dropping it takes the tunnel out of the maps
+/// (verdict first) and only then closes the sockets, however the tunnel ended.
+pub struct Spliced {
     ebpf: Arc<EbpfDataplane>,
+    keys: TunnelKeys,
+    halves: [HalfState; 2],
+    // Declared last: fields drop after `Drop::drop` has unspliced.
     client: TcpStream,
     backend: TcpStream,
-) -> io::Result<SpliceOutcome> {
-    let c = sockopt::tcp_counters(&client)?;
-    let b = sockopt::tcp_counters(&backend)?;
-    let mut halves = [HalfState::new(&c, &b), HalfState::new(&b, &c)];
-    let socks = [&client, &backend];
+}
 
-    let keys = ebpf.splice(&client, &backend).map_err(io::Error::other)?;
-    let guard = Unsplice { ebpf: &ebpf, keys };
+/// The kernel would not splice the tunnel; its sockets are handed back.
+pub struct Refused {
+    pub client: TcpStream,
+    pub backend: TcpStream,
+    pub error: io::Error,
+    /// Nothing moved in the kernel, so the userspace relay can carry the tunnel. Otherwise
+    /// bytes may have been lost with a peer's psock and the tunnel must be reset.
+    pub can_relay: bool,
+}
 
-    // Segments that arrived before a socket joined the map sit in its receive queue until
-    // the next `data_ready`. A receive makes the kernel run the verdict on them now
-    // (tcp_bpf_recvmsg_parser); they are redirected, so it normally returns EAGAIN.
-    let mut rescued = 0;
-    for i in 0..2 {
-        rescued += rescue(socks[i], socks[1 - i])?;
+impl Spliced {
+    /// Reads the baselines and registers the tunnel: from here on the kernel moves its
+    /// bytes. The sockets must not have been read from or written to by anyone else since
+    /// the handshake, and their receive queues must hold no partly read skb
+    /// ([`take_queued`]).
+    pub fn start(
+        ebpf: Arc<EbpfDataplane>,
+        client: TcpStream,
+        backend: TcpStream,
+    ) -> Result<Self, Refused> {
+        let counters =
+            sockopt::tcp_counters(&client).and_then(|c| Ok((c, sockopt::tcp_counters(&backend)?)));
+        let (c, b) = match counters {
+            Ok(counters) => counters,
+            Err(error) => {
+                return Err(Refused {
+                    client,
+                    backend,
+                    error,
+                    can_relay: true,
+                })
+            }
+        };
+        match ebpf.splice(&client, &backend) {
+            Ok(keys) => Ok(Self {
+                halves: [HalfState::new(&c, &b), HalfState::new(&b, &c)],
+                ebpf,
+                keys,
+                client,
+                backend,
+            }),
+            Err(refused) => Err(Refused {
+                can_relay: refused.can_relay(),
+                error: io::Error::other(refused),
+                client,
+                backend,
+            }),
+        }
     }
 
-    let watch = HangupWatch::new(client.as_fd(), backend.as_fd())?;
+    /// Runs the tunnel to its end. Whatever ends it other than both sides closing
+    /// cleanly, both sockets are reset.
+    pub async fn run(mut self) -> SpliceOutcome {
+        let socks = [&self.client, &self.backend];
+        let mut rescued = 0;
+        let reason = supervise(socks, &mut self.halves, &mut rescued)
+            .await
+            .unwrap_or_else(Failure::reason);
+        if !matches!(reason, CloseReason::Done) {
+            super::reset_both(&self.client, &self.backend);
+        }
+        let (client_to_backend, backend_to_client) = self.ebpf.flow_stats(self.keys);
+        SpliceOutcome {
+            reason,
+            client_to_backend,
+            backend_to_client,
+            rescued_bytes: rescued,
+        }
+    }
+}
+
+impl Drop for Spliced {
+    fn drop(&mut self) {
+        self.ebpf.unsplice(self.keys);
+    }
+}
+
+/// Waits for hang-ups and forwards each FIN once its bytes have drained, until both
+/// directions are closed (`Done`) or a side fails.
+async fn supervise(
+    socks: [&TcpStream; 2],
+    halves: &mut [HalfState; 2],
+    rescued: &mut u64,
+) -> Result<CloseReason, Failure> {
+    // Segments that arrived before a socket joined the map sit in its receive queue until
+    // the next `data_ready`. A receive makes the kernel run the verdict on them now
+    // (tcp_bpf_recvmsg_parser); they are redirected, so it normally returns EAGAIN. It may
+    // also return a reset that arrived meanwhile: that ends the tunnel like any error.
+    for i in 0..2 {
+        *rescued += rescue(socks, i)?;
+    }
+
+    let watch = HangupWatch::new(socks[0].as_fd(), socks[1].as_fd())
+        .map_err(|error| Failure { side: None, error })?;
     let mut pause = DRAIN_POLL_MIN;
-    let reason = loop {
+    loop {
         // Forward each FIN once everything sent before it has reached the other socket.
         let counters = [
-            sockopt::tcp_counters(&client)?,
-            sockopt::tcp_counters(&backend)?,
+            sockopt::tcp_counters(socks[0]).map_err(on(0))?,
+            sockopt::tcp_counters(socks[1]).map_err(on(1))?,
         ];
-        for (i, half) in halves.iter_mut().enumerate() {
-            let (from, to) = (i, 1 - i);
+        for (from, half) in halves.iter_mut().enumerate() {
+            let to = 1 - from;
             if half.eof && !half.shut {
-                rescued += rescue(socks[from], socks[to])?;
+                *rescued += rescue(socks, from)?;
                 if half.drained(&counters[from], &counters[to]) {
-                    tracing::debug!(from, from_counters = ?counters[from], to_counters = ?counters[to], consumed_before = half.consumed_before, written_before = half.written_before, "drained; forwarding FIN");
-                    socks[to].shutdown(Shutdown::Write)?;
+                    tracing::debug!(from, "drained; forwarding FIN");
+                    socks[to].shutdown(Shutdown::Write).map_err(on(to))?;
                     half.shut = true;
                 }
             }
         }
         if halves.iter().all(|h| h.shut) {
-            break CloseReason::Done;
+            return Ok(CloseReason::Done);
         }
 
         let draining = halves.iter().any(|h| h.eof && !h.shut);
         let events = tokio::select! {
-            events = watch.next() => events?,
+            events = watch.next() => events.map_err(|error| Failure { side: None, error })?,
             () = tokio::time::sleep(pause), if draining => {
                 pause = (pause * 2).min(DRAIN_POLL_MAX);
                 continue;
@@ -119,31 +223,17 @@ pub async fn run(
         pause = DRAIN_POLL_MIN;
         tracing::debug!(?events, "socket events");
         if let Some(i) = events.iter().position(|e| e.error) {
-            let err = sockopt::take_socket_error(socks[i])?;
-            break if i == 0 {
+            let err = sockopt::take_socket_error(socks[i]).map_err(on(i))?;
+            return Ok(if i == 0 {
                 CloseReason::ClientError(err)
             } else {
                 CloseReason::BackendError(err)
-            };
+            });
         }
         for (half, event) in halves.iter_mut().zip(events) {
             half.eof |= event.read_hangup || event.hangup;
         }
-    };
-
-    if !matches!(reason, CloseReason::Done) {
-        // One side failed: reset the other rather than leave it hanging.
-        for sock in socks {
-            let _ = set_linger_zero(sock);
-        }
     }
-    let (client_to_backend, backend_to_client) = guard.finish();
-    Ok(SpliceOutcome {
-        reason,
-        client_to_backend,
-        backend_to_client,
-        rescued_bytes: rescued,
-    })
 }
 
 /// Reads everything queued on `sock` into `into`, until a read comes back short: only then
@@ -187,16 +277,18 @@ pub fn take_queued(sock: &impl AsRawFd, into: &mut Vec<u8>, limit: usize) -> io:
     }
 }
 
-/// Receives whatever the verdict left in `from`'s own queue (nothing, unless a redirect
-/// failed) and writes it to `to`, so no byte is ever stranded. Returns the bytes moved.
-fn rescue(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
+/// Receives whatever the verdict left in `socks[from]`'s own queue (nothing, unless a
+/// redirect failed) and writes it to the other socket, so no byte is ever stranded.
+/// Returns the bytes moved.
+fn rescue(socks: [&TcpStream; 2], from: usize) -> Result<u64, Failure> {
+    let to = 1 - from;
     let mut moved = 0u64;
     let mut buf = [0u8; 16 * 1024];
     loop {
         // SAFETY: `buf` is valid for writes of its length.
         let n = unsafe {
             libc::recv(
-                from.as_raw_fd(),
+                socks[from].as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 libc::MSG_DONTWAIT,
@@ -207,18 +299,17 @@ fn rescue(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
             return match err.kind() {
                 io::ErrorKind::WouldBlock => Ok(moved),
                 io::ErrorKind::Interrupted => continue,
-                _ => Err(err),
+                _ => Err(on(from)(err)),
             };
         }
         if n == 0 {
             return Ok(moved);
         }
-        let chunk = &buf[..n as usize];
         tracing::warn!(
             bytes = n,
             "splice left bytes for userspace; forwarding them"
         );
-        write_all_blocking(to, chunk)?;
+        write_all_blocking(socks[to], &buf[..n as usize]).map_err(on(to))?;
         moved += n as u64;
     }
 }
@@ -234,47 +325,4 @@ fn write_all_blocking(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn set_linger_zero(sock: &TcpStream) -> io::Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `linger` is a valid struct of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Removes the tunnel from the maps however `run` ends (including `?` and cancellation),
-/// before the sockets close.
-struct Unsplice<'a> {
-    ebpf: &'a EbpfDataplane,
-    keys: TunnelKeys,
-}
-
-impl Unsplice<'_> {
-    fn finish(self) -> (FlowStats, FlowStats) {
-        let stats = self.ebpf.unsplice(self.keys);
-        std::mem::forget(self);
-        stats
-    }
-}
-
-impl Drop for Unsplice<'_> {
-    fn drop(&mut self) {
-        self.ebpf.unsplice(self.keys);
-    }
 }
