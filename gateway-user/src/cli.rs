@@ -44,6 +44,33 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = DataplaneMode::Auto, value_name = "MODE")]
     pub dataplane: DataplaneMode,
 
+    /// Close a WebSocket tunnel after this many seconds without a byte in either
+    /// direction. For spliced tunnels idleness is read from timestamps the eBPF program
+    /// keeps; userspace never touches the data to know.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub tunnel_idle_timeout_secs: u64,
+
+    /// Close a WebSocket tunnel this many seconds after it opened, busy or not.
+    /// 0 means no limit.
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub tunnel_max_lifetime_secs: u64,
+
+    /// Time allowed for the handshake: the client to send its request head, and the
+    /// backend to connect and answer it. A backend that is too slow gets the client a 504.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub handshake_timeout_secs: u64,
+
+    /// Most bytes the kernel may hold for one direction of a spliced tunnel while the
+    /// receiving side is slower than the sending one; past it the sender is slowed down
+    /// by TCP flow control.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
+    pub max_tunnel_backlog_bytes: u64,
+
+    /// On SIGTERM/SIGINT: stop accepting at once, let open tunnels and requests finish for
+    /// this many seconds, then close what is left.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub shutdown_drain_secs: u64,
+
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `gateway=debug`).
     /// RUST_LOG, when set, takes precedence.
     #[arg(long, default_value = "info", value_name = "FILTER")]

@@ -7,7 +7,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod tunnel;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 
@@ -24,6 +24,9 @@ pub struct Config {
     pub backends: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub dataplane: DataplaneMode,
+    pub tunnel: tunnel::Settings,
+    pub handshake_timeout: Duration,
+    pub shutdown_drain: Duration,
 }
 
 impl From<cli::RunArgs> for Config {
@@ -33,6 +36,14 @@ impl From<cli::RunArgs> for Config {
             backends: args.backend,
             admin: args.admin,
             dataplane: args.dataplane,
+            tunnel: tunnel::Settings {
+                idle_timeout: Duration::from_secs(args.tunnel_idle_timeout_secs),
+                max_lifetime: (args.tunnel_max_lifetime_secs > 0)
+                    .then(|| Duration::from_secs(args.tunnel_max_lifetime_secs)),
+                max_backlog_bytes: args.max_tunnel_backlog_bytes,
+            },
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+            shutdown_drain: Duration::from_secs(args.shutdown_drain_secs),
         }
     }
 }
@@ -107,6 +118,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         backends: Backends::new(config.backends.clone()),
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),
+        tunnel: config.tunnel,
+        handshake_timeout: config.handshake_timeout,
+        shutdown: tokio_util::sync::CancellationToken::new(),
     });
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -104,25 +104,18 @@ async fn forward_upgrade(
 
     let backend_upgrade = hyper::upgrade::on(&mut resp);
     let span = tracing::Span::current();
-    tokio::spawn(
-        start_tunnel(
-            client_upgrade,
-            backend_upgrade,
-            shared.dataplane.clone(),
-            shared.metrics.clone(),
-        )
-        .instrument(span),
-    );
+    let tunnel = crate::tunnel::Context {
+        dataplane: shared.dataplane.clone(),
+        metrics: shared.metrics.clone(),
+        settings: shared.tunnel,
+        shutdown: shared.shutdown.clone(),
+    };
+    tokio::spawn(start_tunnel(client_upgrade, backend_upgrade, tunnel).instrument(span));
     let (parts, _body) = resp.into_parts();
     Ok(Response::from_parts(parts, empty()))
 }
 
-async fn start_tunnel(
-    client: OnUpgrade,
-    backend: OnUpgrade,
-    dataplane: crate::dataplane::Dataplane,
-    metrics: crate::metrics::Metrics,
-) {
+async fn start_tunnel(client: OnUpgrade, backend: OnUpgrade, tunnel: crate::tunnel::Context) {
     let upgraded = async {
         let (client, backend) = tokio::try_join!(client, backend)?;
         let client = client
@@ -141,7 +134,7 @@ async fn start_tunnel(
         })
     };
     match upgraded.await {
-        Ok(upgraded) => tunnel::run(upgraded, dataplane, metrics).await,
+        Ok(upgraded) => tunnel::run(upgraded, tunnel).await,
         Err(err) => tracing::warn!(error = %err, "upgrade handoff failed"),
     }
 }

@@ -20,6 +20,10 @@ pub struct Shared {
     pub backends: Backends,
     pub dataplane: Dataplane,
     pub metrics: Metrics,
+    pub tunnel: crate::tunnel::Settings,
+    pub handshake_timeout: std::time::Duration,
+    /// Cancelled when the drain period after SIGTERM is over: what is still open closes.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Accepts connections on `listener` forever.

@@ -28,6 +28,27 @@ pub struct Upgraded {
     pub backend_early: Bytes,
 }
 
+/// Limits every tunnel runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// No byte either way for this long closes the tunnel.
+    pub idle_timeout: std::time::Duration,
+    /// The tunnel closes this long after it opened, busy or not.
+    pub max_lifetime: Option<std::time::Duration>,
+    /// Most bytes the kernel may hold for one direction of a spliced tunnel.
+    pub max_backlog_bytes: u64,
+}
+
+/// What a tunnel needs from the gateway around it.
+#[derive(Clone)]
+pub struct Context {
+    pub dataplane: Dataplane,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    /// Cancelled at the end of the shutdown drain period: the tunnel closes at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 /// Why a tunnel ended.
 #[derive(Debug)]
 pub enum CloseReason {
@@ -58,8 +79,15 @@ impl fmt::Display for CloseReason {
 /// empty (see [`splice::take_queued`]); a tunnel past it is relayed instead of spliced.
 const HANDOFF_READ_LIMIT_BYTES: usize = 256 * 1024;
 
-/// Runs a tunnel to its end on `dataplane` and logs one line when it closes.
-pub async fn run(up: Upgraded, dataplane: Dataplane, metrics: Metrics) {
+/// Runs a tunnel to its end and logs one line when it closes.
+pub async fn run(up: Upgraded, ctx: Context) {
+    let Context {
+        dataplane,
+        metrics,
+        settings,
+        shutdown,
+    } = ctx;
+    let _ = (settings, &shutdown); // used by the timeouts below (next commit)
     let started = Instant::now();
     let Upgraded {
         mut client,
