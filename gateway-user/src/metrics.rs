@@ -72,6 +72,12 @@ struct ModeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    mode: Mode,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     direction: Direction,
 }
@@ -88,6 +94,7 @@ struct OutcomeLabels {
 pub struct Metrics {
     tunnels_opened: Family<ModeLabels, Counter>,
     tunnels_active: Family<ModeLabels, Gauge>,
+    tunnels_closed: Family<CloseLabels, Counter>,
     relayed_bytes: Family<DirectionLabels, Counter>,
     handoff_bytes: Family<DirectionLabels, Counter>,
     upgrades_rejected: Counter,
@@ -98,6 +105,7 @@ impl Default for Metrics {
         let metrics = Self {
             tunnels_opened: Family::default(),
             tunnels_active: Family::default(),
+            tunnels_closed: Family::default(),
             relayed_bytes: Family::default(),
             handoff_bytes: Family::default(),
             upgrades_rejected: Counter::default(),
@@ -142,6 +150,12 @@ impl Metrics {
             self.tunnels_active.clone(),
         );
         registry.register(
+            "gateway_tunnels_closed",
+            "WebSocket tunnels closed, by dataplane mode and reason (done, client_error, \
+             backend_error, internal, idle_timeout, max_lifetime, shutdown)",
+            self.tunnels_closed.clone(),
+        );
+        registry.register(
             "gateway_relayed_bytes",
             "Bytes copied through userspace by the relay, by direction",
             self.relayed_bytes.clone(),
@@ -170,7 +184,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn tunnel_closed(&self, mode: Mode) {
+    pub fn tunnel_closed(&self, mode: Mode, reason: &'static str) {
+        self.tunnels_closed
+            .get_or_create(&CloseLabels { mode, reason })
+            .inc();
         self.tunnels_active
             .get_or_create(&ModeLabels { mode })
             .dec();

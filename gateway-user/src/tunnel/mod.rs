@@ -1,6 +1,7 @@
 //! An upgraded WebSocket connection: the handoff from HTTP to a tunnel, and the tunnel's
 //! life on the chosen dataplane until both sides have closed.
 
+mod limits;
 mod relay;
 mod splice;
 
@@ -60,6 +61,61 @@ pub enum CloseReason {
     BackendError(Option<io::Error>),
     /// A syscall of the gateway's own failed (e.g. creating the epoll set).
     Internal(io::Error),
+    /// No byte either way for the idle timeout.
+    IdleTimeout,
+    /// Open for the maximum lifetime.
+    MaxLifetime,
+    /// Still open at the end of the shutdown drain period.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The `reason` label of `gateway_tunnels_closed_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::ClientError(_) => "client_error",
+            Self::BackendError(_) => "backend_error",
+            Self::Internal(_) => "internal",
+            Self::IdleTimeout => "idle_timeout",
+            Self::MaxLifetime => "max_lifetime",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    /// How the sockets are closed: `Reset` passes a failure on to the other side,
+    /// `Graceful` sends both peers a FIN (timeouts, shutdown), `AsIs` leaves the already
+    /// forwarded FINs.
+    fn closing(&self) -> Closing {
+        match self {
+            Self::Done => Closing::AsIs,
+            Self::IdleTimeout | Self::MaxLifetime | Self::Shutdown => Closing::Graceful,
+            Self::ClientError(_) | Self::BackendError(_) | Self::Internal(_) => Closing::Reset,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    AsIs,
+    Graceful,
+    Reset,
+}
+
+/// Closes both sockets the way `reason` calls for (see [`CloseReason::closing`]); the
+/// caller drops them afterwards.
+fn close_both(reason: &CloseReason, client: &impl AsRawFd, backend: &impl AsRawFd) {
+    match reason.closing() {
+        Closing::AsIs => {}
+        Closing::Reset => reset_both(client, backend),
+        Closing::Graceful => {
+            for sock in [client.as_raw_fd(), backend.as_raw_fd()] {
+                // SAFETY: plain syscall on fds the caller owns; errors (already closed) are
+                // harmless here.
+                unsafe { libc::shutdown(sock, libc::SHUT_RDWR) };
+            }
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
@@ -71,6 +127,9 @@ impl fmt::Display for CloseReason {
             Self::BackendError(Some(e)) => write!(f, "backend error: {e}"),
             Self::BackendError(None) => f.write_str("backend error"),
             Self::Internal(e) => write!(f, "gateway error: {e}"),
+            Self::IdleTimeout => f.write_str("idle timeout"),
+            Self::MaxLifetime => f.write_str("maximum lifetime reached"),
+            Self::Shutdown => f.write_str("gateway shutting down"),
         }
     }
 }
@@ -87,8 +146,8 @@ pub async fn run(up: Upgraded, ctx: Context) {
         settings,
         shutdown,
     } = ctx;
-    let _ = (settings, &shutdown); // used by the timeouts below (next commit)
     let started = Instant::now();
+    let limits = limits::Limits::new(settings, started, shutdown);
     let Upgraded {
         mut client,
         client_early,
@@ -143,7 +202,7 @@ pub async fn run(up: Upgraded, ctx: Context) {
 
     let (reason, up_bytes, down_bytes) = match carrier {
         Carrier::Spliced(spliced) => {
-            let out = spliced.run().await;
+            let out = spliced.run(&limits).await;
             if out.rescued_bytes > 0 {
                 tracing::warn!(bytes = out.rescued_bytes, "bytes forwarded by userspace");
             }
@@ -154,17 +213,15 @@ pub async fn run(up: Upgraded, ctx: Context) {
             )
         }
         Carrier::Relay(client, backend) => {
-            let out = relay::run(
-                client,
-                backend,
+            let counters = [
                 metrics.relayed_bytes(Direction::ClientToBackend),
                 metrics.relayed_bytes(Direction::BackendToClient),
-            )
-            .await;
+            ];
+            let out = relay::run(client, backend, counters, &limits).await;
             (out.reason, out.client_to_backend, out.backend_to_client)
         }
     };
-    metrics.tunnel_closed(mode);
+    metrics.tunnel_closed(mode, reason.label());
     tracing::info!(
         client_to_backend_bytes = up_bytes + client_early.len() as u64,
         backend_to_client_bytes = down_bytes + backend_early.len() as u64,

@@ -1,7 +1,10 @@
 //! The userspace relay: copies bytes both ways with the same half-close semantics as the
 //! splice. Used for TLS streams and wherever eBPF is not loaded.
 
-use std::io;
+use std::{
+    io,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::{
@@ -9,7 +12,11 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{reset_both, CloseReason};
+use super::{
+    close_both,
+    limits::{monotonic_coarse_ns, since_ns, Limits},
+    CloseReason,
+};
 
 const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -21,26 +28,41 @@ pub struct RelayOutcome {
     pub backend_to_client: u64,
 }
 
-/// Relays until both directions have ended (FIN each way) or one side fails; a failure on
-/// one side resets the other.
+/// Relays until both directions have ended (FIN each way), one side fails (the other is
+/// then reset) or a limit is reached (both peers then get a FIN). `counters` count the
+/// bytes copied client→backend and backend→client.
 pub async fn run(
     mut client: TcpStream,
     mut backend: TcpStream,
-    client_to_backend: Counter,
-    backend_to_client: Counter,
+    counters: [Counter; 2],
+    limits: &Limits,
 ) -> RelayOutcome {
+    let [client_to_backend, backend_to_client] = counters;
+    let last_activity = AtomicU64::new(monotonic_coarse_ns());
     // Borrowed halves: unlike tokio's owned halves, dropping them sends no FIN, so a
     // failure can still end in a reset.
     let (reason, up, down) = {
         let (client_read, client_write) = client.split();
         let (backend_read, backend_write) = backend.split();
-        let upstream = copy_half(client_read, backend_write, client_to_backend);
-        let downstream = copy_half(backend_read, client_write, backend_to_client);
-        tokio::pin!(upstream, downstream);
+        let upstream = copy_half(
+            client_read,
+            backend_write,
+            client_to_backend,
+            &last_activity,
+        );
+        let downstream = copy_half(
+            backend_read,
+            client_write,
+            backend_to_client,
+            &last_activity,
+        );
+        let limit = limits.reached(|| since_ns(last_activity.load(Ordering::Relaxed)));
+        tokio::pin!(upstream, downstream, limit);
 
         let (mut up, mut down) = (None, None);
         let reason = loop {
             tokio::select! {
+                reason = &mut limit => break reason,
                 result = &mut upstream, if up.is_none() => match result {
                     Ok(n) => up = Some(n),
                     Err(HalfError::Read(e)) => break CloseReason::ClientError(Some(e)),
@@ -58,9 +80,7 @@ pub async fn run(
         };
         (reason, up, down)
     };
-    if !matches!(reason, CloseReason::Done) {
-        reset_both(&client, &backend);
-    }
+    close_both(&reason, &client, &backend);
     RelayOutcome {
         reason,
         client_to_backend: up.unwrap_or_default(),
@@ -78,6 +98,7 @@ async fn copy_half(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     counter: Counter,
+    last_activity: &AtomicU64,
 ) -> Result<u64, HalfError> {
     let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
     let mut total = 0u64;
@@ -87,6 +108,7 @@ async fn copy_half(
             to.shutdown().await.map_err(HalfError::Write)?;
             return Ok(total);
         }
+        last_activity.store(monotonic_coarse_ns(), Ordering::Relaxed);
         to.write_all(&buf[..n]).await.map_err(HalfError::Write)?;
         total += n as u64;
         counter.inc_by(n as u64);

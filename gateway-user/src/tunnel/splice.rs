@@ -3,6 +3,7 @@
 //! tunnel down. See docs/dataplane.md for why each step is ordered as it is.
 
 use std::{
+    future::Future,
     io,
     net::{Shutdown, TcpStream},
     os::fd::{AsFd, AsRawFd},
@@ -12,7 +13,11 @@ use std::{
 
 use gateway_common::FlowStats;
 
-use super::{watch::HangupWatch, CloseReason};
+use super::{
+    limits::{monotonic_coarse_ns, since_ns, Limits},
+    watch::HangupWatch,
+    CloseReason,
+};
 use crate::dataplane::{
     sockopt::{self, TcpCounters},
     EbpfDataplane, TunnelKeys,
@@ -91,6 +96,8 @@ pub struct Spliced {
     ebpf: Arc<EbpfDataplane>,
     keys: TunnelKeys,
     halves: [HalfState; 2],
+    /// [`monotonic_coarse_ns`] when the splice began: activity before any redirect.
+    spliced_at_ns: u64,
     // Declared last: fields drop after `Drop::drop` has unspliced.
     client: TcpStream,
     backend: TcpStream,
@@ -132,6 +139,7 @@ impl Spliced {
         match ebpf.splice(&client, &backend) {
             Ok(keys) => Ok(Self {
                 halves: [HalfState::new(&c, &b), HalfState::new(&b, &c)],
+                spliced_at_ns: monotonic_coarse_ns(),
                 ebpf,
                 keys,
                 client,
@@ -146,17 +154,25 @@ impl Spliced {
         }
     }
 
-    /// Runs the tunnel to its end. Whatever ends it other than both sides closing
-    /// cleanly, both sockets are reset.
-    pub async fn run(mut self) -> SpliceOutcome {
+    /// Runs the tunnel to its end: both sides closed, a failure (both sockets are then
+    /// reset), or a limit (both peers then get a FIN).
+    pub async fn run(mut self, limits: &Limits) -> SpliceOutcome {
         let socks = [&self.client, &self.backend];
         let mut rescued = 0;
-        let reason = supervise(socks, &mut self.halves, &mut rescued)
+        // Idleness comes from the timestamps the verdict program keeps per direction.
+        let (ebpf, keys, spliced_at) = (&self.ebpf, self.keys, self.spliced_at_ns);
+        let limit = limits.reached(|| {
+            let (up, down) = ebpf.flow_stats(keys);
+            since_ns(
+                up.last_activity_ns
+                    .max(down.last_activity_ns)
+                    .max(spliced_at),
+            )
+        });
+        let reason = supervise(socks, &mut self.halves, &mut rescued, limit)
             .await
             .unwrap_or_else(Failure::reason);
-        if !matches!(reason, CloseReason::Done) {
-            super::reset_both(&self.client, &self.backend);
-        }
+        super::close_both(&reason, &self.client, &self.backend);
         let (client_to_backend, backend_to_client) = self.ebpf.flow_stats(self.keys);
         SpliceOutcome {
             reason,
@@ -179,7 +195,9 @@ async fn supervise(
     socks: [&TcpStream; 2],
     halves: &mut [HalfState; 2],
     rescued: &mut u64,
+    limit: impl Future<Output = CloseReason>,
 ) -> Result<CloseReason, Failure> {
+    tokio::pin!(limit);
     // Segments that arrived before a socket joined the map sit in its receive queue until
     // the next `data_ready`. A receive makes the kernel run the verdict on them now
     // (tcp_bpf_recvmsg_parser); they are redirected, so it normally returns EAGAIN. It may
@@ -214,6 +232,7 @@ async fn supervise(
 
         let draining = halves.iter().any(|h| h.eof && !h.shut);
         let events = tokio::select! {
+            reason = &mut limit => return Ok(reason),
             events = watch.next() => events.map_err(|error| Failure { side: None, error })?,
             () = tokio::time::sleep(pause), if draining => {
                 pause = (pause * 2).min(DRAIN_POLL_MAX);
