@@ -14,6 +14,11 @@ pub mod names {
     pub const SPLICED: &str = "SPLICED";
     /// `HASH` of [`crate::FlowStats`] keyed by the source socket's cookie.
     pub const FLOWS: &str = "FLOWS";
+    /// `HASH` of [`crate::FlowControl`] keyed by the source socket's cookie; written only
+    /// by the daemon.
+    pub const CONTROL: &str = "CONTROL";
+    /// `RINGBUF` of [`crate::FlowEvent`]: the verdict asks the daemon for attention.
+    pub const EVENTS: &str = "EVENTS";
     /// `PERCPU_ARRAY` of `u64` indexed by [`crate::counter`].
     pub const COUNTERS: &str = "COUNTERS";
     /// The `sk_skb/stream_verdict` program.
@@ -50,12 +55,21 @@ pub mod counter {
     /// Zero-length segments (a FIN without payload) dropped instead of redirected: the
     /// kernel's redirect worker treats a 0-byte send as a broken pipe on the destination.
     pub const DROPPED_EMPTY_SEGMENTS: u32 = 6;
+    /// Segments passed to userspace because their flow was paused (backlog over budget,
+    /// or waiting for userspace to forward earlier passed bytes).
+    pub const PASSED_PAUSED: u32 = 7;
+    /// Times a flow went from redirecting to paused.
+    pub const PAUSES: u32 = 8;
+    /// Times a paused flow resumed redirecting.
+    pub const RESUMES: u32 = 9;
+    /// Events that did not fit in the `EVENTS` ring buffer.
+    pub const EVENTS_LOST: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 11;
 }
 
-/// Per-direction statistics of one spliced tunnel, kept by the verdict program and keyed
-/// by the source socket's cookie.
+/// Per-direction state of one spliced tunnel, written only by the verdict program and
+/// keyed by the source socket's cookie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -63,13 +77,19 @@ pub struct FlowStats {
     pub bytes: u64,
     /// Segments (skbs) redirected.
     pub segments: u64,
-    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of the last redirected segment;
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of the last segment seen;
     /// 0 until the first one.
     pub last_activity_ns: u64,
+    /// Bytes passed to the source's own queue instead of redirected (while paused, or when
+    /// a redirect failed); userspace forwards them and reports it in
+    /// [`FlowControl::released`].
+    pub passed_bytes: u64,
+    /// The [`FlowControl::notify_at`] value last notified, so each mark is announced once.
+    pub notified_at: u64,
     /// One of [`direction`].
     pub direction: u32,
-    /// Reserved, always 0; keeps the struct free of implicit padding.
-    pub reserved: u32,
+    /// 1 while the flow passes instead of redirecting; see [`FlowControl`].
+    pub paused: u32,
 }
 
 impl FlowStats {
@@ -79,13 +99,73 @@ impl FlowStats {
             bytes: 0,
             segments: 0,
             last_activity_ns: 0,
+            passed_bytes: 0,
+            notified_at: 0,
             direction,
-            reserved: 0,
+            paused: 0,
         }
     }
 }
 
-// SAFETY: `FlowStats` is `repr(C)`, `Copy`, made only of integers, and has no padding
-// (3 × u64 + 2 × u32 = 32 bytes, 8-byte aligned), so every bit pattern is valid.
+/// How far one direction of a spliced tunnel may run ahead of its destination, written
+/// only by the daemon and keyed by the source socket's cookie.
+///
+/// The verdict redirects while `FlowStats::bytes` stays within `limit`; past it the flow
+/// *pauses*: segments are passed to the source's own queue, where they count against its
+/// receive buffer, so TCP flow control slows the sender. The daemon forwards those bytes
+/// once everything redirected before them has reached the destination, counts them in
+/// `released`, and raises `limit`. The verdict resumes redirecting only when
+/// `released == FlowStats::passed_bytes`: every passed byte is then in the destination's
+/// send queue, so order is kept.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowControl {
+    /// Redirected bytes may reach this total; beyond it the flow pauses.
+    pub limit: u64,
+    /// When redirected bytes reach this total, the verdict sends one
+    /// [`event::WATERMARK`] so the daemon can raise `limit` before the flow pauses.
+    pub notify_at: u64,
+    /// Passed bytes the daemon has forwarded to the destination.
+    pub released: u64,
+}
+
+impl FlowControl {
+    /// The control of a flow that has moved nothing yet, allowed `budget` bytes ahead.
+    pub const fn new(budget: u64) -> Self {
+        Self {
+            limit: budget,
+            notify_at: budget / 2,
+            released: 0,
+        }
+    }
+}
+
+/// Kinds of [`FlowEvent`].
+pub mod event {
+    /// Redirected bytes reached [`crate::FlowControl::notify_at`].
+    pub const WATERMARK: u32 = 1;
+    /// The flow paused: its segments now wait in the source's queue for the daemon.
+    pub const PAUSED: u32 = 2;
+}
+
+/// A request for the daemon's attention, sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// Cookie of the source socket of the flow.
+    pub cookie: u64,
+    /// One of [`event`].
+    pub kind: u32,
+    /// Reserved, always 0; keeps the struct free of implicit padding.
+    pub reserved: u32,
+}
+
+// SAFETY (all three): `repr(C)`, `Copy`, made only of integers, and without padding
+// (FlowStats: 5 × u64 + 2 × u32 = 48 bytes; FlowControl: 3 × u64 = 24; FlowEvent: u64 +
+// 2 × u32 = 16; all 8-byte aligned), so every bit pattern is valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowStats {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowControl {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowEvent {}

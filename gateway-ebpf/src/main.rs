@@ -14,10 +14,12 @@ use aya_ebpf::{
     bindings::sk_action::{SK_DROP, SK_PASS},
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns},
     macros::{map, stream_verdict},
-    maps::{HashMap, PerCpuArray, SockHash},
+    maps::{HashMap, PerCpuArray, RingBuf, SockHash},
     programs::SkBuffContext,
 };
-use gateway_common::{counter, direction, FlowStats, MAX_SPLICED_SOCKETS};
+use gateway_common::{
+    counter, direction, event, FlowControl, FlowEvent, FlowStats, MAX_SPLICED_SOCKETS,
+};
 
 #[map(name = "PEERS")]
 static PEERS: SockHash<u64> = SockHash::with_max_entries(MAX_SPLICED_SOCKETS, 0);
@@ -27,6 +29,14 @@ static SPLICED: SockHash<u64> = SockHash::with_max_entries(MAX_SPLICED_SOCKETS, 
 
 #[map(name = "FLOWS")]
 static FLOWS: HashMap<u64, FlowStats> = HashMap::with_max_entries(MAX_SPLICED_SOCKETS, 0);
+
+#[map(name = "CONTROL")]
+static CONTROL: HashMap<u64, FlowControl> = HashMap::with_max_entries(MAX_SPLICED_SOCKETS, 0);
+
+/// 256 KiB: 16 384 events of 16 bytes. Events come at most one per budget/2 bytes per flow
+/// plus one per pause; a lost one is counted and the daemon sweeps all flows.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -57,30 +67,82 @@ fn verdict(ctx: &SkBuffContext, len: u64) {
         bump(counter::PASSED_BYTES, len);
         return;
     };
-    // `bpf_sk_redirect_hash` returns SK_PASS and marks the skb for redirection when the
-    // peer is in the map (egress: flags 0), and SK_DROP without marking it otherwise. We
-    // return SK_PASS either way, so an unmarked skb lands in this socket's own queue.
-    if PEERS.redirect_skb(ctx, cookie, 0) != i64::from(SK_PASS) {
-        bump(counter::PASSED_REDIRECT_FAILED, 1);
-        bump(counter::PASSED_BYTES, len);
-        return;
-    }
     // SAFETY: `flow` points into a live map value that the kernel keeps valid while the
     // program runs. The entry is keyed by the *source* socket and the verdict for one socket
     // runs under that socket's lock (softirq `data_ready` or `recvmsg`), so this program is
-    // the only writer of it at any time; userspace only reads (aligned u64 loads).
-    unsafe {
-        (*flow).bytes += len;
-        (*flow).segments += 1;
-        (*flow).last_activity_ns = bpf_ktime_get_coarse_ns();
+    // the only writer of it at any time; userspace only reads it (aligned u64 loads).
+    let flow = unsafe { &mut *flow };
+    flow.last_activity_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    // The daemon's side of the bargain; without it the flow is not flow-controlled.
+    let control = match CONTROL.get_ptr(cookie) {
+        // SAFETY: as above; the daemon rewrites the value whole with one map update.
+        Some(control) => unsafe { *control },
+        None => FlowControl {
+            limit: u64::MAX,
+            notify_at: u64::MAX,
+            released: 0,
+        },
+    };
+
+    if flow.paused != 0 {
+        // Resume only once every passed byte is in the destination (order), and the
+        // destination has room again (budget).
+        if flow.passed_bytes == control.released && flow.bytes + len <= control.limit {
+            flow.paused = 0;
+            bump(counter::RESUMES, 1);
+        } else {
+            pass(flow, len, counter::PASSED_PAUSED);
+            return;
+        }
+    } else if flow.bytes + len > control.limit {
+        flow.paused = 1;
+        bump(counter::PAUSES, 1);
+        notify(cookie, event::PAUSED);
+        pass(flow, len, counter::PASSED_PAUSED);
+        return;
     }
+
+    // `bpf_sk_redirect_hash` returns SK_PASS and marks the skb for redirection when the
+    // peer is in the map (egress: flags 0), and SK_DROP without marking it otherwise. We
+    // return SK_PASS either way, so an unmarked skb lands in this socket's own queue; the
+    // flow then pauses so later segments queue behind it until the daemon forwarded it.
+    if PEERS.redirect_skb(ctx, cookie, 0) != i64::from(SK_PASS) {
+        flow.paused = 1;
+        notify(cookie, event::PAUSED);
+        pass(flow, len, counter::PASSED_REDIRECT_FAILED);
+        return;
+    }
+    flow.bytes += len;
+    flow.segments += 1;
     bump(counter::REDIRECTED_SEGMENTS, 1);
-    // SAFETY: as above.
-    let dir = unsafe { (*flow).direction };
-    if dir == direction::CLIENT_TO_BACKEND {
+    if flow.direction == direction::CLIENT_TO_BACKEND {
         bump(counter::BYTES_CLIENT_TO_BACKEND, len);
     } else {
         bump(counter::BYTES_BACKEND_TO_CLIENT, len);
+    }
+    if flow.bytes >= control.notify_at && flow.notified_at != control.notify_at {
+        flow.notified_at = control.notify_at;
+        notify(cookie, event::WATERMARK);
+    }
+}
+
+/// Leaves the segment in the source's own queue (the caller returns SK_PASS unmarked).
+#[inline(always)]
+fn pass(flow: &mut FlowStats, len: u64, reason: u32) {
+    flow.passed_bytes += len;
+    bump(reason, 1);
+    bump(counter::PASSED_BYTES, len);
+}
+
+#[inline(always)]
+fn notify(cookie: u64, kind: u32) {
+    let event = FlowEvent {
+        cookie,
+        kind,
+        reserved: 0,
+    };
+    if EVENTS.output::<FlowEvent>(&event, 0).is_err() {
+        bump(counter::EVENTS_LOST, 1);
     }
 }
 

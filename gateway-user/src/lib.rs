@@ -7,14 +7,16 @@ pub mod metrics;
 pub mod proxy;
 pub mod tunnel;
 
+mod shutdown;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinSet};
 
 use crate::{
     dataplane::{Dataplane, DataplaneMode, LoadError},
     metrics::Metrics,
-    proxy::{backends::Backends, Shared},
+    proxy::{backends::Backends, Lifecycle, Shared},
 };
 
 /// Everything needed to start a gateway; validated by the CLI layer.
@@ -65,7 +67,12 @@ pub struct Running {
     pub listen: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub dataplane: Dataplane,
-    tasks: tokio::task::JoinSet<()>,
+    /// One task per client listener; each owns its listener and drops it when the drain
+    /// starts.
+    listeners: JoinSet<()>,
+    /// The admin listener, kept up until the process exits so a drain can be watched.
+    admin_task: JoinSet<()>,
+    shared: Arc<Shared>,
 }
 
 impl Running {
@@ -83,9 +90,15 @@ impl Running {
         )
     }
 
-    /// Serves until a task ends (they only end on panic).
-    pub async fn wait(mut self) {
-        if let Some(Err(err)) = self.tasks.join_next().await {
+    /// Serves until a listener task ends (they only end on panic, or after
+    /// [`Running::shutdown`] began).
+    pub async fn wait(&mut self) {
+        let ended = tokio::select! {
+            Some(ended) = self.listeners.join_next() => ended,
+            Some(ended) = self.admin_task.join_next() => ended,
+            else => return,
+        };
+        if let Err(err) = ended {
             tracing::error!(error = %err, "a gateway task died");
         }
     }
@@ -120,30 +133,33 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         tunnel: config.tunnel,
         handshake_timeout: config.handshake_timeout,
+        lifecycle: Lifecycle::default(),
         shutdown: tokio_util::sync::CancellationToken::new(),
     });
 
-    let mut tasks = tokio::task::JoinSet::new();
     let mut running = Running {
         listen: Vec::new(),
         admin: None,
         dataplane: dataplane.clone(),
-        tasks: tokio::task::JoinSet::new(),
+        listeners: JoinSet::new(),
+        admin_task: JoinSet::new(),
+        shared: shared.clone(),
     };
-    for listener in listeners {
+    for (listener, addr) in listeners.into_iter().zip(&config.listen) {
         running
             .listen
             .push(listener.local_addr().map_err(|source| StartError::Bind {
-                addr: config.listen[0],
+                addr: *addr,
                 source,
             })?);
-        tasks.spawn(proxy::serve(listener, shared.clone()));
+        running
+            .listeners
+            .spawn(proxy::serve(listener, shared.clone()));
     }
     if let Some(listener) = admin {
         running.admin = listener.local_addr().ok();
         let registry = Arc::new(metrics.registry(dataplane.ebpf().cloned()));
-        tasks.spawn(admin::serve(listener, registry));
+        running.admin_task.spawn(admin::serve(listener, registry));
     }
-    running.tasks = tasks;
     Ok(running)
 }

@@ -11,13 +11,24 @@ async fn main() -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
             init_logging(&args.log_level)?;
-            let running = gateway::start(args.into()).await?;
+            let config = gateway::Config::from(args);
+            let drain = config.shutdown_drain;
+            // Installed before the ready line: a signal sent right after it must find the
+            // handler, not the default action (which kills the process).
+            let mut signals = Signals::new().context("cannot install SIGTERM/SIGINT handlers")?;
+            let mut running = gateway::start(config).await?;
             tracing::info!(dataplane = %running.dataplane, "gateway started");
             println!("{}", running.ready_line());
             tokio::select! {
-                () = running.wait() => {}
-                signal = shutdown_signal() => {
-                    tracing::info!(signal, "shutting down");
+                () = running.wait() => return Ok(()),
+                signal = signals.next() => {
+                    tracing::info!(signal, drain_secs = drain.as_secs(), "shutting down");
+                }
+            }
+            tokio::select! {
+                () = running.shutdown(drain) => {}
+                signal = signals.next() => {
+                    tracing::warn!(signal, "second signal during the drain; exiting now");
                 }
             }
             Ok(())
@@ -37,17 +48,26 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, both meaning "shut down".
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }

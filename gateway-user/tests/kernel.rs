@@ -16,6 +16,9 @@ use gateway::dataplane::{sockopt, EbpfDataplane};
 use gateway_common::counter;
 use sha2::{Digest, Sha256};
 
+/// Flow-control budget for tests of the plain splice: never pauses.
+const UNLIMITED: u64 = u64::MAX;
+
 fn skip(name: &str) -> bool {
     let skip = std::env::var("GATEWAY_TEST_UNPRIVILEGED").is_ok_and(|v| v == "1");
     if skip {
@@ -94,7 +97,7 @@ fn queued_before_splice_is_redirected_after_recv() {
                 == down.len() as u64
     });
 
-    let keys = ebpf.splice(&client, &backend).expect("splice");
+    let keys = ebpf.splice(&client, &backend, UNLIMITED).expect("splice");
     // The insert alone does not run the verdict on queued data: nothing is redirected.
     // (SIOCINQ cannot show this: on a socket in a sockmap it reports only the psock's
     // ingress queue, see `tcp_bpf_ioctl`.)
@@ -137,7 +140,7 @@ fn bare_fin_is_dropped_and_does_not_break_the_peer() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let (mut client_far, client) = pair(&listener);
     let (mut backend_far, backend) = pair(&listener);
-    let keys = ebpf.splice(&client, &backend).expect("splice");
+    let keys = ebpf.splice(&client, &backend, UNLIMITED).expect("splice");
 
     let up = payload(10_000, 3);
     client_far.write_all(&up).expect("client writes");
@@ -181,17 +184,17 @@ fn unsplice_removes_every_entry() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let (_client_far, client) = pair(&listener);
     let (_backend_far, backend) = pair(&listener);
-    let keys = ebpf.splice(&client, &backend).expect("splice");
+    let keys = ebpf.splice(&client, &backend, UNLIMITED).expect("splice");
     assert_eq!(
         ebpf.entry_counts(),
-        [2, 2, 2],
-        "PEERS, SPLICED, FLOWS while spliced"
+        [2, 2, 2, 2],
+        "PEERS, SPLICED, FLOWS, CONTROL while spliced"
     );
     ebpf.unsplice(keys);
     assert_eq!(
         ebpf.entry_counts(),
-        [0, 0, 0],
-        "PEERS, SPLICED, FLOWS after unsplice"
+        [0, 0, 0, 0],
+        "PEERS, SPLICED, FLOWS, CONTROL after unsplice"
     );
 }
 
@@ -202,7 +205,7 @@ fn splice_and_collect(ebpf: &EbpfDataplane, near: &TcpStream, mut far: TcpStream
     const MARKER: &[u8] = b"--- end of the test stream, nothing follows ---";
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let (mut out_far, out_near) = pair(&listener);
-    let keys = ebpf.splice(near, &out_near).expect("splice");
+    let keys = ebpf.splice(near, &out_near, UNLIMITED).expect("splice");
     let _ = recv_nonblocking(near);
     far.write_all(MARKER).expect("write the marker");
 
@@ -295,7 +298,7 @@ fn a_half_closed_socket_is_refused_and_nothing_is_left_behind() {
     });
 
     let refused = ebpf
-        .splice(&client, &backend)
+        .splice(&client, &backend, UNLIMITED)
         .expect_err("only ESTABLISHED sockets join");
     assert!(
         refused.can_relay(),
@@ -303,7 +306,7 @@ fn a_half_closed_socket_is_refused_and_nothing_is_left_behind() {
     );
     assert_eq!(
         ebpf.entry_counts(),
-        [0, 0, 0],
-        "PEERS, SPLICED, FLOWS after the refusal"
+        [0, 0, 0, 0],
+        "PEERS, SPLICED, FLOWS, CONTROL after the refusal"
     );
 }

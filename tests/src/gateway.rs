@@ -10,7 +10,7 @@ use std::{
     io::{BufRead as _, BufReader, Read},
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{mpsc, Arc, Mutex},
     thread::{self, JoinHandle},
     time::Duration,
@@ -88,9 +88,28 @@ pub struct GatewayBuilder {
     backend: Option<SocketAddr>,
     dataplane: Dataplane,
     admin: bool,
+    /// More `gateway run` arguments, after the ones the builder sets.
+    extra_args: Vec<String>,
 }
 
 impl GatewayBuilder {
+    /// Adds one more `gateway run` argument (e.g. `--tunnel-idle-timeout-secs`, then `2`).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// `--shutdown-drain-secs`: how long open tunnels and requests may run after SIGTERM.
+    pub fn shutdown_drain_secs(self, secs: u64) -> Self {
+        self.arg("--shutdown-drain-secs").arg(secs.to_string())
+    }
+
+    /// `--handshake-timeout-secs`: how long the client's request head and the backend's
+    /// answer may take.
+    pub fn handshake_timeout_secs(self, secs: u64) -> Self {
+        self.arg("--handshake-timeout-secs").arg(secs.to_string())
+    }
+
     /// The backend every request goes to (required).
     pub fn backend(mut self, addr: SocketAddr) -> Self {
         self.backend = Some(addr);
@@ -128,6 +147,7 @@ impl GatewayBuilder {
         if self.admin {
             command.args(["--admin", "127.0.0.1:0"]);
         }
+        command.args(&self.extra_args);
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("spawn {}: {error}", binary.display()));
@@ -148,6 +168,7 @@ impl GatewayBuilder {
             dataplane: String::new(),
             stderr,
             stderr_thread: Some(stderr_thread),
+            exit_expected: false,
         };
         let line = match ready.recv_timeout(READY_TIMEOUT) {
             Ok(line) => line,
@@ -184,6 +205,8 @@ pub struct Gateway {
     dataplane: String,
     stderr: Arc<Mutex<Vec<String>>>,
     stderr_thread: Option<JoinHandle<()>>,
+    /// Set once the test asked the daemon to stop: exiting is then not a failure.
+    exit_expected: bool,
 }
 
 impl Gateway {
@@ -192,7 +215,51 @@ impl Gateway {
             backend: None,
             dataplane: Dataplane::Userspace,
             admin: true,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the daemon. From then on its exit is
+    /// expected: dropping the handle no longer fails the test because it exited.
+    pub fn send_signal(&mut self, signal: libc::c_int) {
+        self.exit_expected = true;
+        let pid = libc::pid_t::try_from(self.pid).expect("the daemon's pid fits in pid_t");
+        // SAFETY: kill(2) takes plain integers. `pid` is our child and is only reaped by
+        // `wait_exit` and `Drop`, so it cannot have been reused by another process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Sends SIGTERM: the daemon starts its graceful shutdown.
+    pub fn terminate(&mut self) {
+        self.send_signal(libc::SIGTERM);
+    }
+
+    /// Waits (polling, at most `limit`) for the daemon to exit and returns its status once
+    /// its stderr has been read to the end, so [`Gateway::stderr_text`] is complete. Panics
+    /// if it is still running after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        self.exit_expected = true;
+        let mut status = None;
+        eventually(limit, "the gateway exits", || match self.child.try_wait() {
+            Ok(Some(exited)) => {
+                status = Some(exited);
+                Ok(())
+            }
+            Ok(None) => Err("still running".to_owned()),
+            Err(err) => panic!("wait for the gateway: {err}"),
+        })
+        .await;
+        if let Some(thread) = self.stderr_thread.take() {
+            // The child exited, so its stderr ends: this returns.
+            let _ = thread.join();
+        }
+        status.expect("eventually returned, so the gateway exited")
     }
 
     /// Where clients connect.
@@ -293,7 +360,7 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(status) = exited {
-            if !thread::panicking() {
+            if !thread::panicking() && !self.exit_expected {
                 panic!(
                     "gateway exited during the test ({status}); stderr:\n{}",
                     self.stderr_text()

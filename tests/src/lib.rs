@@ -9,6 +9,11 @@
 //! - [`metrics`]: fetch and parse the admin `/metrics` page.
 //! - [`maps`]: the gateway's eBPF maps and file descriptors, read through `/proc`.
 //! - [`wait`]: deadlines and polling, so no test sleeps for readiness.
+//! - [`ends`]: reading and writing until a stream ends, and how it ended (EOF or an error).
+//! - [`netns`]: a backend host behind a veth pair in its own network namespace, to cut off.
+//! - [`process`]: a process's resident memory and this process's descriptor limit.
+//! - [`process_backend`]: a backend in a separate OS process (python3), to kill.
+//! - [`tunnels`]: the gateway's open tunnels as its metrics count them.
 
 pub mod backend;
 pub mod client;
@@ -17,7 +22,14 @@ pub mod gateway;
 pub mod http;
 pub mod maps;
 pub mod metrics;
+pub mod sockstat;
 pub mod wait;
+
+pub mod ends;
+pub mod netns;
+pub mod process;
+pub mod process_backend;
+pub mod tunnels;
 
 use std::io::Write as _;
 

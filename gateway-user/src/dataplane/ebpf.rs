@@ -5,11 +5,11 @@
 use std::{io, os::fd::AsRawFd, sync::Mutex};
 
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, SockHash},
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf, SockHash},
     programs::{ProgramError, SkSkb},
     Ebpf, EbpfError,
 };
-use gateway_common::{counter, names, FlowStats};
+use gateway_common::{counter, names, FlowControl, FlowStats};
 
 /// The eBPF object built by `build.rs`, embedded so the daemon is self-contained.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
@@ -112,12 +112,17 @@ struct SpliceMaps {
     peers: SockHash<MapData, u64>,
     spliced: SockHash<MapData, u64>,
     flows: HashMap<MapData, u64, FlowStats>,
+    control: HashMap<MapData, u64, FlowControl>,
 }
 
 /// The loaded and attached eBPF dataplane.
 pub struct EbpfDataplane {
     maps: Mutex<SpliceMaps>,
     counters: PerCpuArray<MapData, u64>,
+    /// Tunnels to wake on flow events (see [`super::events`]).
+    pub(super) registry: super::events::Registry,
+    /// The event ring, until [`EbpfDataplane::take_events`] hands it to the dispatcher.
+    events: Mutex<Option<RingBuf<MapData>>>,
     /// Keeps the program loaded and its attachment alive.
     _ebpf: Ebpf,
 }
@@ -137,6 +142,8 @@ impl EbpfDataplane {
         let peers = take_map(&mut ebpf, names::PEERS)?;
         let spliced: SockHash<MapData, u64> = take_map(&mut ebpf, names::SPLICED)?;
         let flows = take_map(&mut ebpf, names::FLOWS)?;
+        let control = take_map(&mut ebpf, names::CONTROL)?;
+        let events = take_map(&mut ebpf, names::EVENTS)?;
         let counters = take_map(&mut ebpf, names::COUNTERS)?;
 
         let program: &mut SkSkb = ebpf
@@ -159,8 +166,11 @@ impl EbpfDataplane {
                 peers,
                 spliced,
                 flows,
+                control,
             }),
             counters,
+            registry: super::events::Registry::default(),
+            events: Mutex::new(Some(events)),
             _ebpf: ebpf,
         })
     }
@@ -171,10 +181,14 @@ impl EbpfDataplane {
     /// by themselves; then each socket joins `SPLICED`, which starts the verdict on it. Both
     /// peers are already redirect targets when either socket starts being spliced, so no
     /// segment is ever passed to userspace for lack of a peer.
+    ///
+    /// Each direction may run `budget_bytes` ahead of its destination before it pauses
+    /// (see [`FlowControl`]).
     pub fn splice(
         &self,
         client: &impl AsRawFd,
         backend: &impl AsRawFd,
+        budget_bytes: u64,
     ) -> Result<TunnelKeys, SpliceRefused> {
         use gateway_common::direction::{BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
         let refused = |source| SpliceRefused {
@@ -189,6 +203,11 @@ impl EbpfDataplane {
         };
         let mut maps = self.lock();
         let result = (|| {
+            for key in [keys.client, keys.backend] {
+                maps.control
+                    .insert(key, FlowControl::new(budget_bytes), 0)
+                    .map_err(map_err(names::CONTROL))?;
+            }
             let flows = &mut maps.flows;
             flows
                 .insert(keys.client, FlowStats::new(CLIENT_TO_BACKEND), 0)
@@ -229,6 +248,7 @@ impl EbpfDataplane {
     /// Stops the splice and forgets the tunnel; returns its final per-direction stats
     /// (client→backend, backend→client). Idempotent.
     pub fn unsplice(&self, keys: TunnelKeys) -> (FlowStats, FlowStats) {
+        self.registry.remove([keys.client, keys.backend]);
         let mut maps = self.lock();
         let stats = (
             maps.flows.get(&keys.client, 0).unwrap_or_default(),
@@ -247,14 +267,38 @@ impl EbpfDataplane {
         )
     }
 
-    /// Entries in `PEERS`, `SPLICED` and `FLOWS`, in that order: two each per live tunnel.
-    pub fn entry_counts(&self) -> [usize; 3] {
+    /// Entries in `PEERS`, `SPLICED`, `FLOWS` and `CONTROL`, in that order: two each per
+    /// live tunnel.
+    pub fn entry_counts(&self) -> [usize; 4] {
         let maps = self.lock();
         [
             maps.peers.keys().count(),
             maps.spliced.keys().count(),
             maps.flows.keys().count(),
+            maps.control.keys().count(),
         ]
+    }
+
+    /// Publishes the daemon's side of a flow's control (see [`FlowControl`]); `cookie` is
+    /// the flow's source socket.
+    pub fn set_control(&self, cookie: u64, control: FlowControl) -> Result<(), MapWriteError> {
+        self.lock()
+            .control
+            .insert(cookie, control, 0)
+            .map_err(map_err(names::CONTROL))
+    }
+
+    /// The event ring, once: the caller runs [`super::events::dispatch`] on it.
+    pub fn take_events(&self) -> Option<RingBuf<MapData>> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Wakes `notify` whenever the verdict asks for attention on either flow of `keys`.
+    pub fn watch_flows(&self, keys: TunnelKeys, notify: &std::sync::Arc<tokio::sync::Notify>) {
+        self.registry.insert([keys.client, keys.backend], notify);
     }
 
     /// One of [`gateway_common::counter`], summed over CPUs.
@@ -287,6 +331,7 @@ fn remove_all(maps: &mut SpliceMaps, keys: TunnelKeys) {
     for key in [keys.client, keys.backend] {
         let _ = maps.peers.remove(&key);
         let _ = maps.flows.remove(&key);
+        let _ = maps.control.remove(&key);
     }
 }
 

@@ -2,6 +2,7 @@
 //! userspace relay, chosen once at start-up from `--dataplane`.
 
 pub mod ebpf;
+pub mod events;
 pub mod sockopt;
 
 use std::{fmt, sync::Arc};
@@ -31,9 +32,9 @@ impl Dataplane {
     pub fn start(mode: DataplaneMode) -> Result<Self, LoadError> {
         match mode {
             DataplaneMode::Userspace => Ok(Self::Userspace),
-            DataplaneMode::Ebpf => Ok(Self::Ebpf(Arc::new(EbpfDataplane::load()?))),
+            DataplaneMode::Ebpf => Ok(Self::loaded(EbpfDataplane::load()?)),
             DataplaneMode::Auto => match EbpfDataplane::load() {
-                Ok(ebpf) => Ok(Self::Ebpf(Arc::new(ebpf))),
+                Ok(ebpf) => Ok(Self::loaded(ebpf)),
                 Err(err) => {
                     tracing::warn!(
                         error = %err,
@@ -43,6 +44,15 @@ impl Dataplane {
                 }
             },
         }
+    }
+
+    /// Wraps a loaded dataplane and starts its event dispatcher (needs a tokio runtime).
+    fn loaded(ebpf: EbpfDataplane) -> Self {
+        let ebpf = Arc::new(ebpf);
+        if let Some(ring) = ebpf.take_events() {
+            tokio::spawn(events::dispatch(ebpf.clone(), ring));
+        }
+        Self::Ebpf(ebpf)
     }
 
     /// The loaded eBPF dataplane, if any.

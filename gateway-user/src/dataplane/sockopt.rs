@@ -110,6 +110,47 @@ pub fn take_socket_error(sock: &impl AsRawFd) -> io::Result<Option<io::Error>> {
     Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
 }
 
+/// `TCP_WINDOW_CLAMP`: the most the socket will advertise as its receive window.
+pub fn window_clamp(sock: &impl AsRawFd) -> io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes we pass.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_WINDOW_CLAMP,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(value).unwrap_or(0))
+}
+
+/// Sets `TCP_WINDOW_CLAMP`. The kernel raises tiny values to its minimum
+/// (`SOCK_MIN_RCVBUF / 2`) and never retracts a window it already advertised.
+pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(clamp).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `value` is a valid int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_WINDOW_CLAMP,
+            (&raw const value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `SO_LINGER {on, 0}`: the next `close` sends a reset instead of a FIN. Used to pass a
 /// reset on one side of a tunnel on to the other.
 pub fn set_linger_zero(sock: &impl AsRawFd) -> io::Result<()> {

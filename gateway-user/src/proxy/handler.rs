@@ -1,7 +1,7 @@
 //! One HTTP request from a client: a WebSocket upgrade is validated, forwarded and, on
 //! `101`, turned into a tunnel; anything else is forwarded as ordinary HTTP.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::{
+    deadline::{self, Progress, ProgressWatch},
     headers,
     upgrade::{self, Classified},
     Shared,
@@ -20,6 +21,10 @@ use crate::tunnel::{self, Upgraded};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A TCP connect to a backend taking longer than this fails fast (504), even when the
+/// handshake timeout (`--handshake-timeout-secs`, which also bounds the connect) is longer:
+/// on a local network a connect that slow means the backend is gone, while a slow answer
+/// may be legitimate.
 const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a request could not be forwarded; each maps to a status and a one-line body.
@@ -29,6 +34,11 @@ enum BackendError {
     Connect(SocketAddr, std::io::Error),
     #[error("backend {0} connect timed out")]
     ConnectTimeout(SocketAddr),
+    #[error(
+        "backend {0} did not answer in time (handshake timeout {secs}s)",
+        secs = .1.as_secs()
+    )]
+    HandshakeTimeout(SocketAddr, Duration),
     #[error("backend {0} HTTP error: {1}")]
     Http(SocketAddr, hyper::Error),
     #[error("backend {0} answered the upgrade wrongly: {1}")]
@@ -59,14 +69,45 @@ pub async fn handle(
             return Ok(resp);
         }
     };
-    Ok(result.unwrap_or_else(|err| {
+    let mut resp = result.unwrap_or_else(|err| {
         tracing::warn!(error = %err, "request failed");
-        let status = match err {
-            BackendError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
-        };
-        text(status, &err.to_string())
-    }))
+        text(err.status(), &err.to_string())
+    });
+    if shared.lifecycle.draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
+        // The connection closes after this answer (graceful shutdown); say so.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+impl BackendError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::ConnectTimeout(_) | Self::HandshakeTimeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Connect(..) | Self::Http(..) | Self::BadUpgrade(..) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// Bounds the backend's part of a handshake (connect, take the request, answer with a
+/// head) by the handshake timeout; see [`deadline::deadline`] for how a request body
+/// counts. Once the head is in, nothing here times out: a tunnel or a streamed response
+/// body lives under its own limits.
+async fn within_handshake<T>(
+    shared: &Shared,
+    backend: SocketAddr,
+    body_progress: ProgressWatch,
+    exchange: impl Future<Output = Result<T, BackendError>>,
+) -> Result<T, BackendError> {
+    let timeout = shared.handshake_timeout;
+    tokio::select! {
+        result = exchange => result,
+        () = deadline::deadline(body_progress, timeout) => {
+            Err(BackendError::HandshakeTimeout(backend, timeout))
+        }
+    }
 }
 
 async fn forward_upgrade(
@@ -78,18 +119,21 @@ async fn forward_upgrade(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let backend = shared.backends.pick();
     tracing::Span::current().record("backend", tracing::field::display(backend));
-    let (mut sender, conn) = connect(backend).await?;
-    tokio::spawn(conn.with_upgrades());
 
     let (mut parts, _body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::set_websocket_upgrade(&mut parts.headers);
     headers::append_forwarded_for(&mut parts.headers, client.ip());
     let outbound = Request::from_parts(parts, Empty::<Bytes>::new());
-    let mut resp = sender
-        .send_request(outbound)
-        .await
-        .map_err(|e| BackendError::Http(backend, e))?;
+    let mut resp = within_handshake(shared, backend, None, async {
+        let (mut sender, conn) = connect(backend).await?;
+        tokio::spawn(conn.with_upgrades());
+        sender
+            .send_request(outbound)
+            .await
+            .map_err(|e| BackendError::Http(backend, e))
+    })
+    .await?;
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused by the backend (e.g. 403, 404): its answer goes back as is, no tunnel.
@@ -110,7 +154,12 @@ async fn forward_upgrade(
         settings: shared.tunnel,
         shutdown: shared.shutdown.clone(),
     };
-    tokio::spawn(start_tunnel(client_upgrade, backend_upgrade, tunnel).instrument(span));
+    // Tracked so a shutdown drain waits for the tunnel; spawned before the `101` is
+    // returned, so the client connection's own tracked task outlives the spawn.
+    shared
+        .lifecycle
+        .tunnels
+        .spawn(start_tunnel(client_upgrade, backend_upgrade, tunnel).instrument(span));
     let (parts, _body) = resp.into_parts();
     Ok(Response::from_parts(parts, empty()))
 }
@@ -146,15 +195,20 @@ async fn forward_http(
 ) -> Result<Response<Body>, BackendError> {
     let backend = shared.backends.pick();
     tracing::Span::current().record("backend", tracing::field::display(backend));
-    let (mut sender, conn) = connect(backend).await?;
-    tokio::spawn(conn);
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_forwarded_for(&mut parts.headers, client.ip());
-    let resp = sender
-        .send_request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| BackendError::Http(backend, e))?;
+    let (body, progress) = Progress::new(body);
+    let outbound = Request::from_parts(parts, body);
+    let resp = within_handshake(shared, backend, progress, async {
+        let (mut sender, conn) = connect(backend).await?;
+        tokio::spawn(conn);
+        sender
+            .send_request(outbound)
+            .await
+            .map_err(|e| BackendError::Http(backend, e))
+    })
+    .await?;
     Ok(strip_response(resp.map(BodyExt::boxed)))
 }
 

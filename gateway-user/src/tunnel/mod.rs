@@ -189,7 +189,7 @@ pub async fn run(up: Upgraded, ctx: Context) {
     metrics.handoff_bytes(Direction::ClientToBackend, client_early.len() as u64);
     metrics.handoff_bytes(Direction::BackendToClient, backend_early.len() as u64);
 
-    let Some(carrier) = Carrier::choose(ebpf, client, backend) else {
+    let Some(carrier) = Carrier::choose(ebpf, client, backend, settings.max_backlog_bytes) else {
         return;
     };
     let mode = match carrier {
@@ -203,13 +203,14 @@ pub async fn run(up: Upgraded, ctx: Context) {
     let (reason, up_bytes, down_bytes) = match carrier {
         Carrier::Spliced(spliced) => {
             let out = spliced.run(&limits).await;
-            if out.rescued_bytes > 0 {
-                tracing::warn!(bytes = out.rescued_bytes, "bytes forwarded by userspace");
+            let [up, down] = out.forwarded_bytes;
+            if up + down > 0 {
+                tracing::debug!(up, down, "bytes forwarded by userspace while paused");
             }
             (
                 out.reason,
-                out.client_to_backend.bytes,
-                out.backend_to_client.bytes,
+                out.client_to_backend.bytes + up,
+                out.backend_to_client.bytes + down,
             )
         }
         Carrier::Relay(client, backend) => {
@@ -271,6 +272,7 @@ impl Carrier {
         ebpf: Option<Arc<EbpfDataplane>>,
         client: TcpStream,
         backend: TcpStream,
+        budget_bytes: u64,
     ) -> Option<Self> {
         let Some(ebpf) = ebpf else {
             return Some(Self::Relay(client, backend));
@@ -278,7 +280,7 @@ impl Carrier {
         let (client, backend) = into_std(client, backend)
             .inspect_err(|err| tracing::warn!(error = %err, "cannot leave the runtime"))
             .ok()?;
-        match splice::Spliced::start(ebpf, client, backend) {
+        match splice::Spliced::start(ebpf, client, backend, budget_bytes) {
             Ok(spliced) => Some(Self::Spliced(spliced)),
             Err(refused) if refused.can_relay => {
                 tracing::info!(error = %refused.error, "kernel refused the splice; relaying");

@@ -1,6 +1,7 @@
-//! A tunnel whose bytes the kernel moves: both sockets join the sockmap and userspace only
-//! watches for hang-ups, forwards FIN once the redirected bytes have drained, and tears the
-//! tunnel down. See docs/dataplane.md for why each step is ordered as it is.
+//! A tunnel whose bytes the kernel moves: both sockets join the sockmap, and userspace only
+//! watches for hang-ups, keeps each direction's kernel backlog within its budget, forwards
+//! FIN once the redirected bytes have drained, and tears the tunnel down. See
+//! docs/dataplane.md for why each step is ordered as it is.
 
 use std::{
     future::Future,
@@ -11,7 +12,8 @@ use std::{
     time::Duration,
 };
 
-use gateway_common::FlowStats;
+use gateway_common::{FlowControl, FlowStats};
+use tokio::sync::Notify;
 
 use super::{
     limits::{monotonic_coarse_ns, since_ns, Limits},
@@ -23,9 +25,15 @@ use crate::dataplane::{
     EbpfDataplane, TunnelKeys,
 };
 
-/// First and longest pause between two checks of whether redirected bytes have drained.
-const DRAIN_POLL_MIN: Duration = Duration::from_millis(1);
-const DRAIN_POLL_MAX: Duration = Duration::from_millis(50);
+/// First and longest pause between two checks while a drain or a catch-up is under way.
+const POLL_MIN: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(50);
+/// Longest pause between checks of a flow that is paused but fully caught up: it resumes
+/// on the sender's next segment, and the check only guards against a missed event.
+const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
+/// Most passed bytes peeked at once for one flow. A flow's passed bytes are bounded by its
+/// source's receive buffer (`tcp_rmem` max, 6 MiB by default), so this takes them all.
+const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
 
 /// What a spliced tunnel moved, for the close log.
 #[derive(Debug)]
@@ -33,38 +41,9 @@ pub struct SpliceOutcome {
     pub reason: CloseReason,
     pub client_to_backend: FlowStats,
     pub backend_to_client: FlowStats,
-    /// Bytes the verdict left in a socket's own queue that userspace had to forward.
-    pub rescued_bytes: u64,
-}
-
-/// One direction of the tunnel: bytes arriving on `from` leave through `to`.
-struct HalfState {
-    /// Bytes userspace had consumed from `from` before the splice began.
-    consumed_before: u64,
-    /// Bytes written into `to` before the splice began.
-    written_before: u64,
-    /// `from` has sent FIN.
-    eof: bool,
-    /// `to` has been shut down for writing (FIN forwarded).
-    shut: bool,
-}
-
-impl HalfState {
-    fn new(from: &TcpCounters, to: &TcpCounters) -> Self {
-        Self {
-            consumed_before: from.bytes_consumed(),
-            written_before: to.bytes_written(),
-            eof: false,
-            shut: false,
-        }
-    }
-
-    /// Whether every byte `from` received before its FIN is now in `to`'s send queue.
-    /// After the FIN, `bytes_received` counts one extra for it.
-    fn drained(&self, from: &TcpCounters, to: &TcpCounters) -> bool {
-        let expected = from.bytes_received.saturating_sub(1 + self.consumed_before);
-        to.bytes_written().saturating_sub(self.written_before) >= expected
-    }
+    /// Bytes the verdict passed to userspace (pauses, failed redirects) and userspace
+    /// forwarded: client→backend, backend→client.
+    pub forwarded_bytes: [u64; 2],
 }
 
 /// A failed syscall, and the side of the tunnel it was about (`None`: the gateway's own).
@@ -90,14 +69,81 @@ fn on(side: usize) -> impl FnOnce(io::Error) -> Failure {
     }
 }
 
+/// One direction of the tunnel: bytes arriving on `from` leave through `to`.
+struct Half {
+    /// Cookie of `from`: the key of this flow in `FLOWS` and `CONTROL`.
+    cookie: u64,
+    /// Bytes userspace had consumed from `from` before the splice began.
+    consumed_before: u64,
+    /// Bytes written into `to` before the splice began.
+    written_before: u64,
+    /// Bytes userspace wrote into `to` since (passed bytes it forwarded).
+    forwarded: u64,
+    /// What this flow's `CONTROL` entry should hold (only we write it); `limit` may be
+    /// raised here before it is published.
+    control: FlowControl,
+    /// What this flow's `CONTROL` entry holds now.
+    published: FlowControl,
+    /// Scratch space for forwarding passed bytes; emptied once the flow is caught up.
+    buf: Vec<u8>,
+    /// `from`'s window is clamped nearly shut (see `clamp`).
+    window_shut: bool,
+    /// The backlog went past half the budget: the sender is held back (see `flow_step`).
+    throttled: bool,
+    /// The flow may need us: paused, passed bytes to forward, or a watermark crossed.
+    attention: bool,
+    /// Passed bytes wait in `from`'s queue to be forwarded.
+    outstanding: bool,
+    /// `from` has sent FIN.
+    eof: bool,
+    /// `to` has been shut down for writing (FIN forwarded).
+    shut: bool,
+}
+
+impl Half {
+    fn new(cookie: u64, from: &TcpCounters, to: &TcpCounters, budget: u64) -> Self {
+        Self {
+            cookie,
+            consumed_before: from.bytes_consumed(),
+            written_before: to.bytes_written(),
+            forwarded: 0,
+            control: FlowControl::new(budget),
+            published: FlowControl::new(budget),
+            buf: Vec::new(),
+            window_shut: false,
+            throttled: false,
+            attention: true,
+            outstanding: false,
+            eof: false,
+            shut: false,
+        }
+    }
+
+    /// Redirected bytes that have left the kernel's redirect queue for `to`'s send queue.
+    fn delivered(&self, to: &TcpCounters) -> u64 {
+        to.bytes_written()
+            .saturating_sub(self.written_before + self.forwarded)
+    }
+
+    /// Whether every byte `from` received before its FIN is now in `to`'s send queue.
+    /// After the FIN, `bytes_received` counts one extra for it.
+    fn drained(&self, from: &TcpCounters, to: &TcpCounters) -> bool {
+        let expected = from.bytes_received.saturating_sub(1 + self.consumed_before);
+        to.bytes_written().saturating_sub(self.written_before) >= expected
+    }
+}
+
 /// A tunnel registered in the kernel maps. Dropping it takes the tunnel out of the maps
 /// (verdict first) and only then closes the sockets, however the tunnel ended.
 pub struct Spliced {
     ebpf: Arc<EbpfDataplane>,
     keys: TunnelKeys,
-    halves: [HalfState; 2],
-    /// [`monotonic_coarse_ns`] when the splice began: activity before any redirect.
+    halves: [Half; 2],
+    budget: u64,
+    /// [`monotonic_coarse_ns`] when the splice began: activity before any segment.
     spliced_at_ns: u64,
+    /// Woken by the event dispatcher when the verdict asks for attention.
+    notify: Arc<Notify>,
     // Declared last: fields drop after `Drop::drop` has unspliced.
     client: TcpStream,
     backend: TcpStream,
@@ -115,13 +161,14 @@ pub struct Refused {
 
 impl Spliced {
     /// Reads the baselines and registers the tunnel: from here on the kernel moves its
-    /// bytes. The sockets must not have been read from or written to by anyone else since
-    /// the handshake, and their receive queues must hold no partly read skb
-    /// ([`take_queued`]).
+    /// bytes, each direction at most `budget` bytes ahead of its destination. The sockets
+    /// must not have been read from or written to by anyone else since the handshake, and
+    /// their receive queues must hold no partly read skb ([`take_queued`]).
     pub fn start(
         ebpf: Arc<EbpfDataplane>,
         client: TcpStream,
         backend: TcpStream,
+        budget: u64,
     ) -> Result<Self, Refused> {
         let counters =
             sockopt::tcp_counters(&client).and_then(|c| Ok((c, sockopt::tcp_counters(&backend)?)));
@@ -136,15 +183,34 @@ impl Spliced {
                 })
             }
         };
-        match ebpf.splice(&client, &backend) {
-            Ok(keys) => Ok(Self {
-                halves: [HalfState::new(&c, &b), HalfState::new(&b, &c)],
-                spliced_at_ns: monotonic_coarse_ns(),
-                ebpf,
-                keys,
+        let clamped = sockopt::set_window_clamp(&client, open_window(budget))
+            .and_then(|()| sockopt::set_window_clamp(&backend, open_window(budget)));
+        if let Err(error) = clamped {
+            return Err(Refused {
                 client,
                 backend,
-            }),
+                error,
+                can_relay: true,
+            });
+        }
+        match ebpf.splice(&client, &backend, budget) {
+            Ok(keys) => {
+                let notify = Arc::new(Notify::new());
+                ebpf.watch_flows(keys, &notify);
+                Ok(Self {
+                    halves: [
+                        Half::new(keys.client, &c, &b, budget),
+                        Half::new(keys.backend, &b, &c, budget),
+                    ],
+                    budget,
+                    spliced_at_ns: monotonic_coarse_ns(),
+                    notify,
+                    ebpf,
+                    keys,
+                    client,
+                    backend,
+                })
+            }
             Err(refused) => Err(Refused {
                 can_relay: refused.can_relay(),
                 error: io::Error::other(refused),
@@ -157,8 +223,6 @@ impl Spliced {
     /// Runs the tunnel to its end: both sides closed, a failure (both sockets are then
     /// reset), or a limit (both peers then get a FIN).
     pub async fn run(mut self, limits: &Limits) -> SpliceOutcome {
-        let socks = [&self.client, &self.backend];
-        let mut rescued = 0;
         // Idleness comes from the timestamps the verdict program keeps per direction.
         let (ebpf, keys, spliced_at) = (&self.ebpf, self.keys, self.spliced_at_ns);
         let limit = limits.reached(|| {
@@ -169,7 +233,15 @@ impl Spliced {
                     .max(spliced_at),
             )
         });
-        let reason = supervise(socks, &mut self.halves, &mut rescued, limit)
+        let tunnel = Supervisor {
+            ebpf,
+            keys,
+            socks: [&self.client, &self.backend],
+            budget: self.budget,
+            notify: &self.notify,
+        };
+        let reason = tunnel
+            .run(&mut self.halves, limit)
             .await
             .unwrap_or_else(Failure::reason);
         super::close_both(&reason, &self.client, &self.backend);
@@ -178,7 +250,7 @@ impl Spliced {
             reason,
             client_to_backend,
             backend_to_client,
-            rescued_bytes: rescued,
+            forwarded_bytes: [self.halves[0].forwarded, self.halves[1].forwarded],
         }
     }
 }
@@ -189,68 +261,328 @@ impl Drop for Spliced {
     }
 }
 
-/// Waits for hang-ups and forwards each FIN once its bytes have drained, until both
-/// directions are closed (`Done`) or a side fails.
-async fn supervise(
-    socks: [&TcpStream; 2],
-    halves: &mut [HalfState; 2],
-    rescued: &mut u64,
-    limit: impl Future<Output = CloseReason>,
-) -> Result<CloseReason, Failure> {
-    tokio::pin!(limit);
-    // Segments that arrived before a socket joined the map sit in its receive queue until
-    // the next `data_ready`. A receive makes the kernel run the verdict on them now
-    // (tcp_bpf_recvmsg_parser); they are redirected, so it normally returns EAGAIN. It may
-    // also return a reset that arrived meanwhile: that ends the tunnel like any error.
-    for i in 0..2 {
-        *rescued += rescue(socks, i)?;
-    }
+/// What the supervision loop works with.
+struct Supervisor<'a> {
+    ebpf: &'a EbpfDataplane,
+    keys: TunnelKeys,
+    socks: [&'a TcpStream; 2],
+    budget: u64,
+    notify: &'a Notify,
+}
 
-    let watch = HangupWatch::new(socks[0].as_fd(), socks[1].as_fd())
-        .map_err(|error| Failure { side: None, error })?;
-    let mut pause = DRAIN_POLL_MIN;
-    loop {
-        // Forward each FIN once everything sent before it has reached the other socket.
-        let counters = [
-            sockopt::tcp_counters(socks[0]).map_err(on(0))?,
-            sockopt::tcp_counters(socks[1]).map_err(on(1))?,
-        ];
-        for (from, half) in halves.iter_mut().enumerate() {
-            let to = 1 - from;
-            if half.eof && !half.shut {
-                *rescued += rescue(socks, from)?;
-                if half.drained(&counters[from], &counters[to]) {
-                    tracing::debug!(from, "drained; forwarding FIN");
-                    socks[to].shutdown(Shutdown::Write).map_err(on(to))?;
-                    half.shut = true;
+impl Supervisor<'_> {
+    /// Waits for hang-ups, events and limits; keeps each flow within budget and forwards
+    /// each FIN once its bytes have drained, until both directions are closed (`Done`), a
+    /// side fails, or `limit` is reached.
+    async fn run(
+        &self,
+        halves: &mut [Half; 2],
+        limit: impl Future<Output = CloseReason>,
+    ) -> Result<CloseReason, Failure> {
+        tokio::pin!(limit);
+        let socks = self.socks;
+        // Segments that arrived before a socket joined the map sit in its receive queue
+        // until the next `data_ready`. A receive makes the kernel run the verdict on them
+        // now (tcp_bpf_recvmsg_parser); MSG_PEEK so that nothing is taken even if the
+        // verdict passed it to userspace (the flow step forwards it in order).
+        for (side, sock) in socks.iter().enumerate() {
+            kick(sock).map_err(on(side))?;
+        }
+
+        let watch = HangupWatch::new(socks[0].as_fd(), socks[1].as_fd())
+            .map_err(|error| Failure { side: None, error })?;
+        let mut pause = POLL_MIN;
+        loop {
+            let stats = self.ebpf.flow_stats(self.keys);
+            let mut progressed = false;
+            for (from, half) in halves.iter_mut().enumerate() {
+                let to = 1 - from;
+                let flow = if from == 0 { &stats.0 } else { &stats.1 };
+                if half.attention || half.eof {
+                    progressed |= self.flow_step(half, flow, from, &watch)?;
+                }
+                if half.eof && !half.shut {
+                    let from_counters = sockopt::tcp_counters(socks[from]).map_err(on(from))?;
+                    let to_counters = sockopt::tcp_counters(socks[to]).map_err(on(to))?;
+                    if half.drained(&from_counters, &to_counters) {
+                        tracing::debug!(from, "drained; forwarding FIN");
+                        socks[to].shutdown(Shutdown::Write).map_err(on(to))?;
+                        half.shut = true;
+                    }
                 }
             }
-        }
-        if halves.iter().all(|h| h.shut) {
-            return Ok(CloseReason::Done);
-        }
-
-        let draining = halves.iter().any(|h| h.eof && !h.shut);
-        let events = tokio::select! {
-            reason = &mut limit => return Ok(reason),
-            events = watch.next() => events.map_err(|error| Failure { side: None, error })?,
-            () = tokio::time::sleep(pause), if draining => {
-                pause = (pause * 2).min(DRAIN_POLL_MAX);
-                continue;
+            if halves.iter().all(|h| h.shut) {
+                return Ok(CloseReason::Done);
             }
+            if progressed {
+                pause = POLL_MIN;
+            }
+
+            // Poll quickly while bytes wait to move, slowly while a flow is merely paused.
+            let busy = halves.iter().any(|h| (h.eof && !h.shut) || h.outstanding);
+            let paused = halves.iter().any(|h| h.attention);
+            let poll = if busy { POLL_MAX } else { POLL_PAUSED_MAX };
+            let events = tokio::select! {
+                reason = &mut limit => return Ok(reason),
+                () = self.notify.notified() => {
+                    for half in halves.iter_mut() {
+                        half.attention = true;
+                    }
+                    pause = POLL_MIN;
+                    continue;
+                }
+                events = watch.next() => events.map_err(|error| Failure { side: None, error })?,
+                () = tokio::time::sleep(pause), if busy || paused => {
+                    pause = (pause * 2).min(poll);
+                    continue;
+                }
+            };
+            pause = POLL_MIN;
+            tracing::debug!(?events, "socket events");
+            if let Some(side) = events.iter().position(|e| e.error) {
+                let err = sockopt::take_socket_error(socks[side]).map_err(on(side))?;
+                return Ok(if side == 0 {
+                    CloseReason::ClientError(err)
+                } else {
+                    CloseReason::BackendError(err)
+                });
+            }
+            for (from, half) in halves.iter_mut().enumerate() {
+                let (source, destination) = (events[from], events[1 - from]);
+                half.eof |= source.read_hangup || source.hangup;
+                half.attention |= destination.writable;
+            }
+        }
+    }
+
+    /// Looks after one flow. Two brakes keep its kernel backlog (bytes redirected but not
+    /// yet in the destination's send queue) within budget:
+    /// - *throttle*: past half the budget, the source's advertised TCP window is clamped
+    ///   shut, so the sender slows to the destination's pace while every byte stays in the
+    ///   kernel; below a quarter it reopens;
+    /// - *pause* (the verdict's hard cap at the full budget): segments are passed to the
+    ///   source's own queue, and are forwarded here once everything redirected before them
+    ///   has reached the destination.
+    ///
+    /// Returns whether any byte moved.
+    fn flow_step(
+        &self,
+        half: &mut Half,
+        flow: &FlowStats,
+        from: usize,
+        watch: &HangupWatch,
+    ) -> Result<bool, Failure> {
+        let to = 1 - from;
+        let mut delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);
+        let mut moved = false;
+        if delivered >= flow.bytes {
+            // Everything redirected so far is in `to`: there is room for a full budget
+            // again, and passed bytes may follow now.
+            half.control.limit = half.control.limit.max(flow.bytes + self.budget);
+            if flow.passed_bytes > half.control.released {
+                moved = self.forward(half, flow, from)?;
+                delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);
+            }
+        }
+        let backlog = flow.bytes.saturating_sub(delivered);
+        tracing::trace!(
+            from,
+            delivered,
+            backlog,
+            bytes = flow.bytes,
+            passed = flow.passed_bytes,
+            released = half.control.released,
+            paused = flow.paused,
+            throttled = half.throttled,
+            "flow step"
+        );
+        if backlog >= self.budget / 2 {
+            half.throttled = true;
+        } else if backlog <= self.budget / 4 {
+            half.throttled = false;
+        }
+        // While throttled no watermark is needed: the destination's room (EPOLLOUT) wakes
+        // us instead. Otherwise, announce the backlog reaching half the budget.
+        let notify_at = if half.throttled {
+            u64::MAX
+        } else {
+            delivered + self.budget / 2
         };
-        pause = DRAIN_POLL_MIN;
-        tracing::debug!(?events, "socket events");
-        if let Some(i) = events.iter().position(|e| e.error) {
-            let err = sockopt::take_socket_error(socks[i]).map_err(on(i))?;
-            return Ok(if i == 0 {
-                CloseReason::ClientError(err)
-            } else {
-                CloseReason::BackendError(err)
+        let control = FlowControl {
+            limit: half.control.limit.max(delivered + self.budget),
+            notify_at,
+            released: half.control.released,
+        };
+        self.publish(half, control)?;
+
+        let after = self.ebpf.flow_stats(self.keys);
+        let flow = if from == 0 { after.0 } else { after.1 };
+        half.outstanding = flow.passed_bytes > half.control.released;
+        half.attention = flow.paused != 0 || half.outstanding || half.throttled;
+        if !half.outstanding && !half.buf.is_empty() {
+            half.buf = Vec::new();
+        }
+        // While paused the window stays shut: the sender goes quiet, so forwarding the
+        // passed bytes catches up and the flow can resume; and memory stays bounded by the
+        // budget plus what was in flight.
+        let clamp = half.throttled || flow.paused != 0 || half.outstanding;
+        self.clamp(half, from, clamp)?;
+        watch
+            .want_writable(to, half.throttled || half.outstanding)
+            .map_err(|error| Failure { side: None, error })?;
+        Ok(moved)
+    }
+
+    /// Makes `control` this flow's `CONTROL` entry, unless it already is.
+    fn publish(&self, half: &mut Half, control: FlowControl) -> Result<(), Failure> {
+        half.control = control;
+        if control != half.published {
+            self.ebpf
+                .set_control(half.cookie, control)
+                .map_err(|e| Failure {
+                    side: None,
+                    error: io::Error::other(e),
+                })?;
+            half.published = control;
+        }
+        Ok(())
+    }
+
+    /// Forwards passed bytes from `from` to `to`. A round peeks *every* outstanding passed
+    /// byte, writes what `to` takes, publishes it as released, and only then takes it off
+    /// `from`. Taking bytes reopens the sender's TCP window; if that happened chunk by
+    /// chunk, the sender would refill the queue as fast as it drained and `released` would
+    /// never catch up with `passed` for the flow to resume. Returns whether any byte moved.
+    fn forward(&self, half: &mut Half, flow: &FlowStats, from: usize) -> Result<bool, Failure> {
+        let to = 1 - from;
+        let outstanding = flow.passed_bytes - half.control.released;
+        let want = usize::try_from(outstanding)
+            .unwrap_or(usize::MAX)
+            .min(MAX_CATCH_UP_BYTES);
+        half.buf.resize(want, 0);
+        let peeked = match recv_nonblocking(self.socks[from], &mut half.buf, libc::MSG_PEEK)
+            .map_err(on(from))?
+        {
+            Some(0) | None => return Ok(false),
+            Some(n) => n,
+        };
+        let Some(sent) = send_nonblocking(self.socks[to], &half.buf[..peeked]).map_err(on(to))?
+        else {
+            return Ok(false);
+        };
+        half.forwarded += sent as u64;
+        let control = FlowControl {
+            released: half.control.released + sent as u64,
+            ..half.control
+        };
+        self.publish(half, control)?;
+        let taken =
+            recv_nonblocking(self.socks[from], &mut half.buf[..sent], 0).map_err(on(from))?;
+        if taken != Some(sent) {
+            return Err(Failure {
+                side: None,
+                error: io::Error::other(format!(
+                    "took {taken:?} of {sent} peeked bytes off the source"
+                )),
             });
         }
-        for (half, event) in halves.iter_mut().zip(events) {
-            half.eof |= event.read_hangup || event.hangup;
+        tracing::trace!(bytes = sent, from, "forwarded passed bytes");
+        Ok(sent > 0)
+    }
+
+    /// Clamps `from`'s advertised receive window nearly shut (`TCP_WINDOW_CLAMP`), or back
+    /// to half the budget (see [`open_window`]). Redirected bytes never count against the
+    /// receive buffer, so without this the sender would never be slowed down.
+    fn clamp(&self, half: &mut Half, from: usize, shut: bool) -> Result<(), Failure> {
+        if half.window_shut != shut {
+            let clamp = if shut { 1 } else { open_window(self.budget) };
+            sockopt::set_window_clamp(self.socks[from], clamp).map_err(on(from))?;
+            half.window_shut = shut;
+        }
+        Ok(())
+    }
+}
+
+/// The receive window a spliced socket may advertise: half the budget. A clamp cannot
+/// take back a window already advertised, so this bounds what a sender can still put in
+/// flight after the throttle shuts the window; backlog plus in flight then stay within the
+/// budget. (Without it autotuning grows the window to several MiB.)
+fn open_window(budget: u64) -> u32 {
+    u32::try_from(budget / 2).unwrap_or(u32::MAX).max(64 * 1024)
+}
+
+/// Makes the kernel run the verdict on segments queued before the socket was spliced.
+fn kick(sock: &TcpStream) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    // SAFETY: `byte` is valid for writes of its length.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_PEEK,
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        if !matches!(
+            err.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// `recv` with `MSG_DONTWAIT | flags`; `Ok(None)` when the call would block.
+fn recv_nonblocking(
+    sock: &TcpStream,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | flags,
+            )
+        };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(err),
+        }
+    }
+}
+
+/// `Ok(None)` when the call would block.
+fn send_nonblocking(sock: &TcpStream, buf: &[u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(err),
         }
     }
 }
@@ -294,54 +626,4 @@ pub fn take_queued(sock: &impl AsRawFd, into: &mut Vec<u8>, limit: usize) -> io:
             return Ok(false);
         }
     }
-}
-
-/// Receives whatever the verdict left in `socks[from]`'s own queue (nothing, unless a
-/// redirect failed) and writes it to the other socket, so no byte is ever stranded.
-/// Returns the bytes moved.
-fn rescue(socks: [&TcpStream; 2], from: usize) -> Result<u64, Failure> {
-    let to = 1 - from;
-    let mut moved = 0u64;
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                socks[from].as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock => Ok(moved),
-                io::ErrorKind::Interrupted => continue,
-                _ => Err(on(from)(err)),
-            };
-        }
-        if n == 0 {
-            return Ok(moved);
-        }
-        tracing::warn!(
-            bytes = n,
-            "splice left bytes for userspace; forwarding them"
-        );
-        write_all_blocking(socks[to], &buf[..n as usize]).map_err(on(to))?;
-        moved += n as u64;
-    }
-}
-
-fn write_all_blocking(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    use std::io::Write as _;
-    while !data.is_empty() {
-        match (&*to).write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

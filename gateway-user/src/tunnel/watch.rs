@@ -19,6 +19,9 @@ pub struct Events {
     pub hangup: bool,
     /// A pending socket error, typically a reset (`EPOLLERR`).
     pub error: bool,
+    /// The send queue has room again (`EPOLLOUT`), reported only while asked for with
+    /// [`HangupWatch::want_writable`].
+    pub writable: bool,
 }
 
 struct EpollFd(OwnedFd);
@@ -32,7 +35,12 @@ impl AsRawFd for EpollFd {
 /// Watches two sockets, identified as `0` and `1`.
 pub struct HangupWatch {
     epoll: AsyncFd<EpollFd>,
+    fds: [RawFd; 2],
+    /// Bit `i` set: EPOLLOUT is asked for socket `i`.
+    writable: std::sync::atomic::AtomicU8,
 }
+
+const BASE_EVENTS: i32 = libc::EPOLLRDHUP | libc::EPOLLET;
 
 impl HangupWatch {
     pub fn new(first: BorrowedFd<'_>, second: BorrowedFd<'_>) -> io::Result<Self> {
@@ -45,7 +53,7 @@ impl HangupWatch {
         let epoll = EpollFd(unsafe { OwnedFd::from_raw_fd(fd) });
         for (token, sock) in [(0u64, first), (1u64, second)] {
             let mut event = libc::epoll_event {
-                events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+                events: BASE_EVENTS as u32,
                 u64: token,
             };
             // SAFETY: both fds are valid; `event` is a valid epoll_event.
@@ -59,7 +67,42 @@ impl HangupWatch {
         // SAFETY: `epoll` owns its fd and moves into the AsyncFd, which deregisters it
         // before dropping (and so closing) it; nothing else can close it meanwhile.
         let epoll = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE)? };
-        Ok(Self { epoll })
+        Ok(Self {
+            epoll,
+            fds: [first.as_raw_fd(), second.as_raw_fd()],
+            writable: std::sync::atomic::AtomicU8::new(0),
+        })
+    }
+
+    /// Also report `EPOLLOUT` for socket `index` (edge-triggered: once each time its send
+    /// queue frees room), or stop doing so.
+    pub fn want_writable(&self, index: usize, on: bool) -> io::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bit = 1u8 << index;
+        let current = self.writable.load(Relaxed);
+        if (current & bit != 0) == on {
+            return Ok(());
+        }
+        let events = BASE_EVENTS | if on { libc::EPOLLOUT } else { 0 };
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: index as u64,
+        };
+        // SAFETY: both fds are valid for the life of `self`; `event` is a valid epoll_event.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_fd().as_raw_fd(),
+                libc::EPOLL_CTL_MOD,
+                self.fds[index],
+                &raw mut event,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.writable
+            .store(if on { current | bit } else { current & !bit }, Relaxed);
+        Ok(())
     }
 
     /// Waits until something happened to either socket; returns the events of both.
@@ -95,6 +138,7 @@ impl HangupWatch {
                 slot.read_hangup |= bits & libc::EPOLLRDHUP != 0;
                 slot.hangup |= bits & libc::EPOLLHUP != 0;
                 slot.error |= bits & libc::EPOLLERR != 0;
+                slot.writable |= bits & libc::EPOLLOUT != 0;
             }
             if (n as usize) < raw.len() {
                 return Ok(out);

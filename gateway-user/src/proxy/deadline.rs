@@ -1,0 +1,124 @@
+//! The backend's share of the handshake timeout. The clock counts time the gateway waits on
+//! the backend only: a request body the client uploads slowly but steadily does not run it
+//! out, while a backend that stops taking the body, or does not answer once it has all of
+//! it, does.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::watch;
+
+/// A request body that reports each frame passed on to the backend, and its end (the sender
+/// is dropped then, or when the body is dropped).
+pub struct Progress<B> {
+    inner: B,
+    sent: Option<watch::Sender<()>>,
+}
+
+/// What [`deadline`] watches; `None` when the request has no body.
+pub type ProgressWatch = Option<watch::Receiver<()>>;
+
+impl<B: Body> Progress<B> {
+    pub fn new(inner: B) -> (Self, ProgressWatch) {
+        if inner.is_end_stream() {
+            // hyper never polls an empty body: nothing to watch.
+            return (Self { inner, sent: None }, None);
+        }
+        let (sent, watch) = watch::channel(());
+        let body = Self {
+            inner,
+            sent: Some(sent),
+        };
+        (body, Some(watch))
+    }
+}
+
+impl<B: Body + Unpin> Body for Progress<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if !this.inner.is_end_stream() => {
+                if let Some(sent) = &this.sent {
+                    sent.send_replace(());
+                }
+            }
+            // The last frame, the end, or an error: the body is done either way.
+            Poll::Ready(_) => this.sent = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Resolves when the backend has kept the handshake waiting `timeout` too long: from the
+/// start for a request without a body; otherwise `timeout` without a body frame taken, or
+/// `timeout` after the whole body was passed on.
+pub async fn deadline(progress: ProgressWatch, timeout: Duration) {
+    if let Some(mut progress) = progress {
+        loop {
+            match tokio::time::timeout(timeout, progress.changed()).await {
+                Ok(Ok(())) => {}     // a frame went out: the clock restarts
+                Ok(Err(_)) => break, // the body is all out (or dropped)
+                Err(_) => return,    // the backend stopped taking the body
+            }
+        }
+    }
+    tokio::time::sleep(timeout).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Empty, Full};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bodiless_request_gets_the_timeout_from_the_start() {
+        let (_body, watch) = Progress::new(Empty::<Bytes>::new());
+        assert!(watch.is_none());
+        let started = tokio::time::Instant::now();
+        deadline(watch, Duration::from_secs(3)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_nobody_takes_runs_the_clock_out() {
+        let (_body, watch) = Progress::new(Full::new(Bytes::from_static(b"abc")));
+        let started = tokio::time::Instant::now();
+        deadline(watch, Duration::from_secs(3)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_restarts_when_the_body_goes_out() {
+        let (mut body, watch) = Progress::new(Full::new(Bytes::from_static(b"abc")));
+        let watch = watch.expect("a body with bytes is watched");
+        let started = tokio::time::Instant::now();
+        let timer = tokio::spawn(deadline(Some(watch), Duration::from_secs(3)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let frame = body.frame().await.expect("one frame").expect("no error");
+        assert_eq!(frame.into_data().expect("data"), Bytes::from_static(b"abc"));
+        timer.await.expect("deadline task");
+        // 2 s before the body went out, then the full timeout after it.
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+}
