@@ -14,7 +14,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, task::JoinSet};
 
 use crate::{
-    dataplane::{Dataplane, DataplaneMode, LoadError},
+    dataplane::{Dataplane, DataplaneMode},
     metrics::Metrics,
     proxy::{backends::Backends, Lifecycle, Shared},
 };
@@ -59,7 +59,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("eBPF dataplane: {0}")]
-    Dataplane(#[from] LoadError),
+    Dataplane(#[from] dataplane::StartError),
 }
 
 /// A started gateway: its bound addresses and the tasks serving them.
@@ -125,7 +125,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
 
-    let dataplane = Dataplane::start(config.dataplane)?;
+    let (dataplane, why) =
+        Dataplane::start(config.dataplane, config.tunnel.max_backlog_bytes).await?;
     let metrics = Metrics::default();
     let shared = Arc::new(Shared {
         backends: Backends::new(config.backends.clone()),
@@ -158,7 +159,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     if let Some(listener) = admin {
         running.admin = listener.local_addr().ok();
-        let registry = Arc::new(metrics.registry(dataplane.ebpf().cloned()));
+        let info = metrics::DataplaneInfo {
+            dataplane: dataplane.to_string(),
+            reason: why,
+        };
+        let registry = Arc::new(metrics.registry(dataplane.ebpf().cloned(), info));
         running.admin_task.spawn(admin::serve(listener, registry));
     }
     Ok(running)

@@ -8,7 +8,7 @@ use prometheus_client::{
     encoding::{
         DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
     },
-    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
 
@@ -69,6 +69,15 @@ label_value!(Mode, Direction);
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabels {
     mode: Mode,
+}
+
+/// Labels of `gateway_dataplane_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DataplaneInfo {
+    /// `ebpf` or `userspace`.
+    pub dataplane: String,
+    /// Why: e.g. the load error or the failed self-test when `auto` fell back.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,8 +146,13 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry holding these metrics and the kernel's counters (zero when eBPF is not
     /// loaded, so the same names exist whatever the dataplane).
-    pub fn registry(&self, ebpf: Option<Arc<EbpfDataplane>>) -> Registry {
+    pub fn registry(&self, ebpf: Option<Arc<EbpfDataplane>>, info: DataplaneInfo) -> Registry {
         let mut registry = Registry::default();
+        registry.register(
+            "gateway_dataplane",
+            "The dataplane carrying WebSocket tunnels (ebpf or userspace) and why it was chosen",
+            Info::new(info),
+        );
         registry.register(
             "gateway_tunnels_opened",
             "WebSocket tunnels opened, by dataplane mode",
@@ -255,9 +269,28 @@ impl Collector for KernelCounters {
             ("passed_no_flow", counter::PASSED_NO_FLOW),
             ("passed_redirect_failed", counter::PASSED_REDIRECT_FAILED),
             ("dropped_empty", counter::DROPPED_EMPTY_SEGMENTS),
+            ("passed_paused", counter::PASSED_PAUSED),
         ] {
             let labels = OutcomeLabels { outcome };
             ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
+        }
+
+        for (name, help, index) in [
+            (
+                "gateway_splice_pauses",
+                "Times a spliced flow hit its backlog budget and paused (segments then wait in \
+                 the sender's socket until the gateway forwards them)",
+                counter::PAUSES,
+            ),
+            ("gateway_splice_resumes", "Times a paused flow resumed splicing", counter::RESUMES),
+            (
+                "gateway_splice_events_lost",
+                "Flow events that did not fit in the eBPF ring buffer (every tunnel is then checked)",
+                counter::EVENTS_LOST,
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, bytes.metric_type())?;
+            ConstCounter::new(c[index as usize]).encode(metric)?;
         }
 
         let metric = encoder.encode_descriptor(

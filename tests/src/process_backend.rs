@@ -100,10 +100,6 @@ impl StreamingBackend {
         self.addr
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     /// Kills the backend with `SIGKILL` and waits for it to exit; panics if it had already
     /// exited, since then it was not killed mid-stream.
     pub async fn kill(&mut self) {

@@ -123,6 +123,9 @@ pub struct EbpfDataplane {
     pub(super) registry: super::events::Registry,
     /// The event ring, until [`EbpfDataplane::take_events`] hands it to the dispatcher.
     events: Mutex<Option<RingBuf<MapData>>>,
+    /// Counter values that [`EbpfDataplane::counter`] subtracts: what the start-up
+    /// self-test moved is not traffic.
+    baseline: [std::sync::atomic::AtomicU64; counter::COUNT as usize],
     /// Keeps the program loaded and its attachment alive.
     _ebpf: Ebpf,
 }
@@ -171,6 +174,7 @@ impl EbpfDataplane {
             counters,
             registry: super::events::Registry::default(),
             events: Mutex::new(Some(events)),
+            baseline: Default::default(),
             _ebpf: ebpf,
         })
     }
@@ -301,12 +305,31 @@ impl EbpfDataplane {
         self.registry.insert([keys.client, keys.backend], notify);
     }
 
-    /// One of [`gateway_common::counter`], summed over CPUs.
+    /// One of [`gateway_common::counter`], summed over CPUs, since the last
+    /// [`EbpfDataplane::reset_counters`].
     pub fn counter(&self, index: u32) -> u64 {
+        let base = self
+            .baseline
+            .get(index as usize)
+            .map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed));
+        self.raw_counter(index).saturating_sub(base)
+    }
+
+    pub(super) fn raw_counter(&self, index: u32) -> u64 {
         self.counters
             .get(&index, 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
+    }
+
+    /// Makes every counter read zero from now on (after the start-up self-test).
+    pub fn reset_counters(&self) {
+        for (index, base) in self.baseline.iter().enumerate() {
+            base.store(
+                self.raw_counter(index as u32),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
     }
 
     /// All counters, in [`gateway_common::counter`] order.

@@ -66,7 +66,7 @@ pub async fn dispatch(ebpf: Arc<EbpfDataplane>, ring: RingBuf<MapData>) {
             return;
         }
     };
-    let mut lost_seen = ebpf.counter(counter::EVENTS_LOST);
+    let mut lost_seen = ebpf.raw_counter(counter::EVENTS_LOST);
     loop {
         let ready = tokio::time::timeout(LOST_EVENTS_CHECK, ring.readable_mut()).await;
         if let Ok(Ok(mut guard)) = ready {
@@ -78,10 +78,10 @@ pub async fn dispatch(ebpf: Arc<EbpfDataplane>, ring: RingBuf<MapData>) {
             }
             guard.clear_ready();
         }
-        let lost = ebpf.counter(counter::EVENTS_LOST);
+        let lost = ebpf.raw_counter(counter::EVENTS_LOST);
         if lost != lost_seen {
             tracing::warn!(
-                lost = lost - lost_seen,
+                lost = lost.saturating_sub(lost_seen),
                 "eBPF events lost; waking every tunnel"
             );
             lost_seen = lost;

@@ -27,23 +27,52 @@ pub enum Dataplane {
     Userspace,
 }
 
+/// Why the eBPF dataplane is not in use, when it was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the start-up self-test of the kernel splice failed: {0}")]
+    SelfTest(String),
+}
+
 impl Dataplane {
-    /// Sets up the dataplane `mode` asks for.
-    pub fn start(mode: DataplaneMode) -> Result<Self, LoadError> {
+    /// Sets up the dataplane `mode` asks for. eBPF must also pass a start-up self-test
+    /// (`tunnel::selftest`): a real tunnel on loopback with a checksum and half-closes.
+    /// Returns the dataplane and, in words, why it was chosen.
+    pub async fn start(
+        mode: DataplaneMode,
+        budget_bytes: u64,
+    ) -> Result<(Self, String), StartError> {
         match mode {
-            DataplaneMode::Userspace => Ok(Self::Userspace),
-            DataplaneMode::Ebpf => Ok(Self::loaded(EbpfDataplane::load()?)),
-            DataplaneMode::Auto => match EbpfDataplane::load() {
-                Ok(ebpf) => Ok(Self::loaded(ebpf)),
+            DataplaneMode::Userspace => Ok((Self::Userspace, "--dataplane userspace".to_owned())),
+            DataplaneMode::Ebpf => {
+                let dataplane = Self::checked(budget_bytes).await?;
+                Ok((dataplane, "eBPF loaded and self-test passed".to_owned()))
+            }
+            DataplaneMode::Auto => match Self::checked(budget_bytes).await {
+                Ok(dataplane) => Ok((dataplane, "eBPF loaded and self-test passed".to_owned())),
                 Err(err) => {
                     tracing::warn!(
                         error = %err,
                         "eBPF dataplane unavailable; WebSocket tunnels will be relayed in userspace"
                     );
-                    Ok(Self::Userspace)
+                    Ok((Self::Userspace, err.to_string()))
                 }
             },
         }
+    }
+
+    async fn checked(budget_bytes: u64) -> Result<Self, StartError> {
+        let dataplane = Self::loaded(EbpfDataplane::load()?);
+        if let Self::Ebpf(ebpf) = &dataplane {
+            crate::tunnel::selftest::run(ebpf, budget_bytes)
+                .await
+                .map_err(StartError::SelfTest)?;
+            ebpf.reset_counters();
+            tracing::info!("kernel splice self-test passed");
+        }
+        Ok(dataplane)
     }
 
     /// Wraps a loaded dataplane and starts its event dispatcher (needs a tokio runtime).

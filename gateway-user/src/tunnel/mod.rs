@@ -3,6 +3,7 @@
 
 mod limits;
 mod relay;
+pub mod selftest;
 mod splice;
 
 pub use splice::take_queued;

@@ -1,0 +1,133 @@
+//! The start-up check of the kernel splice: one real tunnel on loopback through the same
+//! code every tunnel uses, with bytes queued before the splice, a few MiB each way compared
+//! byte for byte, and a half-close each way. A kernel that misbehaves is caught here, at
+//! start, not under traffic.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use super::{limits::Limits, splice::Spliced, CloseReason, Settings};
+use crate::dataplane::EbpfDataplane;
+
+/// Bytes each way; queued-before-splice bytes come on top.
+const PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+const QUEUED_BYTES: usize = 64 * 1024;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the check; `Err` says what went wrong.
+pub async fn run(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), String> {
+    tokio::time::timeout(DEADLINE, check(ebpf, budget_bytes))
+        .await
+        .map_err(|_| format!("no result within {DEADLINE:?}"))?
+}
+
+async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), String> {
+    let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io("bind"))?;
+    let addr = listener.local_addr().map_err(io("local addr"))?;
+    let mut client_far = TcpStream::connect(addr).await.map_err(io("connect"))?;
+    let (client, _) = listener.accept().await.map_err(io("accept"))?;
+    let mut backend_far = TcpStream::connect(addr).await.map_err(io("connect"))?;
+    let (backend, _) = listener.accept().await.map_err(io("accept"))?;
+
+    let up = pattern(QUEUED_BYTES + PAYLOAD_BYTES, 7);
+    let down = pattern(PAYLOAD_BYTES, 13);
+    // Handoff: bytes waiting in the client socket's queue before it is spliced.
+    client_far
+        .write_all(&up[..QUEUED_BYTES])
+        .await
+        .map_err(io("write queued"))?;
+    wait_queued(&client, QUEUED_BYTES).await?;
+
+    let spliced = Spliced::start(
+        ebpf.clone(),
+        client.into_std().map_err(io("into_std"))?,
+        backend.into_std().map_err(io("into_std"))?,
+        budget_bytes,
+    )
+    .map_err(|refused| format!("splice refused: {}", refused.error))?;
+    let settings = Settings {
+        idle_timeout: DEADLINE,
+        max_lifetime: None,
+        max_backlog_bytes: budget_bytes,
+    };
+    let limits = Limits::new(settings, std::time::Instant::now(), Default::default());
+    let tunnel = async { spliced.run(&limits).await };
+
+    // Client sends and half-closes; the backend reads to EOF, then answers and closes.
+    let peers = async {
+        let (mut client_read, mut client_write) = client_far.split();
+        let send_up = async {
+            client_write.write_all(&up[QUEUED_BYTES..]).await?;
+            client_write.shutdown().await
+        };
+        let backend = async {
+            let mut got = Vec::with_capacity(up.len());
+            backend_far.read_to_end(&mut got).await?;
+            backend_far.write_all(&down).await?;
+            backend_far.shutdown().await?;
+            Ok::<_, std::io::Error>(got)
+        };
+        let mut got_down = Vec::with_capacity(down.len());
+        let (sent, got_up, read) =
+            tokio::join!(send_up, backend, client_read.read_to_end(&mut got_down));
+        sent.map_err(io("client side"))?;
+        read.map_err(io("client reads"))?;
+        Ok::<_, String>((got_up.map_err(io("backend side"))?, got_down))
+    };
+    let (outcome, peers) = tokio::join!(tunnel, peers);
+    let (got_up, got_down) = peers?;
+    if got_up != up {
+        return Err(format!(
+            "client→backend: {} of {} bytes arrived intact",
+            common_prefix(&got_up, &up),
+            up.len()
+        ));
+    }
+    if got_down != down {
+        return Err(format!(
+            "backend→client: {} of {} bytes arrived intact",
+            common_prefix(&got_down, &down),
+            down.len()
+        ));
+    }
+    if !matches!(outcome.reason, CloseReason::Done) {
+        return Err(format!("tunnel ended with {}", outcome.reason));
+    }
+    let left = ebpf.entry_counts();
+    if left != [0; 4] {
+        return Err(format!(
+            "map entries left behind (PEERS, SPLICED, FLOWS, CONTROL): {left:?}"
+        ));
+    }
+    Ok(())
+}
+
+async fn wait_queued(sock: &TcpStream, bytes: usize) -> Result<(), String> {
+    let queued = || {
+        crate::dataplane::sockopt::tcp_counters(sock)
+            .map(|c| c.recv_queue >= bytes as u64)
+            .map_err(|e| format!("tcp_info: {e}"))
+    };
+    while !queued()? {
+        sock.readable()
+            .await
+            .map_err(|e| format!("readable: {e}"))?;
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 11) as u8)
+        .collect()
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
