@@ -14,6 +14,7 @@
 //! - [`process`]: a process's resident memory and this process's descriptor limit.
 //! - [`process_backend`]: a backend in a separate OS process (python3), to kill.
 //! - [`tunnels`]: the gateway's open tunnels as its metrics count them.
+//! - [`traffic`]: random traffic for one side of a tunnel (sizes, pauses, slow reads, half-close).
 
 pub mod backend;
 pub mod client;
@@ -29,6 +30,7 @@ pub mod ends;
 pub mod netns;
 pub mod process;
 pub mod process_backend;
+pub mod traffic;
 pub mod tunnels;
 
 use std::io::Write as _;

@@ -53,7 +53,35 @@ impl TcpCounters {
     }
 }
 
-/// Reads [`TcpCounters`] for a connected TCP socket.
+/// How often [`tcp_counters_settled`] tries for a consistent reading.
+const SETTLE_ATTEMPTS: usize = 1000;
+
+/// [`TcpCounters`] that are consistent with each other, for baselines.
+///
+/// `TCP_INFO` and the two queue ioctls are separate syscalls. A segment arriving between
+/// them moves `bytes_received` and the receive queue together, an ACK moves
+/// `bytes_acked` and the send queue; read apart, their sums are off by what moved. So
+/// the queues are read before and after `TCP_INFO`, until both readings agree.
+pub fn tcp_counters_settled(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
+    let fd = sock.as_raw_fd();
+    for _ in 0..SETTLE_ATTEMPTS {
+        let before = (
+            queue_len(fd, libc::TIOCOUTQ)?,
+            queue_len(fd, libc::FIONREAD)?,
+        );
+        let counters = tcp_counters(sock)?;
+        if before == (counters.send_queue, counters.recv_queue) {
+            return Ok(counters);
+        }
+    }
+    Err(io::Error::other(
+        "TCP counters kept moving; no consistent reading",
+    ))
+}
+
+/// Reads [`TcpCounters`] for a connected TCP socket. `TCP_INFO` is read first, so with
+/// traffic flowing [`TcpCounters::bytes_written`] is a lower bound (an ACK between the
+/// reads is missed, a write is seen). Use [`tcp_counters_settled`] for baselines.
 pub fn tcp_counters(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
     let fd = sock.as_raw_fd();
     // SAFETY: all-zero is a valid `tcp_info`.

@@ -170,8 +170,10 @@ impl Spliced {
         backend: TcpStream,
         budget: u64,
     ) -> Result<Self, Refused> {
-        let counters =
-            sockopt::tcp_counters(&client).and_then(|c| Ok((c, sockopt::tcp_counters(&backend)?)));
+        // Exact baselines: a byte or an ACK miscounted here would make a FIN go out too
+        // early (bytes lost) or never (tunnel hangs).
+        let counters = sockopt::tcp_counters_settled(&client)
+            .and_then(|c| Ok((c, sockopt::tcp_counters_settled(&backend)?)));
         let (c, b) = match counters {
             Ok(counters) => counters,
             Err(error) => {
@@ -514,77 +516,55 @@ fn open_window(budget: u64) -> u32 {
 /// Makes the kernel run the verdict on segments queued before the socket was spliced.
 fn kick(sock: &TcpStream) -> io::Result<()> {
     let mut byte = [0u8; 1];
-    // SAFETY: `byte` is valid for writes of its length.
-    let n = unsafe {
-        libc::recv(
-            sock.as_raw_fd(),
-            byte.as_mut_ptr().cast(),
-            1,
-            libc::MSG_DONTWAIT | libc::MSG_PEEK,
-        )
-    };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        if !matches!(
-            err.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ) {
-            return Err(err);
-        }
-    }
-    Ok(())
+    recv_nonblocking(sock, &mut byte, libc::MSG_PEEK).map(drop)
 }
 
-/// `recv` with `MSG_DONTWAIT | flags`; `Ok(None)` when the call would block.
+/// Runs a non-blocking socket syscall: `Ok(None)` when it would block, retried when
+/// interrupted.
+fn nonblocking(mut syscall: impl FnMut() -> isize) -> io::Result<Option<usize>> {
+    loop {
+        let n = syscall();
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(Some(n));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(err),
+        }
+    }
+}
+
+/// `recv` with `MSG_DONTWAIT | flags`. A direct syscall, not tokio's `try_read`, which may
+/// answer from its cached readiness without asking the kernel.
 fn recv_nonblocking(
-    sock: &TcpStream,
+    sock: &impl AsRawFd,
     buf: &mut [u8],
     flags: libc::c_int,
 ) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                sock.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | flags,
-            )
-        };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock => return Ok(None),
-            io::ErrorKind::Interrupted => continue,
-            _ => return Err(err),
-        }
-    }
+    // SAFETY: `buf` is valid for writes of its length.
+    nonblocking(|| unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | flags,
+        )
+    })
 }
 
-/// `Ok(None)` when the call would block.
+/// `send` with `MSG_DONTWAIT | MSG_NOSIGNAL`.
 fn send_nonblocking(sock: &TcpStream, buf: &[u8]) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: `buf` is valid for reads of its length.
-        let n = unsafe {
-            libc::send(
-                sock.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock => return Ok(None),
-            io::ErrorKind::Interrupted => continue,
-            _ => return Err(err),
-        }
-    }
+    // SAFETY: `buf` is valid for reads of its length.
+    nonblocking(|| unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
 }
 
 /// Reads everything queued on `sock` into `into`, until a read comes back short: only then
@@ -598,25 +578,9 @@ pub fn take_queued(sock: &impl AsRawFd, into: &mut Vec<u8>, limit: usize) -> io:
     let mut buf = [0u8; 64 * 1024];
     let mut taken = 0;
     loop {
-        // SAFETY: `buf` is valid for writes of its length. A direct syscall, not tokio's
-        // `try_read`, which may answer from its cached readiness without reading.
-        let n = unsafe {
-            libc::recv(
-                sock.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
+        let Some(n) = recv_nonblocking(sock, &mut buf, 0)? else {
+            return Ok(true);
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => return Ok(true),
-                io::ErrorKind::Interrupted => continue,
-                _ => return Err(err),
-            }
-        }
-        let n = n as usize;
         into.extend_from_slice(&buf[..n]);
         taken += n;
         if n < buf.len() {
