@@ -66,6 +66,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
     pub max_tunnel_backlog_bytes: u64,
 
+    /// Send buffer of both sockets of a spliced tunnel (SO_SNDBUFFORCE, SO_SNDBUF without
+    /// CAP_NET_ADMIN). 0 keeps the kernel's autotuning: 1–16 MiB measured no better here
+    /// (docs/dataplane.md).
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub tunnel_sndbuf_bytes: u32,
+
     /// On SIGTERM/SIGINT: stop accepting at once, let open tunnels and requests finish for
     /// this many seconds, then close what is left.
     #[arg(long, default_value_t = 30, value_name = "SECS")]

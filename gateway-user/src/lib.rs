@@ -43,6 +43,7 @@ impl From<cli::RunArgs> for Config {
                 max_lifetime: (args.tunnel_max_lifetime_secs > 0)
                     .then(|| Duration::from_secs(args.tunnel_max_lifetime_secs)),
                 max_backlog_bytes: args.max_tunnel_backlog_bytes,
+                sndbuf_bytes: args.tunnel_sndbuf_bytes,
             },
             handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
             shutdown_drain: Duration::from_secs(args.shutdown_drain_secs),

@@ -179,6 +179,28 @@ pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
     }
 }
 
+/// Sets the send buffer: `SO_SNDBUFFORCE` (ignores `wmem_max`, needs CAP_NET_ADMIN), else
+/// `SO_SNDBUF` (capped by `net.core.wmem_max`).
+pub fn set_send_buffer(sock: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for option in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: `value` is a valid int of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const value).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
+}
+
 /// `SO_LINGER {on, 0}`: the next `close` sends a reset instead of a FIN. Used to pass a
 /// reset on one side of a tunnel on to the other.
 pub fn set_linger_zero(sock: &impl AsRawFd) -> io::Result<()> {
@@ -240,5 +262,33 @@ mod tests {
         assert_eq!(rx.recv_queue, 0);
         assert_eq!(rx.bytes_consumed(), 1001);
         assert!(take_socket_error(&a).expect("so_error").is_none());
+    }
+
+    #[test]
+    fn send_buffer_is_forced_past_wmem_max() {
+        if std::env::var("GATEWAY_TEST_UNPRIVILEGED").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED (GATEWAY_TEST_UNPRIVILEGED=1): SO_SNDBUFFORCE needs CAP_NET_ADMIN");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let sock = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let wanted: u32 = 8 * 1024 * 1024;
+        set_send_buffer(&sock, wanted).expect("set the send buffer");
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are valid for writes of the sizes we pass.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        // The kernel doubles the value to leave room for its bookkeeping. As root,
+        // SO_SNDBUFFORCE goes past net.core.wmem_max (212992 by default).
+        assert_eq!(value as u64, 2 * u64::from(wanted));
     }
 }

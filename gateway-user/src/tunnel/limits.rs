@@ -86,6 +86,7 @@ mod tests {
             idle_timeout: Duration::from_millis(idle_ms),
             max_lifetime: lifetime_ms.map(Duration::from_millis),
             max_backlog_bytes: 0,
+            sndbuf_bytes: 0,
         }
     }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
-    dataplane::{Dataplane, EbpfDataplane},
+    dataplane::{sockopt, Dataplane, EbpfDataplane},
     metrics::{Direction, Metrics, Mode},
 };
 
@@ -39,6 +39,8 @@ pub struct Settings {
     pub max_lifetime: Option<std::time::Duration>,
     /// Most bytes the kernel may hold for one direction of a spliced tunnel.
     pub max_backlog_bytes: u64,
+    /// Send buffer forced on spliced sockets; 0 leaves the kernel's autotuning.
+    pub sndbuf_bytes: u32,
 }
 
 /// What a tunnel needs from the gateway around it.
@@ -190,7 +192,7 @@ pub async fn run(up: Upgraded, ctx: Context) {
     metrics.handoff_bytes(Direction::ClientToBackend, client_early.len() as u64);
     metrics.handoff_bytes(Direction::BackendToClient, backend_early.len() as u64);
 
-    let Some(carrier) = Carrier::choose(ebpf, client, backend, settings.max_backlog_bytes) else {
+    let Some(carrier) = Carrier::choose(ebpf, client, backend, &settings) else {
         return;
     };
     let mode = match carrier {
@@ -273,7 +275,7 @@ impl Carrier {
         ebpf: Option<Arc<EbpfDataplane>>,
         client: TcpStream,
         backend: TcpStream,
-        budget_bytes: u64,
+        settings: &Settings,
     ) -> Option<Self> {
         let Some(ebpf) = ebpf else {
             return Some(Self::Relay(client, backend));
@@ -281,7 +283,14 @@ impl Carrier {
         let (client, backend) = into_std(client, backend)
             .inspect_err(|err| tracing::warn!(error = %err, "cannot leave the runtime"))
             .ok()?;
-        match splice::Spliced::start(ebpf, client, backend, budget_bytes) {
+        if settings.sndbuf_bytes > 0 {
+            for sock in [&client, &backend] {
+                if let Err(err) = sockopt::set_send_buffer(sock, settings.sndbuf_bytes) {
+                    tracing::debug!(error = %err, "could not set the tunnel's send buffer");
+                }
+            }
+        }
+        match splice::Spliced::start(ebpf, client, backend, settings.max_backlog_bytes) {
             Ok(spliced) => Some(Self::Spliced(spliced)),
             Err(refused) if refused.can_relay => {
                 tracing::info!(error = %refused.error, "kernel refused the splice; relaying");

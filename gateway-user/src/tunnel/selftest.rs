@@ -54,6 +54,7 @@ async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), Strin
         idle_timeout: DEADLINE,
         max_lifetime: None,
         max_backlog_bytes: budget_bytes,
+        sndbuf_bytes: 0,
     };
     let limits = Limits::new(settings, std::time::Instant::now(), Default::default());
     let tunnel = async { spliced.run(&limits).await };
