@@ -2,7 +2,7 @@
 //! - [`EchoBackend`]: a tokio-tungstenite WebSocket server that echoes every message and
 //!   reports, per connection, the summary of what it received and sent back;
 //! - [`RawBackend`]: a TCP server that reads the request head and hands the connection to a
-//!   test-provided closure, which answers the upgrade by hand (see [`RawConn::switching_protocols`])
+//!   test-provided closure, which answers the upgrade by hand (see [`RawConn::accept_upgrade`])
 //!   and reports a result.
 
 use std::{
@@ -31,6 +31,10 @@ use crate::{
     http::{self, Head},
     wait::within,
 };
+
+mod conn;
+
+pub use conn::RawConn;
 
 /// How long a test waits for a backend to report a finished connection.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -159,33 +163,6 @@ impl Callback for RecordForwardedFor {
             *seen = value.map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         }
         Ok(response)
-    }
-}
-
-/// A connection accepted by a [`RawBackend`], its request head already read.
-pub struct RawConn {
-    pub stream: TcpStream,
-    pub request: Head,
-    /// Bytes that arrived after the request head in the same reads.
-    pub leftover: Vec<u8>,
-}
-
-impl RawConn {
-    /// A correct `101 Switching Protocols` for this request; panics if it is not an upgrade.
-    pub fn switching_protocols(&self) -> Vec<u8> {
-        assert_eq!(
-            self.request.method(),
-            "GET",
-            "backend got a non-GET upgrade:\n{}",
-            self.request.text()
-        );
-        let key = self.request.header("sec-websocket-key").unwrap_or_else(|| {
-            panic!(
-                "backend got a request without Sec-WebSocket-Key:\n{}",
-                self.request.text()
-            )
-        });
-        http::switching_protocols(key)
     }
 }
 

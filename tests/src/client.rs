@@ -1,15 +1,23 @@
 //! Clients of the gateway: a tokio-tungstenite WebSocket client, and raw TCP upgrades written
 //! by hand so a test controls every byte and every write.
 
-use std::net::SocketAddr;
+use std::{future::Future, net::SocketAddr};
 
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use rand::RngCore;
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::{tcp::WriteHalf, TcpStream},
+};
 use tokio_tungstenite::{
     tungstenite::{client::IntoClientRequest as _, protocol::WebSocketConfig},
     WebSocketStream,
 };
 
-use crate::http::{self, Head};
+use crate::{
+    data::Summary,
+    exchange,
+    http::{self, Head},
+};
 
 /// Connects a WebSocket client to `gateway` through its upgrade; tungstenite checks the 101
 /// and its `Sec-WebSocket-Accept`.
@@ -38,6 +46,62 @@ pub struct RawTunnel {
     pub response: Head,
     /// Bytes received after the 101 head in the same reads.
     pub leftover: Vec<u8>,
+}
+
+impl RawTunnel {
+    /// Reads to the backend's EOF; returns the summary of everything after the 101 head
+    /// (`leftover` first).
+    pub async fn read_to_eof(&mut self) -> Summary {
+        exchange::read_to_eof(&mut self.stream, &self.leftover, "client").await
+    }
+
+    /// Sends `len` random bytes from `rng`, then half-closes; returns their summary.
+    pub async fn send_random_then_half_close(
+        &mut self,
+        rng: &mut impl RngCore,
+        len: u64,
+    ) -> Summary {
+        exchange::send_random_then_half_close(&mut self.stream, rng, len, "client").await
+    }
+
+    /// Sends `len` random bytes from `rng`, half-closes, then reads to the backend's EOF;
+    /// returns (sent, received).
+    pub async fn send_random_then_read_to_eof(
+        &mut self,
+        rng: &mut impl RngCore,
+        len: u64,
+    ) -> (Summary, Summary) {
+        let sent = self.send_random_then_half_close(rng, len).await;
+        (sent, self.read_to_eof().await)
+    }
+
+    /// Runs `send` on the write half while reading to the backend's EOF (`leftover` first);
+    /// returns what `send` returned and the summary of what was read.
+    pub async fn while_reading_to_eof<T>(
+        &mut self,
+        send: impl AsyncFnOnce(&mut WriteHalf<'_>) -> T,
+    ) -> (T, Summary) {
+        exchange::while_reading_to_eof(&mut self.stream, &self.leftover, "client", send).await
+    }
+
+    /// Sends `len` random bytes from `rng` and, once `before_close` is done, half-closes, all
+    /// while reading to the backend's EOF (`leftover` first); returns (sent, received).
+    pub async fn send_random_while_reading(
+        &mut self,
+        rng: &mut impl RngCore,
+        len: u64,
+        before_close: impl Future,
+    ) -> (Summary, Summary) {
+        exchange::send_random_while_reading(
+            &mut self.stream,
+            &self.leftover,
+            rng,
+            len,
+            before_close,
+            "client",
+        )
+        .await
+    }
 }
 
 /// Sends an upgrade for `path` to `gateway`, with `early` payload bytes in the same write

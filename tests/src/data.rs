@@ -65,15 +65,20 @@ impl Hasher {
     }
 }
 
-/// A random generator seeded from `GATEWAY_TEST_SEED`, or randomly; prints the seed so a
+/// The seed of this run of `test`: `GATEWAY_TEST_SEED`, or a random one; prints it so a
 /// failure can be replayed.
-pub fn seeded_rng(test: &str) -> StdRng {
+pub fn test_seed(test: &str) -> u64 {
     let seed = match std::env::var(SEED_ENV) {
         Ok(value) => value.parse().expect("GATEWAY_TEST_SEED is a u64"),
         Err(_) => rand::random(),
     };
     eprintln!("{test}: seed {seed} (replay with {SEED_ENV}={seed})");
-    StdRng::seed_from_u64(seed)
+    seed
+}
+
+/// A random generator seeded with [`test_seed`].
+pub fn seeded_rng(test: &str) -> StdRng {
+    StdRng::seed_from_u64(test_seed(test))
 }
 
 /// `len` random bytes.

@@ -278,11 +278,7 @@ async fn sample_until_done(
 /// takes them, counting as it goes, half-closes and reads to EOF. Returns (sent, received
 /// after `GO`).
 async fn blast(mut conn: RawConn, seed: u64, progress: Arc<Progress>) -> (Summary, Summary) {
-    let response = conn.switching_protocols();
-    conn.stream
-        .write_all(&response)
-        .await
-        .expect("backend writes the 101");
+    conn.accept_upgrade().await;
     let mut leftover = std::mem::take(&mut conn.leftover);
     if leftover.is_empty() {
         let mut go = [0u8; 1];

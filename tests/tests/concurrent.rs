@@ -6,13 +6,13 @@ use std::{collections::BTreeMap, time::Duration};
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{echo_to_eof, read_to_eof, seeded_rng, write_random, Summary},
-    skip_unprivileged,
+    data::{seeded_rng, Summary},
+    exchange, skip_unprivileged,
     wait::{eventually, within},
     Dataplane, Gateway,
 };
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
-use tokio::{io::AsyncWriteExt as _, task::JoinSet};
+use tokio::task::JoinSet;
 
 const TUNNELS: usize = 200;
 const MAX_BYTES: u64 = 4 << 20;
@@ -26,15 +26,8 @@ async fn two_hundred_concurrent_spliced_tunnels() {
     }
     // Echoes each tunnel and reports its path with the summary of what went through.
     let mut backend = RawBackend::start(|mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let (mut reader, mut writer) = conn.stream.into_split();
-        let echoed = echo_to_eof(&mut reader, &mut writer, &conn.leftover)
-            .await
-            .expect("backend echoes to EOF");
+        conn.accept_upgrade().await;
+        let echoed = conn.echo_to_eof().await.expect("backend echoes to EOF");
         (conn.request.path().to_owned(), echoed)
     })
     .await;
@@ -57,20 +50,15 @@ async fn two_hundred_concurrent_spliced_tunnels() {
         tunnels.spawn(async move {
             let path = format!("/tunnel/{index}");
             let mut tunnel = client::raw_upgrade(addr, &path, &[]).await;
-            let (mut reader, mut writer) = tunnel.stream.split();
-            let send = async {
-                let sent = write_random(&mut writer, &mut StdRng::seed_from_u64(seed), size).await;
-                let sent = sent
-                    .unwrap_or_else(|error| panic!("{path}: client sends {size} bytes: {error}"));
-                writer
-                    .shutdown()
-                    .await
-                    .unwrap_or_else(|error| panic!("{path}: client half-closes: {error}"));
-                sent
-            };
-            let (sent, received) = tokio::join!(send, read_to_eof(&mut reader, &tunnel.leftover));
-            let received =
-                received.unwrap_or_else(|error| panic!("{path}: client reads the echo: {error}"));
+            let (sent, received) = exchange::send_random_while_reading(
+                &mut tunnel.stream,
+                &tunnel.leftover,
+                &mut StdRng::seed_from_u64(seed),
+                size,
+                async {},
+                &format!("{path}: client"),
+            )
+            .await;
             (path, sent, received)
         });
     }

@@ -9,7 +9,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{read_to_eof, seeded_rng, write_random, Hasher, Summary},
+    data::{seeded_rng, write_random, Hasher, Summary},
     dataplane_tests,
     ends::{
         read_exact_hashed, read_exact_summary, read_hashed_until_end, read_until_end,
@@ -254,26 +254,10 @@ async fn both_sides_half_close_at_once(dataplane: Dataplane, test: &str) {
     let mut backend = RawBackend::start(move |mut conn: RawConn| {
         let barrier = Arc::clone(&backend_barrier);
         async move {
-            let response = conn.switching_protocols();
-            conn.stream
-                .write_all(&response)
+            conn.accept_upgrade().await;
+            let mut rng = StdRng::seed_from_u64(backend_seed);
+            conn.send_random_while_reading(&mut rng, len, barrier.wait())
                 .await
-                .expect("backend writes the 101");
-            let (mut reader, mut writer) = conn.stream.split();
-            let send = async {
-                let mut rng = StdRng::seed_from_u64(backend_seed);
-                let sent = write_random(&mut writer, &mut rng, len)
-                    .await
-                    .expect("backend sends");
-                barrier.wait().await;
-                writer.shutdown().await.expect("backend half-closes");
-                sent
-            };
-            let (sent, received) = tokio::join!(send, read_to_eof(&mut reader, &conn.leftover));
-            (
-                sent,
-                received.expect("backend reads the client's bytes to EOF"),
-            )
         }
     })
     .await;
@@ -282,20 +266,9 @@ async fn both_sides_half_close_at_once(dataplane: Dataplane, test: &str) {
 
     let (sent, received) = within(STEP_TIMEOUT, "both sides half-close at once", async {
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/both-close", &[]).await;
-        let (mut reader, mut writer) = tunnel.stream.split();
-        let send = async {
-            let sent = write_random(&mut writer, &mut rng, len)
-                .await
-                .expect("client sends");
-            barrier.wait().await;
-            writer.shutdown().await.expect("client half-closes");
-            sent
-        };
-        let (sent, received) = tokio::join!(send, read_to_eof(&mut reader, &tunnel.leftover));
-        (
-            sent,
-            received.expect("client reads the backend's bytes to EOF"),
-        )
+        tunnel
+            .send_random_while_reading(&mut rng, len, barrier.wait())
+            .await
     })
     .await;
     let (backend_sent, backend_received) = backend.next_result().await;
@@ -329,21 +302,14 @@ async fn half_closed_then_silent_stays_open(dataplane: Dataplane, test: &str) {
     let backend_len = rng.random_range(1..=MAX_BYTES / 2);
     let backend_seed: u64 = rng.random();
     let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let received = read_to_eof(&mut conn.stream, &conn.leftover)
-            .await
-            .expect("backend reads the client's bytes to EOF");
+        conn.accept_upgrade().await;
+        let received = conn.read_to_eof().await;
         // The silence under test, not a wait for readiness: the tunnel must outlive it.
         tokio::time::sleep(SILENCE).await;
         let mut rng = StdRng::seed_from_u64(backend_seed);
-        let sent = write_random(&mut conn.stream, &mut rng, backend_len)
-            .await
-            .expect("backend sends after its silence");
-        conn.stream.shutdown().await.expect("backend half-closes");
+        let sent = conn
+            .send_random_then_half_close(&mut rng, backend_len)
+            .await;
         (received, sent)
     })
     .await;
@@ -352,10 +318,9 @@ async fn half_closed_then_silent_stays_open(dataplane: Dataplane, test: &str) {
 
     let (sent, closed_at, end) = within(STEP_TIMEOUT, "half-close, silence, answer", async {
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/silent", &[]).await;
-        let sent = write_random(&mut tunnel.stream, &mut rng, client_len)
-            .await
-            .expect("client sends");
-        tunnel.stream.shutdown().await.expect("client half-closes");
+        let sent = tunnel
+            .send_random_then_half_close(&mut rng, client_len)
+            .await;
         let closed_at = Instant::now();
         let end = read_until_end(&mut tunnel.stream, &tunnel.leftover).await;
         (sent, closed_at, end)
@@ -406,14 +371,8 @@ async fn half_closed_then_silent_closed_by_idle_timeout(dataplane: Dataplane, te
     let mut backend = RawBackend::start(move |mut conn: RawConn| {
         let client_saw_end = Arc::clone(&backend_waits);
         async move {
-            let response = conn.switching_protocols();
-            conn.stream
-                .write_all(&response)
-                .await
-                .expect("backend writes the 101");
-            let received = read_to_eof(&mut conn.stream, &conn.leftover)
-                .await
-                .expect("backend reads the client's bytes to EOF");
+            conn.accept_upgrade().await;
+            let received = conn.read_to_eof().await;
             // Silent until the client has seen the end: any byte would be activity.
             client_saw_end.notified().await;
             let error =
@@ -429,13 +388,11 @@ async fn half_closed_then_silent_closed_by_idle_timeout(dataplane: Dataplane, te
     // Every byte of this tunnel moves after this instant, so the gateway's last activity is
     // no earlier and the idle timeout cannot expire before `last + 1 s`.
     let last = Instant::now();
-    let sent: Summary = within(STEP_TIMEOUT, "client sends and half-closes", async {
-        let sent = write_random(&mut tunnel.stream, &mut rng, client_len)
-            .await
-            .expect("client sends");
-        tunnel.stream.shutdown().await.expect("client half-closes");
-        sent
-    })
+    let sent: Summary = within(
+        STEP_TIMEOUT,
+        "client sends and half-closes",
+        tunnel.send_random_then_half_close(&mut rng, client_len),
+    )
     .await;
     let idle = Duration::from_secs(SILENT_IDLE_SECS);
     let end = within(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{random_bytes, read_to_eof, seeded_rng, write_random, Hasher, Summary},
+    data::{random_bytes, seeded_rng, Hasher, Summary},
     dataplane_tests, skip_unprivileged,
     wait::within,
     Dataplane, Gateway,
@@ -37,19 +37,13 @@ async fn client_half_closes_first(dataplane: Dataplane, test: &str) {
     let mut rng = seeded_rng(test);
     let backend_seed: u64 = rng.random();
     let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let received = read_to_eof(&mut conn.stream, &conn.leftover)
-            .await
-            .expect("backend reads to the client's EOF");
+        conn.accept_upgrade().await;
+        let received = conn.read_to_eof().await;
+        // Sent only after the client half-closed.
         let mut rng = StdRng::seed_from_u64(backend_seed);
-        let sent = write_random(&mut conn.stream, &mut rng, BACKEND_BYTES)
-            .await
-            .expect("backend sends after the client half-closed");
-        conn.stream.shutdown().await.expect("backend half-closes");
+        let sent = conn
+            .send_random_then_half_close(&mut rng, BACKEND_BYTES)
+            .await;
         Seen { sent, received }
     })
     .await;
@@ -61,14 +55,9 @@ async fn client_half_closes_first(dataplane: Dataplane, test: &str) {
 
     let (sent, received) = within(STEP_TIMEOUT, "client half-closes first", async {
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/half-close", &[]).await;
-        let sent = write_random(&mut tunnel.stream, &mut rng, CLIENT_BYTES)
+        tunnel
+            .send_random_then_read_to_eof(&mut rng, CLIENT_BYTES)
             .await
-            .expect("client sends");
-        tunnel.stream.shutdown().await.expect("client half-closes");
-        let received = read_to_eof(&mut tunnel.stream, &tunnel.leftover)
-            .await
-            .expect("client reads the backend's answer to EOF");
-        (sent, received)
     })
     .await;
     let seen = backend.next_result().await;
@@ -95,24 +84,12 @@ async fn backend_half_closes_first(dataplane: Dataplane, test: &str) {
     let mut rng = seeded_rng(test);
     let backend_seed: u64 = rng.random();
     let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let (mut reader, mut writer) = conn.stream.into_split();
-        let send = async move {
-            let mut rng = StdRng::seed_from_u64(backend_seed);
-            let sent = write_random(&mut writer, &mut rng, BACKEND_BYTES)
-                .await
-                .expect("backend sends");
-            writer.shutdown().await.expect("backend half-closes");
-            (sent, writer)
-        };
-        let receive = read_to_eof(&mut reader, &conn.leftover);
-        let ((sent, _writer), received) = tokio::join!(send, receive);
-        let received =
-            received.expect("backend keeps reading after its half-close, to the client's EOF");
+        conn.accept_upgrade().await;
+        // Keeps reading after its half-close, to the client's EOF.
+        let mut rng = StdRng::seed_from_u64(backend_seed);
+        let (sent, received) = conn
+            .send_random_while_reading(&mut rng, BACKEND_BYTES, async {})
+            .await;
         Seen { sent, received }
     })
     .await;
@@ -131,19 +108,21 @@ async fn backend_half_closes_first(dataplane: Dataplane, test: &str) {
 
     let received = within(STEP_TIMEOUT, "backend half-closes first", async {
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/half-close", &[]).await;
-        let (mut reader, mut writer) = tunnel.stream.split();
         // The first half goes out while the backend is sending, the second after its EOF.
-        let (written, received) = tokio::join!(
-            writer.write_all(&first),
-            read_to_eof(&mut reader, &tunnel.leftover)
-        );
-        written.expect("client sends the first half");
-        let received = received.expect("client reads the backend's bytes to EOF");
-        writer
+        let ((), received) = tunnel
+            .while_reading_to_eof(async |writer| {
+                writer
+                    .write_all(&first)
+                    .await
+                    .expect("client sends the first half");
+            })
+            .await;
+        tunnel
+            .stream
             .write_all(&second)
             .await
             .expect("client keeps sending after the backend half-closed");
-        writer.shutdown().await.expect("client half-closes");
+        tunnel.stream.shutdown().await.expect("client half-closes");
         received
     })
     .await;

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{random_bytes, read_to_eof, seeded_rng, write_random, Hasher, Summary},
+    data::{random_bytes, seeded_rng, Hasher, Summary},
     dataplane_tests, skip_unprivileged,
     wait::within,
     Dataplane, Gateway,
@@ -30,6 +30,18 @@ fn empty() -> Summary {
     Summary::of(&[])
 }
 
+/// A backend that answers the upgrade, reads to the client's EOF, then half-closes without
+/// sending anything.
+async fn read_then_half_close(mut conn: RawConn) -> Seen {
+    conn.accept_upgrade().await;
+    let received = conn.read_to_eof().await;
+    conn.stream.shutdown().await.expect("backend half-closes");
+    Seen {
+        sent: empty(),
+        received,
+    }
+}
+
 /// (a) The backend writes the 101 head and 64 KiB of payload in one `write_all` of one buffer:
 /// the client gets the head, then exactly that payload.
 async fn backend_101_and_payload_in_one_write(dataplane: Dataplane, test: &str) {
@@ -48,12 +60,9 @@ async fn backend_101_and_payload_in_one_write(dataplane: Dataplane, test: &str) 
                 .await
                 .expect("backend writes the 101 and the payload at once");
             conn.stream.shutdown().await.expect("backend half-closes");
-            let received = read_to_eof(&mut conn.stream, &conn.leftover)
-                .await
-                .expect("backend reads to EOF");
             Seen {
                 sent: Summary::of(&payload),
-                received,
+                received: conn.read_to_eof().await,
             }
         }
     })
@@ -73,10 +82,9 @@ async fn backend_101_and_payload_in_one_write(dataplane: Dataplane, test: &str) 
     let received = within(
         STEP_TIMEOUT,
         "client reads the payload to EOF",
-        read_to_eof(&mut tunnel.stream, &tunnel.leftover),
+        tunnel.read_to_eof(),
     )
-    .await
-    .expect("client reads to EOF");
+    .await;
     tunnel.stream.shutdown().await.expect("client half-closes");
     let seen = backend.next_result().await;
 
@@ -100,22 +108,7 @@ async fn client_sends_right_after_101(dataplane: Dataplane, test: &str) {
     if skip_unprivileged(dataplane, test) {
         return;
     }
-    let mut backend = RawBackend::start(|mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let received = read_to_eof(&mut conn.stream, &conn.leftover)
-            .await
-            .expect("backend reads to EOF");
-        conn.stream.shutdown().await.expect("backend half-closes");
-        Seen {
-            sent: empty(),
-            received,
-        }
-    })
-    .await;
+    let mut backend = RawBackend::start(read_then_half_close).await;
     let gateway = Gateway::builder()
         .backend(backend.addr())
         .dataplane(dataplane)
@@ -129,14 +122,9 @@ async fn client_sends_right_after_101(dataplane: Dataplane, test: &str) {
         async {
             let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/b", &[]).await;
             // No await point other than the writes between reading the head and sending.
-            let sent = write_random(&mut tunnel.stream, &mut rng, STREAM_BYTES)
+            tunnel
+                .send_random_then_read_to_eof(&mut rng, STREAM_BYTES)
                 .await
-                .expect("client sends");
-            tunnel.stream.shutdown().await.expect("client half-closes");
-            let received = read_to_eof(&mut tunnel.stream, &tunnel.leftover)
-                .await
-                .expect("client reads to EOF");
-            (sent, received)
         },
     )
     .await;
@@ -157,22 +145,7 @@ async fn client_payload_with_request(dataplane: Dataplane, test: &str) {
     if skip_unprivileged(dataplane, test) {
         return;
     }
-    let mut backend = RawBackend::start(|mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let received = read_to_eof(&mut conn.stream, &conn.leftover)
-            .await
-            .expect("backend reads to EOF");
-        conn.stream.shutdown().await.expect("backend half-closes");
-        Seen {
-            sent: empty(),
-            received,
-        }
-    })
-    .await;
+    let mut backend = RawBackend::start(read_then_half_close).await;
     let gateway = Gateway::builder()
         .backend(backend.addr())
         .dataplane(dataplane)
@@ -197,9 +170,7 @@ async fn client_payload_with_request(dataplane: Dataplane, test: &str) {
                 .await
                 .expect("client sends after the 101");
             tunnel.stream.shutdown().await.expect("client half-closes");
-            read_to_eof(&mut tunnel.stream, &tunnel.leftover)
-                .await
-                .expect("client reads to EOF")
+            tunnel.read_to_eof().await
         },
     )
     .await;
@@ -229,19 +200,12 @@ async fn backend_streams_right_after_101(dataplane: Dataplane, test: &str) {
     }
     let seed: u64 = seeded_rng(test).random();
     let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
+        conn.accept_upgrade().await;
         let mut rng = StdRng::seed_from_u64(seed);
-        let sent = write_random(&mut conn.stream, &mut rng, STREAM_BYTES)
-            .await
-            .expect("backend sends");
-        conn.stream.shutdown().await.expect("backend half-closes");
-        let received = read_to_eof(&mut conn.stream, &conn.leftover)
-            .await
-            .expect("backend reads to EOF");
+        let sent = conn
+            .send_random_then_half_close(&mut rng, STREAM_BYTES)
+            .await;
+        let received = conn.read_to_eof().await;
         Seen { sent, received }
     })
     .await;
@@ -256,9 +220,7 @@ async fn backend_streams_right_after_101(dataplane: Dataplane, test: &str) {
         "client reads 8 MiB sent right after the 101",
         async {
             let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/d", &[]).await;
-            let received = read_to_eof(&mut tunnel.stream, &tunnel.leftover)
-                .await
-                .expect("client reads to EOF");
+            let received = tunnel.read_to_eof().await;
             tunnel.stream.shutdown().await.expect("client half-closes");
             received
         },

@@ -11,8 +11,9 @@ use std::{
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{echo_to_eof, random_bytes, read_to_eof, seeded_rng, Summary},
+    data::{random_bytes, seeded_rng, Summary},
     dataplane_tests,
+    gateway::GatewayBuilder,
     http::{self, Head},
     skip_unprivileged,
     wait::within,
@@ -45,6 +46,13 @@ async fn read_until_closed(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
             read => all.extend_from_slice(&buf[..read]),
         }
     }
+}
+
+/// A gateway in front of `backend` with a [`HANDSHAKE_TIMEOUT`].
+fn with_handshake_timeout(backend: SocketAddr) -> GatewayBuilder {
+    Gateway::builder()
+        .backend(backend)
+        .handshake_timeout_secs(HANDSHAKE_TIMEOUT.as_secs())
 }
 
 /// A backend that reads the request head and never answers; it reports how its connection
@@ -100,10 +108,7 @@ async fn backend_connection_closed(backend: &mut RawBackend<io::Result<Vec<u8>>>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_the_backend_ignores_gets_504() {
     let mut backend = silent_backend().await;
-    let gateway = Gateway::builder()
-        .backend(backend.addr())
-        .handshake_timeout_secs(HANDSHAKE_TIMEOUT.as_secs())
-        .start();
+    let gateway = with_handshake_timeout(backend.addr()).start();
     let addr = gateway.listen_addr();
     let request = http::upgrade_request(addr, "/ignored", &http::new_key());
     let (head, _) = expect_504(addr, &request).await;
@@ -120,10 +125,7 @@ async fn an_upgrade_the_backend_ignores_gets_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_backend_ignores_gets_504() {
     let mut backend = silent_backend().await;
-    let gateway = Gateway::builder()
-        .backend(backend.addr())
-        .handshake_timeout_secs(HANDSHAKE_TIMEOUT.as_secs())
-        .start();
+    let gateway = with_handshake_timeout(backend.addr()).start();
     let addr = gateway.listen_addr();
     let request = format!("GET /ignored HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     expect_504(addr, request.as_bytes()).await;
@@ -135,10 +137,7 @@ async fn a_request_the_backend_ignores_gets_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_stalling_in_its_request_head_is_disconnected() {
     let backend = silent_backend().await;
-    let gateway = Gateway::builder()
-        .backend(backend.addr())
-        .handshake_timeout_secs(HANDSHAKE_TIMEOUT.as_secs())
-        .start();
+    let gateway = with_handshake_timeout(backend.addr()).start();
     let addr = gateway.listen_addr();
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let started = Instant::now();
@@ -193,21 +192,10 @@ async fn a_slow_upload_is_not_a_handshake_timeout() {
             .read_exact(&mut body[already..])
             .await
             .expect("backend reads the whole body");
-        let answer = Summary::of(&body).to_string();
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-            answer.len()
-        );
-        conn.stream
-            .write_all(response.as_bytes())
-            .await
-            .expect("backend answers");
+        conn.answer_200(&Summary::of(&body).to_string()).await;
     })
     .await;
-    let gateway = Gateway::builder()
-        .backend(backend.addr())
-        .handshake_timeout_secs(HANDSHAKE_TIMEOUT.as_secs())
-        .start();
+    let gateway = with_handshake_timeout(backend.addr()).start();
     let addr = gateway.listen_addr();
     let mut rng = seeded_rng("a_slow_upload_is_not_a_handshake_timeout");
     let body = random_bytes(&mut rng, UPLOAD_PIECES * UPLOAD_PIECE_BYTES);
@@ -252,36 +240,26 @@ async fn an_open_tunnel_outlives_the_handshake_timeout(dataplane: Dataplane, tes
     }
     let mut rng = seeded_rng(test);
     let mut backend = RawBackend::start(|mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let (mut reader, mut writer) = conn.stream.into_split();
-        echo_to_eof(&mut reader, &mut writer, &conn.leftover)
-            .await
-            .expect("backend echoes to EOF")
+        conn.accept_upgrade().await;
+        conn.echo_to_eof().await.expect("backend echoes to EOF")
     })
     .await;
-    let gateway = Gateway::builder()
-        .backend(backend.addr())
+    let gateway = with_handshake_timeout(backend.addr())
         .dataplane(dataplane)
-        .handshake_timeout_secs(HANDSHAKE_TIMEOUT.as_secs())
         .start();
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/idle", &[]).await;
     // The property under test is about time passing, not readiness.
     tokio::time::sleep(HANDSHAKE_TIMEOUT * 2).await;
 
     let payload = random_bytes(&mut rng, TUNNEL_BYTES);
-    let echoed = within(STEP_TIMEOUT, "bytes after the idle period", async {
-        let (mut reader, mut writer) = tunnel.stream.split();
-        let send = async {
+    let ((), echoed) = within(
+        STEP_TIMEOUT,
+        "bytes after the idle period",
+        tunnel.while_reading_to_eof(async |writer| {
             writer.write_all(&payload).await.expect("client sends");
             writer.shutdown().await.expect("client half-closes");
-        };
-        let ((), echoed) = tokio::join!(send, read_to_eof(&mut reader, &tunnel.leftover));
-        echoed.expect("client reads the echo to EOF")
-    })
+        }),
+    )
     .await;
     let backend_echoed = backend.next_result().await;
     assert_eq!(

@@ -7,7 +7,7 @@ use gateway_common::names;
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{read_to_eof, seeded_rng, write_random, Summary},
+    data::{seeded_rng, Summary},
     dataplane_tests,
     metrics::Metrics,
     skip_unprivileged,
@@ -15,7 +15,6 @@ use gateway_tests::{
     Dataplane, Gateway,
 };
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
-use tokio::io::AsyncWriteExt as _;
 
 /// Bytes each way: raw bytes after the upgrade, so this is exactly what crosses the tunnel.
 const BYTES: u64 = (1 << 20) + 12_345;
@@ -87,19 +86,10 @@ async fn byte_counters(dataplane: Dataplane, test: &str) {
     // Sequential on purpose: the backend answers only after the client's EOF, so every byte
     // each way crosses an established tunnel.
     let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let received = read_to_eof(&mut conn.stream, &conn.leftover)
-            .await
-            .expect("backend reads to EOF");
+        conn.accept_upgrade().await;
+        let received = conn.read_to_eof().await;
         let mut rng = StdRng::seed_from_u64(backend_seed);
-        let sent = write_random(&mut conn.stream, &mut rng, BYTES)
-            .await
-            .expect("backend sends");
-        conn.stream.shutdown().await.expect("backend half-closes");
+        let sent = conn.send_random_then_half_close(&mut rng, BYTES).await;
         (received, sent)
     })
     .await;
@@ -149,14 +139,7 @@ async fn byte_counters(dataplane: Dataplane, test: &str) {
     )
     .await;
     let (sent, received): (Summary, Summary) = within(STEP_TIMEOUT, "transfer each way", async {
-        let sent = write_random(&mut tunnel.stream, &mut rng, BYTES)
-            .await
-            .expect("client sends");
-        tunnel.stream.shutdown().await.expect("client half-closes");
-        let received = read_to_eof(&mut tunnel.stream, &tunnel.leftover)
-            .await
-            .expect("client reads to EOF");
-        (sent, received)
+        tunnel.send_random_then_read_to_eof(&mut rng, BYTES).await
     })
     .await;
     drop(tunnel);

@@ -5,25 +5,26 @@ use std::{io, time::Duration};
 
 use gateway_tests::{
     backend::{RawBackend, RawConn},
-    client, dataplane_tests, skip_unprivileged,
+    client, dataplane_tests,
+    ends::read_until_end,
+    skip_unprivileged,
     wait::within,
     Dataplane, Gateway,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads until EOF or an error; returns the bytes read and how it ended.
-async fn read_until_end(stream: &mut tokio::net::TcpStream) -> (usize, io::Result<()>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0;
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) => return (total, Ok(())),
-            Ok(n) => total += n,
-            Err(err) => return (total, Err(err)),
-        }
-    }
+/// Writes 4 KiB of `byte`, then sets `SO_LINGER` 0: dropping `stream` now resets the
+/// connection instead of closing it.
+async fn write_then_arm_reset(stream: &mut TcpStream, byte: u8, who: &str) {
+    stream
+        .write_all(&[byte; 4096])
+        .await
+        .unwrap_or_else(|error| panic!("{who} writes: {error}"));
+    socket2::SockRef::from(&*stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
 }
 
 async fn client_reset_reaches_backend(dataplane: Dataplane, test: &str) {
@@ -31,12 +32,8 @@ async fn client_reset_reaches_backend(dataplane: Dataplane, test: &str) {
         return;
     }
     let mut backend = RawBackend::start(|mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        read_until_end(&mut conn.stream).await
+        conn.accept_upgrade().await;
+        read_until_end(&mut conn.stream, &[]).await
     })
     .await;
     let gateway = Gateway::builder()
@@ -45,23 +42,18 @@ async fn client_reset_reaches_backend(dataplane: Dataplane, test: &str) {
         .start();
 
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/reset", &[]).await;
-    tunnel
-        .stream
-        .write_all(&[1u8; 4096])
-        .await
-        .expect("client writes");
-    socket2::SockRef::from(&tunnel.stream)
-        .set_linger(Some(Duration::ZERO))
-        .expect("SO_LINGER 0");
+    write_then_arm_reset(&mut tunnel.stream, 1, "client").await;
     drop(tunnel); // the client's socket closes with a reset
 
-    let (_, ended) = within(
+    let end = within(
         STEP_TIMEOUT,
         "the backend sees the client's reset",
         backend.next_result(),
     )
     .await;
-    let err = ended.expect_err("the backend saw a clean EOF, not a reset");
+    let err = end
+        .ended
+        .expect_err("the backend saw a clean EOF, not a reset");
     assert_eq!(
         err.kind(),
         io::ErrorKind::ConnectionReset,
@@ -74,18 +66,8 @@ async fn backend_reset_reaches_client(dataplane: Dataplane, test: &str) {
         return;
     }
     let backend = RawBackend::start(|mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        conn.stream
-            .write_all(&[2u8; 4096])
-            .await
-            .expect("backend writes");
-        socket2::SockRef::from(&conn.stream)
-            .set_linger(Some(Duration::ZERO))
-            .expect("SO_LINGER 0");
+        conn.accept_upgrade().await;
+        write_then_arm_reset(&mut conn.stream, 2, "backend").await;
         // Dropping the stream here resets the connection.
     })
     .await;
@@ -95,13 +77,15 @@ async fn backend_reset_reaches_client(dataplane: Dataplane, test: &str) {
         .start();
 
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/reset", &[]).await;
-    let (_, ended) = within(
+    let end = within(
         STEP_TIMEOUT,
         "the client sees the backend's reset",
-        read_until_end(&mut tunnel.stream),
+        read_until_end(&mut tunnel.stream, &[]),
     )
     .await;
-    let err = ended.expect_err("the client saw a clean EOF, not a reset");
+    let err = end
+        .ended
+        .expect_err("the client saw a clean EOF, not a reset");
     assert_eq!(
         err.kind(),
         io::ErrorKind::ConnectionReset,

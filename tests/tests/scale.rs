@@ -20,7 +20,7 @@ use gateway_common::names;
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{random_bytes, read_to_eof, Summary, SEED_ENV},
+    data::{random_bytes, read_to_eof, test_seed, Summary},
     ends::read_exact_summary,
     maps,
     process::{nofile_limits, raise_nofile_limit, rss_bytes},
@@ -66,20 +66,12 @@ async fn ten_thousand_idle_spliced_tunnels() {
         raise_nofile_limit(hard).expect("raise the soft RLIMIT_NOFILE to the hard limit");
         (hard, error)
     });
-    let seed = match std::env::var(SEED_ENV) {
-        Ok(value) => value.parse().expect("GATEWAY_TEST_SEED is a u64"),
-        Err(_) => rand::random::<u64>(),
-    };
-    eprintln!("{test}: seed {seed} (replay with {SEED_ENV}={seed})");
+    let seed = test_seed(test);
 
     // Echoes the probe, then holds the tunnel until the client closes it.
     let mut backend = RawBackend::start(|mut conn: RawConn| async move {
         let path = conn.request.path().to_owned();
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
+        conn.accept_upgrade().await;
         let mut probe = conn.leftover.clone();
         let missing = PROBE_BYTES.saturating_sub(probe.len());
         let mut rest = vec![0; missing];

@@ -10,8 +10,8 @@ use std::{
 
 use gateway_tests::{
     backend::{RawBackend, RawConn},
-    client,
-    data::{echo_to_eof, random_bytes, read_to_eof, seeded_rng, Hasher, Summary},
+    client::{self, RawTunnel},
+    data::{random_bytes, read_to_eof, seeded_rng, Hasher, Summary},
     dataplane_tests,
     http::{self, Head},
     skip_unprivileged,
@@ -40,13 +40,8 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// half-closes; reports what it echoed.
 async fn echo_backend() -> RawBackend<io::Result<Summary>> {
     RawBackend::start(|mut conn: RawConn| async move {
-        let response = conn.switching_protocols();
-        conn.stream
-            .write_all(&response)
-            .await
-            .expect("backend writes the 101");
-        let (mut reader, mut writer) = conn.stream.into_split();
-        echo_to_eof(&mut reader, &mut writer, &conn.leftover).await
+        conn.accept_upgrade().await;
+        conn.echo_to_eof().await
     })
     .await
 }
@@ -74,6 +69,35 @@ async fn probe(stream: &mut TcpStream, leftover: &[u8]) {
         Summary::of(&sent),
         "probe echoed intact"
     );
+}
+
+/// An [`echo_backend`], a gateway in front of it draining for `drain_secs` on SIGTERM, and a
+/// tunnel through it to `path`, [`probe`]d open end to end.
+async fn probed_tunnel(
+    dataplane: Dataplane,
+    drain_secs: u64,
+    path: &str,
+) -> (RawBackend<io::Result<Summary>>, Gateway, RawTunnel) {
+    let backend = echo_backend().await;
+    let gateway = Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(dataplane)
+        .shutdown_drain_secs(drain_secs)
+        .start();
+    let mut tunnel = client::raw_upgrade(gateway.listen_addr(), path, &[]).await;
+    probe(&mut tunnel.stream, &tunnel.leftover).await;
+    (backend, gateway, tunnel)
+}
+
+/// Waits for the daemon to exit, panics unless it exited 0, and returns its stderr.
+async fn wait_clean_exit(gateway: &mut Gateway) -> String {
+    let status = gateway.wait_exit(EXIT_TIMEOUT).await;
+    let stderr = gateway.stderr_text();
+    assert!(
+        status.success(),
+        "gateway exit status {status}; stderr:\n{stderr}"
+    );
+    stderr
 }
 
 /// Polls `addr` until a connect is refused: the gateway closed its listener.
@@ -127,14 +151,8 @@ async fn a_live_tunnel_finishes_during_the_drain(dataplane: Dataplane, test: &st
         return;
     }
     let mut rng = seeded_rng(test);
-    let mut backend = echo_backend().await;
-    let mut gateway = Gateway::builder()
-        .backend(backend.addr())
-        .dataplane(dataplane)
-        .shutdown_drain_secs(LONG_DRAIN_SECS)
-        .start();
-    let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/drain", &[]).await;
-    probe(&mut tunnel.stream, &tunnel.leftover).await;
+    let (mut backend, mut gateway, mut tunnel) =
+        probed_tunnel(dataplane, LONG_DRAIN_SECS, "/drain").await;
 
     let signalled = Instant::now();
     gateway.terminate();
@@ -198,14 +216,8 @@ async fn a_tunnel_open_past_the_drain_is_closed(dataplane: Dataplane, test: &str
         return;
     }
     const DRAIN: Duration = Duration::from_secs(1);
-    let mut backend = echo_backend().await;
-    let mut gateway = Gateway::builder()
-        .backend(backend.addr())
-        .dataplane(dataplane)
-        .shutdown_drain_secs(DRAIN.as_secs())
-        .start();
-    let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/stay", &[]).await;
-    probe(&mut tunnel.stream, &tunnel.leftover).await;
+    let (mut backend, mut gateway, mut tunnel) =
+        probed_tunnel(dataplane, DRAIN.as_secs(), "/stay").await;
 
     let signalled = Instant::now();
     gateway.terminate();
@@ -223,13 +235,8 @@ async fn a_tunnel_open_past_the_drain_is_closed(dataplane: Dataplane, test: &str
         backend.next_result(),
     )
     .await;
-    let status = gateway.wait_exit(EXIT_TIMEOUT).await;
-    let stderr = gateway.stderr_text();
+    let stderr = wait_clean_exit(&mut gateway).await;
 
-    assert!(
-        status.success(),
-        "gateway exit status {status}; stderr:\n{stderr}"
-    );
     assert!(
         closed_after >= DRAIN - Duration::from_millis(100),
         "the tunnel was closed {closed_after:?} after SIGTERM, before the drain period was over"
@@ -266,24 +273,13 @@ async fn a_second_signal_exits_at_once(dataplane: Dataplane, test: &str) {
     if skip_unprivileged(dataplane, test) {
         return;
     }
-    let backend = echo_backend().await;
-    let mut gateway = Gateway::builder()
-        .backend(backend.addr())
-        .dataplane(dataplane)
-        .shutdown_drain_secs(LONG_DRAIN_SECS)
-        .start();
-    let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/twice", &[]).await;
-    probe(&mut tunnel.stream, &tunnel.leftover).await;
+    let (_backend, mut gateway, mut tunnel) =
+        probed_tunnel(dataplane, LONG_DRAIN_SECS, "/twice").await;
 
     gateway.terminate();
     wait_logged(&gateway, &["draining", "tunnels=1"]).await;
     gateway.send_signal(libc::SIGINT);
-    let status = gateway.wait_exit(EXIT_TIMEOUT).await;
-    let stderr = gateway.stderr_text();
-    assert!(
-        status.success(),
-        "gateway exit status {status}; stderr:\n{stderr}"
-    );
+    let stderr = wait_clean_exit(&mut gateway).await;
     assert!(
         stderr.contains("second signal"),
         "the gateway logs why it did not finish the drain; stderr:\n{stderr}"
@@ -317,14 +313,7 @@ async fn http_in_flight_finishes_and_idle_keep_alive_closes() {
             if let Some(wait) = wait {
                 let _ = wait.await;
             }
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_BODY}",
-                PLAIN_BODY.len()
-            );
-            conn.stream
-                .write_all(response.as_bytes())
-                .await
-                .expect("backend answers");
+            conn.answer_200(PLAIN_BODY).await;
             let _ = conn.stream.shutdown().await;
         }
     })

@@ -21,7 +21,7 @@ use std::{
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{Summary, SEED_ENV},
+    data::{test_seed, Summary, SEED_ENV},
     process::rss_bytes,
     skip_unprivileged,
     traffic::{run_side, Close, Progress, SidePlan},
@@ -169,23 +169,13 @@ async fn bounded(
     }
 }
 
-/// The seed of this run: `GATEWAY_TEST_SEED` or a random one, printed.
-fn run_seed(test: &str) -> u64 {
-    let seed = match std::env::var(SEED_ENV) {
-        Ok(value) => value.parse().expect("GATEWAY_TEST_SEED is a u64"),
-        Err(_) => rand::random(),
-    };
-    eprintln!("{test}: seed {seed} (replay with {SEED_ENV}={seed})");
-    seed
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_tunnels_lose_and_duplicate_nothing() {
     let test = "random_tunnels_lose_and_duplicate_nothing";
     if skip_unprivileged(Dataplane::Ebpf, test) {
         return;
     }
-    let seed = run_seed(test);
+    let seed = test_seed(test);
     let mut rng = StdRng::seed_from_u64(seed);
     let plans: Arc<Vec<Plan>> = Arc::new((0..TUNNELS).map(|_| Plan::random(&mut rng)).collect());
     let bytes: u64 = plans

@@ -6,9 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use gateway_tests::{
     backend::{RawBackend, RawConn},
-    client,
-    data::echo_to_eof,
-    dataplane_tests,
+    client, dataplane_tests,
     http::{new_key, Head},
     skip_unprivileged,
     wait::{eventually, within},
@@ -23,10 +21,8 @@ const PLAIN_BODY: &str = "hello from the backend\n";
 async fn backend() -> RawBackend<Head> {
     RawBackend::start(|mut conn: RawConn| async move {
         if conn.request.header("upgrade").is_some() {
-            let response = conn.switching_protocols();
-            conn.stream.write_all(&response).await.expect("backend writes the 101");
-            let (mut reader, mut writer) = conn.stream.into_split();
-            echo_to_eof(&mut reader, &mut writer, &conn.leftover).await.expect("backend echoes to EOF");
+            conn.accept_upgrade().await;
+            conn.echo_to_eof().await.expect("backend echoes to EOF");
         } else {
             let response = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_BODY}",
