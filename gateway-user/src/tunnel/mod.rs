@@ -4,9 +4,10 @@
 mod limits;
 mod relay;
 pub mod selftest;
+mod sockio;
 mod splice;
 
-pub use splice::take_queued;
+pub use sockio::take_queued;
 mod watch;
 
 use std::{fmt, io, os::fd::AsRawFd, sync::Arc, time::Instant};
@@ -138,7 +139,7 @@ impl fmt::Display for CloseReason {
 }
 
 /// Most bytes read from one socket at handoff while waiting for its receive queue to run
-/// empty (see [`splice::take_queued`]); a tunnel past it is relayed instead of spliced.
+/// empty (see [`sockio::take_queued`]); a tunnel past it is relayed instead of spliced.
 const HANDOFF_READ_LIMIT_BYTES: usize = 256 * 1024;
 
 /// Runs a tunnel to its end and logs one line when it closes.
@@ -161,9 +162,9 @@ pub async fn run(up: Upgraded, ctx: Context) {
 
     let mut ebpf = dataplane.ebpf().cloned();
     if ebpf.is_some() {
-        let emptied = splice::take_queued(&client, &mut client_early, HANDOFF_READ_LIMIT_BYTES)
+        let emptied = sockio::take_queued(&client, &mut client_early, HANDOFF_READ_LIMIT_BYTES)
             .and_then(|c| {
-                splice::take_queued(&backend, &mut backend_early, HANDOFF_READ_LIMIT_BYTES)
+                sockio::take_queued(&backend, &mut backend_early, HANDOFF_READ_LIMIT_BYTES)
                     .map(|b| c && b)
             });
         match emptied {
