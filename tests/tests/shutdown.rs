@@ -106,6 +106,11 @@ async fn wait_refused(addr: SocketAddr) {
         loop {
             match TcpStream::connect(addr).await {
                 Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => return,
+                // A connect that lands while the listener is being closed is reset rather
+                // than refused: not accepted either; the next one is refused.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 Err(err) => panic!("connect to the draining gateway: unexpected error {err}"),
                 // Still listening: the accepted connection is dropped at once.
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
