@@ -7,7 +7,9 @@ use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
     data::{random_bytes, seeded_rng, Hasher, Summary},
-    dataplane_tests, skip_unprivileged,
+    dataplane_tests,
+    ends::read_exact_summary,
+    skip_unprivileged,
     wait::within,
     Dataplane, Gateway,
 };
@@ -18,6 +20,10 @@ const COALESCED_PAYLOAD_BYTES: usize = 64 * 1024;
 const STREAM_BYTES: u64 = 8 << 20;
 const EARLY_BYTES: usize = 64 * 1024;
 const LATER_BYTES: usize = 1 << 20;
+/// Bytes the backend of (a′) sends after the payload: with the payload, under the gateway's
+/// 256 KiB handoff read limit, so even if all of it arrives during the handoff the tunnel is
+/// still spliced.
+const AFTER_PAYLOAD_BYTES: usize = 128 * 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one backend connection sent after its 101 and received after the request head.
@@ -241,7 +247,93 @@ async fn backend_streams_right_after_101(dataplane: Dataplane, test: &str) {
     gateway.wait_tunnels_gone(baseline).await;
 }
 
+/// (a′) As (a), but the backend keeps its side open until the client has everything, so the
+/// tunnel can be spliced (a socket that already got its FIN cannot join a sockmap, which
+/// sends (a) to the relay): the coalesced payload must come out once, ahead of the spliced
+/// bytes that follow it.
+async fn backend_101_and_payload_in_one_write_then_spliced(dataplane: Dataplane, test: &str) {
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let mut rng = seeded_rng(test);
+    let payload = Arc::new(random_bytes(&mut rng, COALESCED_PAYLOAD_BYTES));
+    let later_seed: u64 = rng.random();
+    let mut backend = RawBackend::start(move |mut conn: RawConn| {
+        let payload = Arc::clone(&payload);
+        async move {
+            let mut buf = conn.switching_protocols();
+            buf.extend_from_slice(&payload);
+            conn.stream
+                .write_all(&buf)
+                .await
+                .expect("backend writes the 101 and the payload at once");
+            // After the handoff: more bytes, then read to the client's EOF and half-close.
+            let mut rng = StdRng::seed_from_u64(later_seed);
+            let mut sent = Hasher::default();
+            sent.update(&payload);
+            let later = random_bytes(&mut rng, AFTER_PAYLOAD_BYTES);
+            conn.stream
+                .write_all(&later)
+                .await
+                .expect("backend writes more");
+            sent.update(&later);
+            let received = conn.read_to_eof().await;
+            conn.stream.shutdown().await.expect("backend half-closes");
+            Seen {
+                sent: sent.finish(),
+                received,
+            }
+        }
+    })
+    .await;
+    let gateway = Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(dataplane)
+        .start();
+
+    let total = (COALESCED_PAYLOAD_BYTES + AFTER_PAYLOAD_BYTES) as u64;
+    let mut tunnel = within(
+        STEP_TIMEOUT,
+        "upgrade",
+        client::raw_upgrade(gateway.listen_addr(), "/a2", &[]),
+    )
+    .await;
+    let leftover = std::mem::take(&mut tunnel.leftover);
+    let received = within(
+        STEP_TIMEOUT,
+        "client reads the payload and what followed",
+        read_exact_summary(&mut tunnel.stream, &leftover, total),
+    )
+    .await
+    .expect("client reads every byte the backend sent");
+    tunnel.stream.shutdown().await.expect("client half-closes");
+    let rest = within(STEP_TIMEOUT, "client reads to EOF", tunnel.read_to_eof()).await;
+    let seen = backend.next_result().await;
+
+    assert_eq!(
+        received, seen.sent,
+        "client got the coalesced payload, then the rest, once"
+    );
+    assert_eq!(rest, empty(), "nothing after the backend's bytes");
+    assert_eq!(
+        seen.received,
+        empty(),
+        "backend got nothing after the request"
+    );
+    let opened = gateway.metrics().metric(
+        "gateway_tunnels_opened_total",
+        &[("mode", dataplane.tunnel_mode())],
+    );
+    assert_eq!(
+        opened,
+        1.0,
+        "the tunnel was carried by the {} dataplane",
+        dataplane.tunnel_mode()
+    );
+}
+
 dataplane_tests!(backend_101_and_payload_in_one_write => a_backend_101_and_payload_in_one_write_ebpf, a_backend_101_and_payload_in_one_write_userspace);
+dataplane_tests!(backend_101_and_payload_in_one_write_then_spliced => a2_backend_101_and_payload_then_spliced_ebpf, a2_backend_101_and_payload_then_spliced_userspace);
 dataplane_tests!(client_sends_right_after_101 => b_client_sends_right_after_101_ebpf, b_client_sends_right_after_101_userspace);
 dataplane_tests!(client_payload_with_request => c_client_payload_with_request_ebpf, c_client_payload_with_request_userspace);
 dataplane_tests!(backend_streams_right_after_101 => d_backend_streams_right_after_101_ebpf, d_backend_streams_right_after_101_userspace);

@@ -254,21 +254,14 @@ impl EbpfDataplane {
     pub fn unsplice(&self, keys: TunnelKeys) -> (FlowStats, FlowStats) {
         self.registry.remove([keys.client, keys.backend]);
         let mut maps = self.lock();
-        let stats = (
-            maps.flows.get(&keys.client, 0).unwrap_or_default(),
-            maps.flows.get(&keys.backend, 0).unwrap_or_default(),
-        );
+        let stats = read_stats(&maps, keys);
         remove_all(&mut maps, keys);
         stats
     }
 
     /// Live per-direction stats of a tunnel (client→backend, backend→client).
     pub fn flow_stats(&self, keys: TunnelKeys) -> (FlowStats, FlowStats) {
-        let maps = self.lock();
-        (
-            maps.flows.get(&keys.client, 0).unwrap_or_default(),
-            maps.flows.get(&keys.backend, 0).unwrap_or_default(),
-        )
+        read_stats(&self.lock(), keys)
     }
 
     /// Entries in `PEERS`, `SPLICED`, `FLOWS` and `CONTROL`, in that order: two each per
@@ -344,6 +337,14 @@ impl EbpfDataplane {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// A tunnel's `FLOWS` entries (client→backend, backend→client); zero when absent.
+fn read_stats(maps: &SpliceMaps, keys: TunnelKeys) -> (FlowStats, FlowStats) {
+    (
+        maps.flows.get(&keys.client, 0).unwrap_or_default(),
+        maps.flows.get(&keys.backend, 0).unwrap_or_default(),
+    )
 }
 
 /// Removes a tunnel from every map, splice first so the verdict stops before its peers go.
