@@ -63,7 +63,7 @@ pub enum CloseReason {
     ClientError(Option<io::Error>),
     /// The backend side failed.
     BackendError(Option<io::Error>),
-    /// A syscall of the gateway's own failed (e.g. creating the epoll set).
+    /// A syscall of the gateway's own failed (e.g. registering the sockets with the hang-up watch).
     Internal(io::Error),
     /// No byte either way for the idle timeout.
     IdleTimeout,

@@ -373,7 +373,7 @@ impl Supervisor<'_> {
         half: &mut Half,
         flow: &FlowStats,
         from: usize,
-        watch: &HangupWatch,
+        watch: &HangupWatch<'_>,
     ) -> Result<bool, Failure> {
         let to = 1 - from;
         let mut delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);

@@ -1,14 +1,27 @@
-//! Waits for hang-ups and errors on a spliced tunnel's sockets without being woken for the
-//! data the kernel redirects. A private epoll set registers only `EPOLLRDHUP` (plus the
-//! always-reported `EPOLLERR`/`EPOLLHUP`), edge-triggered, and that epoll fd is what tokio
-//! polls. Readability (`EPOLLIN`) is never asked for, so a redirected segment wakes nobody.
+//! Waits for hang-ups and errors on spliced tunnels' sockets without being woken for the
+//! data the kernel redirects. Every socket is registered for `EPOLLRDHUP` only (plus the
+//! always-reported `EPOLLERR`/`EPOLLHUP`), edge-triggered, and for `EPOLLOUT` only while its
+//! tunnel asks for it ([`HangupWatch::want_writable`]). Readability (`EPOLLIN`) is never
+//! asked for, so a redirected segment wakes nobody.
+//!
+//! All spliced tunnels of the process share one epoll set ([`HangupReactor`]), which tokio
+//! polls through a single `AsyncFd`; a dispatcher task drains it and wakes the tunnel each
+//! event belongs to. A spliced tunnel thus costs the gateway two descriptors, its sockets.
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    marker::PhantomData,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    sync::{
+        atomic::{AtomicBool, AtomicU8, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
 };
 
-use tokio::io::{unix::AsyncFd, Interest};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    sync::Notify,
+};
 
 /// What happened to one socket of the pair.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,6 +37,134 @@ pub struct Events {
     pub writable: bool,
 }
 
+const BASE_EVENTS: i32 = libc::EPOLLRDHUP | libc::EPOLLET;
+/// Most events taken from the epoll set by one `epoll_wait`.
+const BATCH: usize = 256;
+
+/// The epoll data of a registered socket: which registration (slot, and the slot's
+/// generation when it was taken) and which of its two sockets. An event fetched before its
+/// tunnel deregistered carries an old generation, so it never reaches a tunnel that reused
+/// the slot (a stale `EPOLLERR` would otherwise reset an unrelated tunnel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Token {
+    generation: u32,
+    /// Below [`MAX_SLOTS`].
+    slot: u32,
+    /// 0 or 1.
+    index: usize,
+}
+
+/// Slots fit in 31 bits of the token.
+const MAX_SLOTS: u32 = 1 << 31;
+
+impl Token {
+    fn encode(self) -> u64 {
+        (u64::from(self.generation) << 32) | (u64::from(self.slot) << 1) | (self.index as u64 & 1)
+    }
+
+    fn decode(data: u64) -> Self {
+        Self {
+            generation: (data >> 32) as u32,
+            slot: (data as u32) >> 1,
+            index: (data & 1) as usize,
+        }
+    }
+}
+
+/// Event bits of both sockets in one byte, so that a tunnel takes them in one swap: four
+/// per socket, socket `i` at bit `4 * i`.
+const READ_HANGUP: u8 = 1;
+const HANGUP: u8 = 2;
+const ERROR: u8 = 4;
+const WRITABLE: u8 = 8;
+
+fn pack(epoll_events: u32, index: usize) -> u8 {
+    let bits = epoll_events as i32;
+    let mut packed = 0;
+    for (epoll, ours) in [
+        (libc::EPOLLRDHUP, READ_HANGUP),
+        (libc::EPOLLHUP, HANGUP),
+        (libc::EPOLLERR, ERROR),
+        (libc::EPOLLOUT, WRITABLE),
+    ] {
+        if bits & epoll != 0 {
+            packed |= ours;
+        }
+    }
+    packed << (4 * (index & 1))
+}
+
+fn unpack(packed: u8) -> [Events; 2] {
+    std::array::from_fn(|index| {
+        let bits = packed >> (4 * index);
+        Events {
+            read_hangup: bits & READ_HANGUP != 0,
+            hangup: bits & HANGUP != 0,
+            error: bits & ERROR != 0,
+            writable: bits & WRITABLE != 0,
+        }
+    })
+}
+
+/// What the dispatcher hands one tunnel: events not yet taken, and its wake-up.
+#[derive(Default)]
+struct Slot {
+    pending: AtomicU8,
+    notify: Notify,
+}
+
+/// The registered tunnels, by slot.
+#[derive(Default)]
+struct Slab {
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+}
+
+struct Entry {
+    /// Bumped each time the slot is freed.
+    generation: u32,
+    slot: Option<Arc<Slot>>,
+}
+
+impl Slab {
+    /// Takes a free slot for `slot`; returns its number and generation.
+    fn insert(&mut self, slot: Arc<Slot>) -> io::Result<(u32, u32)> {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = u32::try_from(self.entries.len())
+                    .ok()
+                    .filter(|&i| i < MAX_SLOTS)
+                    .ok_or_else(|| io::Error::other("too many tunnels in the hang-up watch"))?;
+                self.entries.push(Entry {
+                    generation: 0,
+                    slot: None,
+                });
+                index
+            }
+        };
+        let entry = &mut self.entries[index as usize];
+        entry.slot = Some(slot);
+        Ok((index, entry.generation))
+    }
+
+    fn get(&self, token: Token) -> Option<&Arc<Slot>> {
+        self.entries
+            .get(token.slot as usize)
+            .filter(|entry| entry.generation == token.generation)
+            .and_then(|entry| entry.slot.as_ref())
+    }
+
+    fn remove(&mut self, index: u32) {
+        if let Some(entry) = self.entries.get_mut(index as usize) {
+            if entry.slot.take().is_some() {
+                entry.generation = entry.generation.wrapping_add(1);
+                self.free.push(index);
+            }
+        }
+    }
+}
+
 struct EpollFd(OwnedFd);
 
 impl AsRawFd for EpollFd {
@@ -32,18 +173,36 @@ impl AsRawFd for EpollFd {
     }
 }
 
-/// Watches two sockets, identified as `0` and `1`.
-pub struct HangupWatch {
+/// The epoll set every spliced tunnel's sockets are in, and the registered tunnels its
+/// dispatcher task wakes.
+pub struct HangupReactor {
     epoll: AsyncFd<EpollFd>,
-    fds: [RawFd; 2],
-    /// Bit `i` set: EPOLLOUT is asked for socket `i`.
-    writable: std::sync::atomic::AtomicU8,
+    slab: Mutex<Slab>,
+    /// The dispatcher has stopped (its runtime shut down, or `epoll_wait` failed): no event
+    /// will be delivered any more, so waiting tunnels get an error and new tunnels a new
+    /// reactor.
+    stopped: AtomicBool,
 }
 
-const BASE_EVENTS: i32 = libc::EPOLLRDHUP | libc::EPOLLET;
+/// The process's reactor, made by the first spliced tunnel and kept from then on.
+static SHARED: Mutex<Option<Arc<HangupReactor>>> = Mutex::new(None);
 
-impl HangupWatch {
-    pub fn new(first: BorrowedFd<'_>, second: BorrowedFd<'_>) -> io::Result<Self> {
+impl HangupReactor {
+    /// The process's reactor; made on first use, in the current tokio runtime.
+    pub fn shared() -> io::Result<Arc<Self>> {
+        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reactor) = shared.as_ref() {
+            if !reactor.stopped.load(Ordering::Acquire) {
+                return Ok(reactor.clone());
+            }
+        }
+        let reactor = Self::new()?;
+        *shared = Some(reactor.clone());
+        Ok(reactor)
+    }
+
+    /// A new epoll set with its dispatcher task; needs a tokio runtime.
+    fn new() -> io::Result<Arc<Self>> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -51,27 +210,180 @@ impl HangupWatch {
         }
         // SAFETY: `fd` is a fresh descriptor we own.
         let epoll = EpollFd(unsafe { OwnedFd::from_raw_fd(fd) });
-        for (token, sock) in [(0u64, first), (1u64, second)] {
-            let mut event = libc::epoll_event {
-                events: BASE_EVENTS as u32,
-                u64: token,
-            };
-            // SAFETY: both fds are valid; `event` is a valid epoll_event.
-            let rc = unsafe {
-                libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, sock.as_raw_fd(), &raw mut event)
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
         // SAFETY: `epoll` owns its fd and moves into the AsyncFd, which deregisters it
         // before dropping (and so closing) it; nothing else can close it meanwhile.
         let epoll = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE)? };
-        Ok(Self {
+        let reactor = Arc::new(Self {
             epoll,
+            slab: Mutex::default(),
+            stopped: AtomicBool::new(false),
+        });
+        tokio::spawn(dispatch(StopOnDrop(reactor.clone())));
+        Ok(reactor)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slab> {
+        // Every critical section leaves the slab consistent, so a poisoned lock is usable.
+        self.slab.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ctl(&self, op: i32, fd: RawFd, events: i32, token: Token) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: token.encode(),
+        };
+        // SAFETY: the epoll fd lives as long as `self`; `fd` is a socket its watch borrows;
+        // `event` is a valid epoll_event (ignored by EPOLL_CTL_DEL).
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &raw mut event) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Takes up to `raw.len()` ready events without blocking.
+    fn wait(&self, raw: &mut [libc::epoll_event]) -> io::Result<usize> {
+        let max = i32::try_from(raw.len()).unwrap_or(i32::MAX);
+        loop {
+            // SAFETY: `raw` is valid for `max` events; timeout 0 never blocks.
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), raw.as_mut_ptr(), max, 0) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Adds each event's bits to its tunnel and collects the tunnels to wake in `woken`
+    /// (woken by the caller, after the lock is released).
+    fn deliver(&self, events: &[libc::epoll_event], woken: &mut Vec<Arc<Slot>>) {
+        let slab = self.lock();
+        for event in events {
+            let (bits, token) = (event.events, Token::decode(event.u64));
+            let Some(slot) = slab.get(token) else {
+                continue; // deregistered since epoll reported it
+            };
+            slot.pending
+                .fetch_or(pack(bits, token.index), Ordering::Release);
+            if !woken.last().is_some_and(|last| Arc::ptr_eq(last, slot)) {
+                woken.push(slot.clone());
+            }
+        }
+    }
+}
+
+/// Marks the reactor stopped when the dispatcher ends, however it ends (also when its
+/// runtime drops it unpolled), and wakes every tunnel so none waits for nothing.
+struct StopOnDrop(Arc<HangupReactor>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+        let slots: Vec<Arc<Slot>> = self
+            .0
+            .lock()
+            .entries
+            .iter()
+            .filter_map(|entry| entry.slot.clone())
+            .collect();
+        for slot in slots {
+            slot.notify.notify_one();
+        }
+    }
+}
+
+/// Waits for the epoll set to have events, and hands them out, batch by batch.
+async fn dispatch(reactor: StopOnDrop) {
+    let reactor = &reactor.0;
+    let mut raw = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    let mut woken = Vec::new();
+    loop {
+        let mut ready = match reactor.epoll.readable().await {
+            Ok(ready) => ready,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot poll the hang-up epoll set; spliced tunnels fail");
+                return;
+            }
+        };
+        let n = match reactor.wait(&mut raw) {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::error!(error = %err, "epoll_wait failed; spliced tunnels fail");
+                return;
+            }
+        };
+        reactor.deliver(&raw[..n], &mut woken);
+        for slot in woken.drain(..) {
+            slot.notify.notify_one();
+        }
+        // A full batch may have left events behind: go round again without clearing (the
+        // next `readable` returns at once, and yields when the task's budget runs out).
+        // Clearing only drops readiness seen so far: an event after `epoll_wait` re-arms it.
+        if n < BATCH {
+            ready.clear_ready();
+        }
+    }
+}
+
+/// Watches two sockets, identified as `0` and `1`, in the shared epoll set until dropped.
+/// The sockets are borrowed for as long: they must stay open until they have left the set.
+pub struct HangupWatch<'a> {
+    reactor: Arc<HangupReactor>,
+    slot: Arc<Slot>,
+    slot_index: u32,
+    generation: u32,
+    fds: [RawFd; 2],
+    /// Socket `i` is in the epoll set (and must leave it on drop).
+    registered: [bool; 2],
+    /// Bit `i` set: EPOLLOUT is asked for socket `i`.
+    writable: AtomicU8,
+    _socks: PhantomData<BorrowedFd<'a>>,
+}
+
+impl<'a> HangupWatch<'a> {
+    pub fn new(first: BorrowedFd<'a>, second: BorrowedFd<'a>) -> io::Result<Self> {
+        Self::register(HangupReactor::shared()?, first, second)
+    }
+
+    fn register(
+        reactor: Arc<HangupReactor>,
+        first: BorrowedFd<'a>,
+        second: BorrowedFd<'a>,
+    ) -> io::Result<Self> {
+        let slot = Arc::new(Slot::default());
+        let (slot_index, generation) = reactor.lock().insert(slot.clone())?;
+        // Built first so that a failure below deregisters and frees the slot on drop.
+        let mut watch = Self {
+            reactor,
+            slot,
+            slot_index,
+            generation,
             fds: [first.as_raw_fd(), second.as_raw_fd()],
-            writable: std::sync::atomic::AtomicU8::new(0),
-        })
+            registered: [false; 2],
+            writable: AtomicU8::new(0),
+            _socks: PhantomData,
+        };
+        for index in 0..2 {
+            watch.reactor.ctl(
+                libc::EPOLL_CTL_ADD,
+                watch.fds[index],
+                BASE_EVENTS,
+                watch.token(index),
+            )?;
+            watch.registered[index] = true;
+        }
+        Ok(watch)
+    }
+
+    fn token(&self, index: usize) -> Token {
+        Token {
+            generation: self.generation,
+            slot: self.slot_index,
+            index,
+        }
     }
 
     /// Also report `EPOLLOUT` for socket `index` (edge-triggered: once each time its send
@@ -84,22 +396,12 @@ impl HangupWatch {
             return Ok(());
         }
         let events = BASE_EVENTS | if on { libc::EPOLLOUT } else { 0 };
-        let mut event = libc::epoll_event {
-            events: events as u32,
-            u64: index as u64,
-        };
-        // SAFETY: both fds are valid for the life of `self`; `event` is a valid epoll_event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_fd().as_raw_fd(),
-                libc::EPOLL_CTL_MOD,
-                self.fds[index],
-                &raw mut event,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.reactor.ctl(
+            libc::EPOLL_CTL_MOD,
+            self.fds[index],
+            events,
+            self.token(index),
+        )?;
         self.writable
             .store(if on { current | bit } else { current & !bit }, Relaxed);
         Ok(())
@@ -108,41 +410,35 @@ impl HangupWatch {
     /// Waits until something happened to either socket; returns the events of both.
     pub async fn next(&self) -> io::Result<[Events; 2]> {
         loop {
-            let mut guard = self.epoll.readable().await?;
-            let events = self.drain()?;
-            if events == [Events::default(); 2] {
-                guard.clear_ready();
-                continue;
+            let pending = self.slot.pending.swap(0, Ordering::Acquire);
+            if pending != 0 {
+                return Ok(unpack(pending));
             }
-            return Ok(events);
-        }
-    }
-
-    fn drain(&self) -> io::Result<[Events; 2]> {
-        let mut out = [Events::default(); 2];
-        let mut raw = [libc::epoll_event { events: 0, u64: 0 }; 4];
-        loop {
-            // SAFETY: `raw` is valid for `raw.len()` events; timeout 0 never blocks.
-            let n =
-                unsafe { libc::epoll_wait(self.epoll.as_fd().as_raw_fd(), raw.as_mut_ptr(), 4, 0) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
+            if self.reactor.stopped.load(Ordering::Acquire) {
+                return Err(io::Error::other("the hang-up dispatcher has stopped"));
             }
-            for event in &raw[..n as usize] {
-                let bits = event.events as i32;
-                let slot = &mut out[usize::from(event.u64 != 0)];
-                slot.read_hangup |= bits & libc::EPOLLRDHUP != 0;
-                slot.hangup |= bits & libc::EPOLLHUP != 0;
-                slot.error |= bits & libc::EPOLLERR != 0;
-                slot.writable |= bits & libc::EPOLLOUT != 0;
-            }
-            if (n as usize) < raw.len() {
-                return Ok(out);
-            }
+            // An event delivered since the swap left a permit: this returns at once.
+            self.slot.notify.notified().await;
         }
     }
 }
+
+impl Drop for HangupWatch<'_> {
+    fn drop(&mut self) {
+        for (index, fd) in self.fds.into_iter().enumerate() {
+            if self.registered[index] {
+                if let Err(err) = self
+                    .reactor
+                    .ctl(libc::EPOLL_CTL_DEL, fd, 0, self.token(index))
+                {
+                    tracing::debug!(error = %err, "could not take a socket out of the epoll set");
+                }
+            }
+        }
+        // After the sockets left the set; an event fetched earlier finds a new generation.
+        self.reactor.lock().remove(self.slot_index);
+    }
+}
+
+#[cfg(test)]
+mod tests;
