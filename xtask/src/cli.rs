@@ -22,6 +22,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run setup, build the daemon, and run every test of the workspace against it.
     Test(TestArgs),
+    /// Run setup, build in release mode, and benchmark the gateway against a direct
+    /// connection, nginx and HAProxy; writes bench/results/ (JSON, Markdown, SVG plots).
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +58,16 @@ pub struct TestArgs {
     /// Extra arguments for `cargo test` (after `--`).
     #[arg(last = true)]
     pub cargo_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// About two minutes: smaller transfers, one round, 1 000 concurrent tunnels.
+    #[arg(long)]
+    pub quick: bool,
+    /// Extra arguments for `gateway-bench run` (e.g. `--paths direct,gateway-ebpf`).
+    #[arg(last = true)]
+    pub bench_args: Vec<String>,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the developer entry points of this workspace. Every task runs `setup`
 //! first, so on a fresh machine `cargo xtask run` or `cargo xtask test` is enough.
+mod bench;
 mod build;
 mod cli;
 mod demo;
@@ -21,5 +22,6 @@ fn main() -> anyhow::Result<ExitCode> {
         cli::Command::Build(args) => build::run(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
         cli::Command::Test(args) => test::run(&args),
+        cli::Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

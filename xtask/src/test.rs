@@ -24,7 +24,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
              CAP_NET_ADMIN in the ambient set), or set {UNPRIVILEGED}=1 to skip the eBPF tests"
         );
     }
-    setup::run()?;
+    setup::run_with_bench_peers()?;
     let binary = build::gateway(Profile::Debug)?;
     let binary = binary
         .canonicalize()

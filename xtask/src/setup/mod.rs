@@ -26,7 +26,21 @@ pub fn run() -> anyhow::Result<()> {
     rustup::rust_src()?;
     let llvm = apt::llvm_packages(root)?;
     let linker = bpf_linker::ensure(llvm.is_none())?;
-    let missing: Vec<Missing> = [llvm, linker].into_iter().flatten().collect();
+    report([llvm, linker].into_iter().flatten().collect())
+}
+
+/// `setup`, plus nginx and HAProxy, which the benchmark (and its smoke test) runs.
+pub fn run_with_bench_peers() -> anyhow::Result<()> {
+    run()?;
+    report(
+        apt::bench_packages(privilege::is_root())?
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// Says what is still missing and how to install it; an error if anything is.
+fn report(missing: Vec<Missing>) -> anyhow::Result<()> {
     if missing.is_empty() {
         println!("setup: everything is installed");
         return Ok(());

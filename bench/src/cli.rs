@@ -1,0 +1,66 @@
+//! Command line of `gateway-bench`.
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::PathKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway-bench",
+    about = "Benchmark the gateway against direct, nginx and HAProxy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the benchmark and write the report.
+    Run(RunArgs),
+    /// Serve the benchmark backend (started by `run` as a separate process).
+    Backend(BackendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The `gateway` binary to measure (a release build).
+    #[arg(long, env = "GATEWAY_BIN")]
+    pub gateway: PathBuf,
+    /// Directory for the JSON and Markdown results and the plots.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// About two minutes: smaller transfers, fewer rounds, 1 000 concurrent tunnels only.
+    #[arg(long, conflicts_with = "tiny")]
+    pub quick: bool,
+    /// Seconds: tiny sizes that only prove every path and workload runs and verifies bytes.
+    #[arg(long)]
+    pub tiny: bool,
+    /// Paths to measure (default: all). Repeat or separate with commas.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub paths: Vec<PathKind>,
+    /// Fail (exit 1) if any path failed to start or any workload failed verification,
+    /// instead of recording the problem in the report and going on.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// Address to listen on; port 0 picks a free one. The chosen address is printed as
+    /// `backend ready ADDR` on stdout.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,28 @@
+//! How a tunnel ends: once a side has everything it expects, the peer's EOF must follow,
+//! with no byte after the last one, and soon.
+use std::{io::Read as _, time::Duration};
+
+use anyhow::{anyhow, bail, Context as _};
+use tokio::net::tcp::ReadHalf;
+
+use crate::payload;
+
+/// A path must pass the EOF on this soon; one that does not would leak tunnels.
+pub const EOF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits for EOF on `reader`; fails on a byte past the end or after [`EOF_TIMEOUT`].
+pub async fn expect_eof(reader: &ReadHalf<'_>) -> anyhow::Result<()> {
+    tokio::time::timeout(EOF_TIMEOUT, payload::expect_eof(reader))
+        .await
+        .map_err(|_| anyhow!("no EOF within {EOF_TIMEOUT:?} after the last byte"))?
+        .context("waiting for EOF")
+}
+
+/// [`expect_eof`] for a blocking stream (whose read timeout bounds the wait).
+pub fn expect_eof_blocking(stream: &mut std::net::TcpStream) -> anyhow::Result<()> {
+    let mut byte = [0_u8; 1];
+    match stream.read(&mut byte).context("waiting for EOF")? {
+        0 => Ok(()),
+        _ => bail!("bytes past the end of the stream"),
+    }
+}
