@@ -44,6 +44,26 @@ pub struct RunArgs {
     /// instead of recording the problem in the report and going on.
     #[arg(long)]
     pub strict: bool,
+    /// Workloads to run (default: all). Repeat or separate with commas.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub workloads: Vec<Workload>,
+    /// An extra argument for both gateways' `gateway run` (repeat for several), e.g.
+    /// `--gateway-arg=--max-tunnel-backlog-bytes=67108864`. The report records them.
+    #[arg(long = "gateway-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
+}
+
+/// A kind of measurement; see `docs/benchmarks.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// One tunnel moving bytes up, down, and both at once.
+    Bulk,
+    /// 64-byte round trips, pinned and unpinned.
+    Latency,
+    /// Many tunnels open at once: memory per tunnel, aggregate throughput.
+    Concurrent,
+    /// Short-lived tunnels per second.
+    Handshakes,
 }
 
 #[derive(Debug, Args)]

@@ -1,10 +1,13 @@
 //! Command-line interface.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::dataplane::DataplaneMode;
+use crate::{
+    config::{LogFormat, Overrides, Sources},
+    dataplane::DataplaneMode,
+};
 
 /// eBPF-accelerated HTTP and WebSocket gateway. Plaintext WebSocket tunnels are spliced in
 /// the kernel (sockmap + sk_skb verdict) after the backend answers 101 Switching Protocols.
@@ -19,66 +22,167 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway in the foreground.
     Run(RunArgs),
+    /// Check a configuration file without binding anything: lists every problem (file,
+    /// line, key, what is wrong, how to fix it) and exits with 64, or prints a one-line
+    /// summary and exits with 0.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file (TOML; examples/gateway.toml shows every key).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Configuration file (TOML; examples/gateway.toml shows every key). An invalid file
+    /// is refused before anything is bound: every problem is listed, exit code 64.
+    /// Flags given with it: --listen/--backend add listeners (see there); the [global]
+    /// flags (--dataplane, --admin, --log-level, --log-format, --handshake-timeout-secs,
+    /// --shutdown-drain-secs, --tunnel-sndbuf-bytes) override the file; the tunnel flags
+    /// (--tunnel-idle-timeout-secs, --tunnel-max-lifetime-secs, --max-tunnel-backlog-bytes)
+    /// are the default for every [[backend_settings]] that does not set the key itself.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address to accept clients on (HTTP/1.1; WebSocket upgrades need no switch).
     /// Repeat for several listeners. Port 0 picks a free port; the ready line says which.
-    #[arg(long = "listen", value_name = "ADDR", required = true)]
+    /// Required without --config; with it, each --listen adds an http listener
+    /// (`cli-listen-N`) with a basic rule to the --backend pool, next to the file's.
+    #[arg(
+        long = "listen",
+        value_name = "ADDR",
+        required_unless_present = "config",
+        requires = "backend"
+    )]
     pub listen: Vec<SocketAddr>,
 
     /// Backend server (IP:PORT). Repeat for several; requests and tunnels are spread over
-    /// them round-robin.
-    #[arg(long = "backend", value_name = "ADDR", required = true)]
+    /// them round-robin. Required with --listen: together they form one pool
+    /// (`cli-backends`) with default backend settings (`cli-settings`).
+    #[arg(
+        long = "backend",
+        value_name = "ADDR",
+        required_unless_present = "config",
+        requires = "listen"
+    )]
     pub backend: Vec<SocketAddr>,
 
     /// Address of the admin listener serving Prometheus metrics at /metrics.
-    /// Keep it on loopback; nothing is served without this flag.
+    /// Keep it on loopback; nothing is served without it (or [global] admin).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
 
     /// How WebSocket tunnels are carried: `ebpf` splices them in the kernel and refuses to
     /// start if the eBPF program cannot be loaded; `userspace` relays them in the gateway;
-    /// `auto` tries eBPF and falls back to userspace, logging why.
-    #[arg(long, value_enum, default_value_t = DataplaneMode::Auto, value_name = "MODE")]
-    pub dataplane: DataplaneMode,
+    /// `auto` tries eBPF and falls back to userspace, logging why. [default: auto]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub dataplane: Option<DataplaneMode>,
 
     /// Close a WebSocket tunnel after this many seconds without a byte in either
     /// direction. For spliced tunnels idleness is read from timestamps the eBPF program
-    /// keeps; userspace never touches the data to know.
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
-    pub tunnel_idle_timeout_secs: u64,
+    /// keeps; userspace never touches the data to know. [default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub tunnel_idle_timeout_secs: Option<u64>,
 
     /// Close a WebSocket tunnel this many seconds after it opened, busy or not.
-    /// 0 means no limit.
-    #[arg(long, default_value_t = 0, value_name = "SECS")]
-    pub tunnel_max_lifetime_secs: u64,
+    /// 0 means no limit. [default: 0]
+    #[arg(long, value_name = "SECS")]
+    pub tunnel_max_lifetime_secs: Option<u64>,
 
     /// Time allowed for the handshake: the client to send its request head, and the
     /// backend to connect and answer it. A backend that is too slow gets the client a 504.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub handshake_timeout_secs: u64,
+    /// [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout_secs: Option<u64>,
 
     /// Most bytes the kernel may hold for one direction of a spliced tunnel while the
     /// receiving side is slower than the sending one; past it the sender is slowed down
-    /// by TCP flow control.
-    #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
-    pub max_tunnel_backlog_bytes: u64,
+    /// by TCP flow control. [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    pub max_tunnel_backlog_bytes: Option<u64>,
 
     /// Send buffer of both sockets of a spliced tunnel (SO_SNDBUFFORCE, SO_SNDBUF without
     /// CAP_NET_ADMIN). 0 keeps the kernel's autotuning: 1–16 MiB measured no better here
-    /// (docs/dataplane.md).
-    #[arg(long, default_value_t = 0, value_name = "BYTES")]
-    pub tunnel_sndbuf_bytes: u32,
+    /// (docs/dataplane.md). [default: 0]
+    #[arg(long, value_name = "BYTES")]
+    pub tunnel_sndbuf_bytes: Option<u32>,
 
     /// On SIGTERM/SIGINT: stop accepting at once, let open tunnels and requests finish for
-    /// this many seconds, then close what is left.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub shutdown_drain_secs: u64,
+    /// this many seconds, then close what is left. [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_drain_secs: Option<u64>,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `gateway=debug`).
-    /// RUST_LOG, when set, takes precedence.
-    #[arg(long, default_value = "info", value_name = "FILTER")]
-    pub log_level: String,
+    /// RUST_LOG, when set, takes precedence. [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Log lines as text or as one JSON object per line. [default: text]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl RunArgs {
+    /// The file, the shortcut and the overriding flags, for `config::load`.
+    pub fn sources(&self) -> Sources {
+        Sources {
+            file: self.config.clone(),
+            listen: self.listen.clone(),
+            backends: self.backend.clone(),
+            overrides: Overrides {
+                dataplane: self.dataplane,
+                admin: self.admin,
+                log_level: self.log_level.clone(),
+                log_format: self.log_format,
+                shutdown_drain_secs: self.shutdown_drain_secs,
+                handshake_timeout_secs: self.handshake_timeout_secs,
+                tunnel_sndbuf_bytes: self.tunnel_sndbuf_bytes,
+                tunnel_idle_timeout_secs: self.tunnel_idle_timeout_secs,
+                tunnel_max_lifetime_secs: self.tunnel_max_lifetime_secs,
+                max_tunnel_backlog_bytes: self.max_tunnel_backlog_bytes,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::defaults;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["gateway", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(args) => Ok(args),
+            Command::Check(_) => panic!("parsed as check"),
+        }
+    }
+
+    #[test]
+    fn listen_and_backend_are_required_without_config_only() {
+        assert!(run_args(&[]).is_err());
+        assert!(run_args(&["--listen", "127.0.0.1:0"]).is_err());
+        assert!(run_args(&["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1"]).is_ok());
+        assert!(run_args(&["--config", "gw.toml"]).is_ok());
+        // With a file they still come in pairs.
+        assert!(run_args(&["--config", "gw.toml", "--backend", "127.0.0.1:1"]).is_err());
+    }
+
+    #[test]
+    fn help_quotes_the_defaults() {
+        let help = Cli::try_parse_from(["gateway", "run", "--help"])
+            .expect_err("--help stops parsing")
+            .to_string();
+        for default in [
+            defaults::TUNNEL_IDLE_TIMEOUT_SECS.to_string(),
+            defaults::MAX_TUNNEL_BACKLOG_BYTES.to_string(),
+        ] {
+            assert!(help.contains(&format!("[default: {default}]")), "{default}");
+        }
+    }
 }

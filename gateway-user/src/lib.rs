@@ -2,57 +2,39 @@
 
 pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod dataplane;
 pub mod metrics;
+pub mod plan;
 pub mod proxy;
 pub mod tunnel;
 
+mod resolve;
 mod shutdown;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::{net::TcpListener, task::JoinSet};
 
+pub use crate::config::Config;
 use crate::{
-    dataplane::{Dataplane, DataplaneMode},
+    dataplane::Dataplane,
     metrics::Metrics,
-    proxy::{backends::Backends, Lifecycle, Shared},
+    plan::{Plan, Unsupported},
+    proxy::{backends::Backends, Lifecycle, Shared, Upstream},
 };
-
-/// Everything needed to start a gateway; validated by the CLI layer.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: Vec<SocketAddr>,
-    pub backends: Vec<SocketAddr>,
-    pub admin: Option<SocketAddr>,
-    pub dataplane: DataplaneMode,
-    pub tunnel: tunnel::Settings,
-    pub handshake_timeout: Duration,
-    pub shutdown_drain: Duration,
-}
-
-impl From<cli::RunArgs> for Config {
-    fn from(args: cli::RunArgs) -> Self {
-        Self {
-            listen: args.listen,
-            backends: args.backend,
-            admin: args.admin,
-            dataplane: args.dataplane,
-            tunnel: tunnel::Settings {
-                idle_timeout: Duration::from_secs(args.tunnel_idle_timeout_secs),
-                max_lifetime: (args.tunnel_max_lifetime_secs > 0)
-                    .then(|| Duration::from_secs(args.tunnel_max_lifetime_secs)),
-                max_backlog_bytes: args.max_tunnel_backlog_bytes,
-                sndbuf_bytes: args.tunnel_sndbuf_bytes,
-            },
-            handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
-            shutdown_drain: Duration::from_secs(args.shutdown_drain_secs),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration uses what the data path does not serve yet; nothing was bound.
+    #[error("{0}")]
+    Unsupported(#[from] Unsupported),
+    #[error("backend pool {pool:?}: cannot resolve {address}: {reason}")]
+    Resolve {
+        pool: String,
+        address: String,
+        reason: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -105,19 +87,37 @@ impl Running {
     }
 }
 
-/// Binds every listener, sets up the dataplane, and starts serving.
+/// Checks that the data path serves everything `config` asks for, resolves backend names,
+/// binds every listener, sets up the dataplane, and starts serving. Nothing is bound when
+/// the configuration is refused.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let Plan { binds, warnings } = plan::plan(&config)?;
+    let config = Arc::new(config);
+    let global = &config.global;
+    let mut upstreams = Vec::new();
+    for bind in &binds {
+        let backends = resolve::addresses(&bind.pool, &bind.backends).await?;
+        upstreams.push(Arc::new(Upstream {
+            backends: Backends::new(backends),
+            tunnel: tunnel::Settings {
+                idle_timeout: bind.tunnel.idle_timeout,
+                max_lifetime: bind.tunnel.max_lifetime,
+                max_backlog_bytes: bind.tunnel.max_backlog_bytes,
+                sndbuf_bytes: global.tunnel_sndbuf_bytes,
+            },
+        }));
+    }
     let mut listeners = Vec::new();
-    for addr in &config.listen {
-        let listener = TcpListener::bind(addr)
+    for bind in &binds {
+        let listener = TcpListener::bind(bind.addr)
             .await
             .map_err(|source| StartError::Bind {
-                addr: *addr,
+                addr: bind.addr,
                 source,
             })?;
         listeners.push(listener);
     }
-    let admin = match config.admin {
+    let admin = match global.admin {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
@@ -125,16 +125,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ),
         None => None,
     };
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
 
-    let (dataplane, why) =
-        Dataplane::start(config.dataplane, config.tunnel.max_backlog_bytes).await?;
+    // The self-test runs a tunnel under the largest backlog budget any bind uses.
+    let budget_bytes = binds
+        .iter()
+        .map(|bind| bind.tunnel.max_backlog_bytes)
+        .max()
+        .unwrap_or(config::defaults::MAX_TUNNEL_BACKLOG_BYTES);
+    let (dataplane, why) = Dataplane::start(global.dataplane, budget_bytes).await?;
     let metrics = Metrics::default();
     let shared = Arc::new(Shared {
-        backends: Backends::new(config.backends.clone()),
+        config: config.clone(),
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),
-        tunnel: config.tunnel,
-        handshake_timeout: config.handshake_timeout,
+        handshake_timeout: global.handshake_timeout,
         lifecycle: Lifecycle::default(),
         shutdown: tokio_util::sync::CancellationToken::new(),
     });
@@ -147,16 +154,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_task: JoinSet::new(),
         shared: shared.clone(),
     };
-    for (listener, addr) in listeners.into_iter().zip(&config.listen) {
-        running
-            .listen
-            .push(listener.local_addr().map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?);
+    for ((listener, bind), upstream) in listeners.into_iter().zip(&binds).zip(upstreams) {
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: bind.addr,
+            source,
+        })?;
+        tracing::info!(listener = %bind.listener, bind = %local, pool = %bind.pool, "listening");
+        running.listen.push(local);
         running
             .listeners
-            .spawn(proxy::serve(listener, shared.clone()));
+            .spawn(proxy::serve(listener, shared.clone(), upstream));
     }
     if let Some(listener) = admin {
         running.admin = listener.local_addr().ok();

@@ -86,6 +86,9 @@ pub fn binary_path() -> PathBuf {
 #[derive(Clone, Debug)]
 pub struct GatewayBuilder {
     backend: Option<SocketAddr>,
+    /// `--config FILE`; then `backend` is optional (with it, `--listen 127.0.0.1:0
+    /// --backend ADDR` are added next to the file's listeners).
+    config: Option<PathBuf>,
     dataplane: Dataplane,
     admin: bool,
     /// More `gateway run` arguments, after the ones the builder sets.
@@ -116,6 +119,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// A configuration file for `gateway run --config`.
+    pub fn config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config = Some(path.into());
+        self
+    }
+
     /// The data path for upgraded tunnels (default: userspace).
     pub fn dataplane(mut self, dataplane: Dataplane) -> Self {
         self.dataplane = dataplane;
@@ -125,19 +134,20 @@ impl GatewayBuilder {
     /// Starts the daemon and waits for its ready line; panics with its stderr if it exits or
     /// does not become ready in time.
     pub fn start(self) -> Gateway {
-        let backend = self
-            .backend
-            .expect("Gateway::builder() needs .backend(addr)");
+        assert!(
+            self.backend.is_some() || self.config.is_some(),
+            "Gateway::builder() needs .backend(addr) or .config(path)"
+        );
         let binary = binary_path();
         let mut command = Command::new(&binary);
+        command.arg("run");
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        if let Some(backend) = self.backend {
+            command.args(["--listen", "127.0.0.1:0", "--backend", &backend.to_string()]);
+        }
         command
-            .args([
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                &backend.to_string(),
-            ])
             .args(["--dataplane", self.dataplane.as_str()])
             // Plain log lines in the forwarded stderr.
             .env("NO_COLOR", "1")
@@ -213,6 +223,7 @@ impl Gateway {
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder {
             backend: None,
+            config: None,
             dataplane: Dataplane::Userspace,
             admin: true,
             extra_args: Vec::new(),
@@ -370,7 +381,7 @@ impl Drop for Gateway {
     }
 }
 
-/// The fields of `gateway ready listen=http://A admin=http://B|- dataplane=D`.
+/// The fields of `gateway ready listen=http://A[,http://A2...] admin=http://B|- dataplane=D`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadyLine {
     pub listen: SocketAddr,
@@ -402,8 +413,10 @@ impl ReadyLine {
             "-" => None,
             url => Some(addr(url)?),
         };
+        // Several binds are listed comma-separated; the first is the one tests use.
+        let listen = field("listen")?;
         Ok(Self {
-            listen: addr(field("listen")?)?,
+            listen: addr(listen.split(',').next().unwrap_or(listen))?,
             admin,
             dataplane: field("dataplane")?.to_owned(),
         })
@@ -468,5 +481,9 @@ mod tests {
                 .expect("parse a ready line without admin");
         assert_eq!(ready.admin, None);
         assert!(ReadyLine::parse("gateway listening").is_err());
+        let two =
+            "gateway ready listen=http://127.0.0.1:1,http://127.0.0.1:2 admin=- dataplane=ebpf";
+        let ready = ReadyLine::parse(two).expect("parse a ready line with two binds");
+        assert_eq!(ready.listen, "127.0.0.1:1".parse().expect("address"));
     }
 }

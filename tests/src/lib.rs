@@ -11,6 +11,7 @@
 //! - [`wait`]: deadlines and polling, so no test sleeps for readiness.
 //! - [`ends`]: reading and writing until a stream ends, and how it ended (EOF or an error).
 //! - [`exchange`]: one end of a raw tunnel sends random bytes, half-closes, reads to EOF.
+//! - [`oneshot`]: `gateway check` and refused runs: exit code and output; scratch files.
 //! - [`netns`]: a backend host behind a veth pair in its own network namespace, to cut off.
 //! - [`process`]: a process's resident memory and this process's descriptor limit.
 //! - [`process_backend`]: a backend in a separate OS process (python3), to kill.
@@ -30,6 +31,7 @@ pub mod wait;
 pub mod ends;
 pub mod exchange;
 pub mod netns;
+pub mod oneshot;
 pub mod process;
 pub mod process_backend;
 pub mod traffic;

@@ -64,6 +64,7 @@ pub async fn start(cfg: &ProxyConfig<'_>, dataplane: Dataplane) -> anyhow::Resul
         .args(["--dataplane", dataplane.as_str()])
         .args(["--admin", "127.0.0.1:0", "--log-level", "warn"])
         .args(["--shutdown-drain-secs", &SHUTDOWN_DRAIN_SECS.to_string()])
+        .args(cfg.gateway_args)
         .env("NO_COLOR", "1")
         .stdout(stdout_writer);
     let mut child = Supervised::spawn(name, command, Stdout::AsConfigured, &log, &[])?;
@@ -94,6 +95,11 @@ pub async fn start(cfg: &ProxyConfig<'_>, dataplane: Dataplane) -> anyhow::Resul
         );
     }
     probe::wait_forwarding(&mut child, ready.listen).await?;
+    let extra = if cfg.gateway_args.is_empty() {
+        String::new()
+    } else {
+        format!(", extra arguments: {}", cfg.gateway_args.join(" "))
+    };
     Ok(Started {
         child,
         addr: ready.listen,
@@ -101,7 +107,7 @@ pub async fn start(cfg: &ProxyConfig<'_>, dataplane: Dataplane) -> anyhow::Resul
         settings: format!(
             "--dataplane {} (confirmed by its ready line), defaults otherwise \
              (--max-tunnel-backlog-bytes 4 MiB, --tunnel-sndbuf-bytes 0 = kernel autotuning), \
-             --log-level warn, admin listener on, --shutdown-drain-secs {SHUTDOWN_DRAIN_SECS}",
+             --log-level warn, admin listener on, --shutdown-drain-secs {SHUTDOWN_DRAIN_SECS}{extra}",
             dataplane.as_str()
         ),
     })

@@ -40,6 +40,8 @@ pub struct ProxyConfig<'a> {
     pub backend: SocketAddr,
     /// Connection limits are sized for this many concurrent tunnels.
     pub max_tunnels: usize,
+    /// Extra `gateway run` arguments (experiments: `--max-tunnel-backlog-bytes`, ...).
+    pub gateway_args: &'a [String],
 }
 
 /// One path's proxy, running (or nothing, for [`PathKind::Direct`]).

@@ -285,6 +285,7 @@ fn config<'a>(dir: &'a TestDir, backend: &EchoBackend, gateway: &'a Path) -> Pro
         work_dir: dir.path(),
         backend: backend.addr(),
         max_tunnels: 100,
+        gateway_args: &[],
     }
 }
 

@@ -70,6 +70,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
             work_dir: &dir,
             backend: backend.addr(),
             max_tunnels,
+            gateway_args: &args.gateway_args,
         };
         match Proxy::start(kind, &config).await {
             Ok(proxy) => proxies.push(proxy),
@@ -85,7 +86,14 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
     }
     let setups: Vec<PathSetup> = proxies.iter().map(Proxy::setup).collect();
 
-    let mut bench = Bench::new(&plan, &machine, &proxies, backend.pid(), args.strict);
+    let mut bench = Bench::new(
+        &plan,
+        &machine,
+        &proxies,
+        backend.pid(),
+        args.strict,
+        &args.workloads,
+    );
     bench.run_all().await?;
     let mut results = bench.finish();
     problems.append(&mut results.problems);

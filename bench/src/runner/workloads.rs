@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::{
+    cli::Workload,
     load,
     model::{
         BulkSample, ConcurrentSample, CpuUse, Direction, HandshakeSample, LatencySample, Machine,
@@ -60,6 +61,7 @@ pub struct Bench<'a> {
     proxies: &'a [Proxy],
     backend_pid: u32,
     strict: bool,
+    workloads: Vec<Workload>,
     results: Results,
 }
 
@@ -70,6 +72,7 @@ impl<'a> Bench<'a> {
         proxies: &'a [Proxy],
         backend_pid: u32,
         strict: bool,
+        workloads: &[Workload],
     ) -> Self {
         Self {
             plan,
@@ -77,6 +80,7 @@ impl<'a> Bench<'a> {
             proxies,
             backend_pid,
             strict,
+            workloads: workloads.to_vec(),
             results: Results::default(),
         }
     }
@@ -87,14 +91,17 @@ impl<'a> Bench<'a> {
 
     pub async fn run_all(&mut self) -> anyhow::Result<()> {
         self.results.pinning = self.pinning_description();
+        let runs = |workload| self.workloads.is_empty() || self.workloads.contains(&workload);
+        let (bulk, latency) = (runs(Workload::Bulk), runs(Workload::Latency));
+        let (concurrent, handshakes) = (runs(Workload::Concurrent), runs(Workload::Handshakes));
         for round in 0..self.plan.rounds {
-            for proxy in self.rotated(round) {
+            for proxy in self.rotated(round).into_iter().filter(|_| bulk) {
                 for direction in Direction::ALL {
                     let outcome = self.bulk(proxy, direction, round).await;
                     self.record(proxy, "bulk", outcome, |r, s| r.bulk.push(s))?;
                 }
             }
-            for pinned in [false, true] {
+            for pinned in [false, true].into_iter().filter(|_| latency) {
                 if pinned && self.pinned_cpus().is_none() {
                     continue;
                 }
@@ -103,13 +110,18 @@ impl<'a> Bench<'a> {
                     self.record(proxy, "latency", outcome, |r, s| r.latency.push(s))?;
                 }
             }
-            for &requested in &self.plan.concurrent_tunnels {
+            let counts = if concurrent {
+                self.plan.concurrent_tunnels.clone()
+            } else {
+                Vec::new()
+            };
+            for requested in counts {
                 for proxy in self.rotated(round) {
                     let outcome = self.concurrent(proxy, requested, round).await;
                     self.record(proxy, "concurrent", outcome, |r, s| r.concurrent.push(s))?;
                 }
             }
-            for proxy in self.rotated(round) {
+            for proxy in self.rotated(round).into_iter().filter(|_| handshakes) {
                 let outcome = self.handshakes(proxy, round).await;
                 self.record(proxy, "handshakes", outcome, |r, s| r.handshakes.push(s))?;
             }

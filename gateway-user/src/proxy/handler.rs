@@ -15,7 +15,7 @@ use super::{
     deadline::{self, Progress, ProgressWatch},
     headers,
     upgrade::{self, Classified},
-    Shared,
+    Shared, Upstream,
 };
 use crate::tunnel::{self, Upgraded};
 
@@ -48,13 +48,14 @@ enum BackendError {
 pub async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
+    upstream: Arc<Upstream>,
     client: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let classified = upgrade::classify(req.method(), req.version(), req.headers());
     let result = match classified {
-        Classified::Http => forward_http(req, &shared, client).await,
+        Classified::Http => forward_http(req, &shared, &upstream, client).await,
         Classified::WebSocket { expected_accept } => {
-            forward_upgrade(req, &shared, client, &expected_accept).await
+            forward_upgrade(req, &shared, &upstream, client, &expected_accept).await
         }
         Classified::Invalid(err) => {
             tracing::info!(reason = %err, method = %req.method(), uri = %req.uri(), "upgrade rejected");
@@ -113,11 +114,12 @@ async fn within_handshake<T>(
 async fn forward_upgrade(
     mut req: Request<Incoming>,
     shared: &Shared,
+    upstream: &Upstream,
     client: SocketAddr,
     expected_accept: &str,
 ) -> Result<Response<Body>, BackendError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let backend = shared.backends.pick();
+    let backend = upstream.backends.pick();
     tracing::Span::current().record("backend", tracing::field::display(backend));
 
     let (mut parts, _body) = req.into_parts();
@@ -151,7 +153,7 @@ async fn forward_upgrade(
     let tunnel = crate::tunnel::Context {
         dataplane: shared.dataplane.clone(),
         metrics: shared.metrics.clone(),
-        settings: shared.tunnel,
+        settings: upstream.tunnel,
         shutdown: shared.shutdown.clone(),
     };
     // Tracked so a shutdown drain waits for the tunnel; spawned before the `101` is
@@ -191,9 +193,10 @@ async fn start_tunnel(client: OnUpgrade, backend: OnUpgrade, tunnel: crate::tunn
 async fn forward_http(
     req: Request<Incoming>,
     shared: &Shared,
+    upstream: &Upstream,
     client: SocketAddr,
 ) -> Result<Response<Body>, BackendError> {
-    let backend = shared.backends.pick();
+    let backend = upstream.backends.pick();
     tracing::Span::current().record("backend", tracing::field::display(backend));
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

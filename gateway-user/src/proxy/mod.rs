@@ -14,20 +14,27 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::{dataplane::Dataplane, metrics::Metrics};
+use crate::{config::Config, dataplane::Dataplane, metrics::Metrics};
 use backends::Backends;
 
-/// What every connection of a listener shares; immutable once built.
+/// What every connection of every listener shares; immutable once built.
 pub struct Shared {
-    pub backends: Backends,
+    /// The configuration snapshot the gateway was started with.
+    pub config: Arc<Config>,
     pub dataplane: Dataplane,
     pub metrics: Metrics,
-    pub tunnel: crate::tunnel::Settings,
     /// For the client's request head, and for the backend to connect and answer it.
     pub handshake_timeout: std::time::Duration,
     pub lifecycle: Lifecycle,
     /// Cancelled when the drain period after SIGTERM is over: what is still open closes.
     pub shutdown: CancellationToken,
+}
+
+/// Where the requests and tunnels of one bind go: one pool, round-robin, and the tunnel
+/// limits of its backend settings.
+pub struct Upstream {
+    pub backends: Backends,
+    pub tunnel: crate::tunnel::Settings,
 }
 
 /// The shutdown states every connection watches, and the tasks a drain waits for.
@@ -45,7 +52,7 @@ pub struct Lifecycle {
 
 /// Accepts connections on `listener` until the drain starts; returning drops the
 /// listener, so new connects are refused from then on.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstream: Arc<Upstream>) {
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
@@ -71,18 +78,23 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             mode = tracing::field::Empty,
         );
         // Tracked so a shutdown drain waits for requests in flight.
-        shared
-            .lifecycle
-            .connections
-            .spawn(serve_connection(stream, client, shared.clone()).instrument(span));
+        shared.lifecycle.connections.spawn(
+            serve_connection(stream, client, shared.clone(), upstream.clone()).instrument(span),
+        );
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, client: SocketAddr, shared: Arc<Shared>) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+    upstream: Arc<Upstream>,
+) {
     let lifecycle = shared.lifecycle.clone();
     let shutdown = shared.shutdown.clone();
     let handshake_timeout = shared.handshake_timeout;
-    let service = service_fn(move |req| handler::handle(req, shared.clone(), client));
+    let service =
+        service_fn(move |req| handler::handle(req, shared.clone(), upstream.clone(), client));
     // The head timer runs whenever hyper waits for a request head, so it also closes
     // keep-alive connections left idle that long.
     let conn = http1::Builder::new()

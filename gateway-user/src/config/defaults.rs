@@ -1,0 +1,38 @@
+//! Every default of the configuration, named with its unit. `examples/gateway.toml` shows
+//! each one next to its key; the CLI's `--help` quotes them.
+
+// [global]
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+pub const SHUTDOWN_DRAIN_SECS: u64 = 30;
+pub const LOG_LEVEL: &str = "info";
+/// 0 keeps the kernel's send-buffer autotuning on spliced sockets.
+pub const TUNNEL_SNDBUF_BYTES: u32 = 0;
+
+// [[backend_settings]]
+/// Azure's default for `requestTimeout`; never applied to WebSocket tunnels.
+pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Azure's affinity cookie.
+pub const AFFINITY_COOKIE_NAME: &str = "ApplicationGatewayAffinity";
+/// Azure accepts 1–3600 s; it has no default, so this is ours.
+pub const DRAINING_TIMEOUT_SECS: u64 = 60;
+pub const DRAINING_TIMEOUT_SECS_MAX: u64 = 3600;
+pub const TUNNEL_IDLE_TIMEOUT_SECS: u64 = 300;
+/// 0: tunnels live as long as their peers keep them open.
+pub const TUNNEL_MAX_LIFETIME_SECS: u64 = 0;
+pub const MAX_TUNNEL_BACKLOG_BYTES: u64 = 4 * 1024 * 1024;
+
+// [[rules]]
+/// Azure v2 rule priorities run from 1 (first) to 20000.
+pub const RULE_PRIORITY_MAX: u32 = 20_000;
+pub const REDIRECT_STATUS: u16 = 301;
+pub const REDIRECT_STATUSES: [u16; 4] = [301, 302, 307, 308];
+pub const REDIRECT_INCLUDE_PATH: bool = true;
+pub const REDIRECT_INCLUDE_QUERY: bool = true;
+
+// [[probes]]
+pub const PROBE_PATH: &str = "/";
+pub const PROBE_INTERVAL_SECS: u64 = 30;
+pub const PROBE_TIMEOUT_SECS: u64 = 30;
+pub const PROBE_UNHEALTHY_THRESHOLD: u32 = 3;
+pub const PROBE_HEALTHY_THRESHOLD: u32 = 1;
+pub const PROBE_MATCH_STATUS_CODES: &str = "200-399";

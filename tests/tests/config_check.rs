@@ -1,0 +1,292 @@
+//! The configuration file end to end: `gateway check` on good and bad files (exit 0 / 64,
+//! every problem listed), `gateway run --config` carrying a WebSocket tunnel (bytes checked by
+//! length and SHA-256), and `gateway run --config` refusing a bad file, or one using what the
+//! data path does not serve yet, with exit 64 before binding anything.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use gateway_tests::{
+    backend::EchoBackend,
+    client,
+    data::{random_bytes, seeded_rng, Hasher},
+    dataplane_tests,
+    oneshot::{self, ScratchDir},
+    skip_unprivileged,
+    wait::within,
+    Dataplane, Gateway,
+};
+use tokio_tungstenite::tungstenite::Message;
+
+/// `gateway check` and a refused `run` read a file and exit; this is plenty.
+const EXIT_LIMIT: Duration = Duration::from_secs(20);
+/// sysexits' EX_USAGE, which the gateway uses for every configuration problem.
+const EXIT_CONFIG: i32 = 64;
+const MESSAGES: usize = 64;
+const MESSAGE_BYTES: usize = 256 * 1024;
+
+fn example() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/gateway.toml"
+    ))
+}
+
+/// One http listener on `bind`, a basic rule to a pool of `backend`.
+fn basic_config(bind: SocketAddr, backend: SocketAddr) -> String {
+    format!(
+        "[[listeners]]\nname = \"web\"\nbind = \"{bind}\"\nprotocol = \"http\"\n\n\
+         [[backend_pools]]\nname = \"echo\"\naddresses = [\"{ip}\"]\n\n\
+         [[backend_settings]]\nname = \"echo-settings\"\nport = {port}\nprotocol = \"http\"\n\
+         tunnel_idle_timeout_secs = 120\n\n\
+         [[rules]]\nname = \"all\"\nkind = \"basic\"\nlistener = \"web\"\n\
+         backend_pool = \"echo\"\nbackend_settings = \"echo-settings\"\n",
+        ip = backend.ip(),
+        port = backend.port(),
+    )
+}
+
+#[test]
+fn check_accepts_the_example() {
+    let example = example();
+    let path = example.to_str().expect("UTF-8 path");
+    let done = oneshot::gateway(&["check", "--config", path], EXIT_LIMIT);
+    assert_eq!(done.code(), Some(0), "stderr:\n{}", done.stderr);
+    assert_eq!(
+        done.stdout.trim(),
+        "ok: 3 listeners on 2 binds, 3 pools, 3 backend settings, 3 rules, 1 probe"
+    );
+    // What `run` does not serve yet is noted, not an error.
+    assert!(
+        done.stderr
+            .contains("note: `gateway run` does not serve this yet: listeners.www:"),
+        "{}",
+        done.stderr
+    );
+}
+
+#[test]
+fn check_lists_every_problem() {
+    let dir = ScratchDir::new("check_lists_every_problem");
+    let bad = r#"
+[global]
+dataplane = "kernel"
+log_format = "xml"
+
+[[listeners]]
+name = "web"
+bind = "0.0.0.0:http"
+protocol = "https"
+colour = "red"
+
+[[backend_pools]]
+name = "pool"
+addresses = ["10.0.0.1:0"]
+
+[[backend_settings]]
+name = "settings"
+port = 80
+protocol = "http"
+tunnel_idle_timeout_secs = 0
+
+[[rules]]
+name = "rule"
+kind = "basic"
+listener = "web"
+backend_pool = "pools"
+backend_settings = "settings"
+
+[[probes]]
+name = "probe"
+protocol = "http"
+host = "a"
+unhealthy_threshold = 0
+"#;
+    let path = dir.write("bad.toml", bad);
+    let path = path.to_str().expect("UTF-8 path");
+    let done = oneshot::gateway(&["check", "--config", path], EXIT_LIMIT);
+    assert_eq!(done.code(), Some(EXIT_CONFIG), "stderr:\n{}", done.stderr);
+    assert_eq!(done.stdout, "", "nothing on stdout");
+    let expected = [
+        ":3: global.dataplane: unknown variant `kernel`",
+        ":4: global.log_format: unknown variant `xml`",
+        // Missing keys are reported at the line of the object that lacks them.
+        ":6: listeners[0].certificate: an https listener needs certificate",
+        ":6: listeners[0].private_key: an https listener needs private_key",
+        ":8: listeners[0].bind: bind \"0.0.0.0:http\" is not an IP:PORT address",
+        ":10: listeners[0].colour: unknown field `colour`",
+        ":14: backend_pools[0].addresses[0]: \"10.0.0.1:0\" has port 0",
+        ":20: backend_settings[0].tunnel_idle_timeout_secs: tunnel_idle_timeout_secs is 0",
+        ":26: rules[0].backend_pool: backend pool \"pools\" is not defined; the defined backend pools are \"pool\"",
+        ":33: probes[0].unhealthy_threshold: unhealthy_threshold is 0",
+    ];
+    let lines: Vec<&str> = done.stderr.lines().collect();
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(path) && line.contains(want) && line.contains("(fix: "),
+            "{line:?} should hold {want:?}; stderr:\n{}",
+            done.stderr
+        );
+    }
+    assert_eq!(lines.len(), expected.len() + 1, "stderr:\n{}", done.stderr);
+    assert_eq!(
+        lines.last().copied(),
+        Some("10 problems found in the configuration")
+    );
+}
+
+#[test]
+fn check_an_unreadable_file() {
+    let done = oneshot::gateway(
+        &["check", "--config", "/nonexistent/gateway.toml"],
+        EXIT_LIMIT,
+    );
+    assert_eq!(done.code(), Some(EXIT_CONFIG));
+    assert!(
+        done.stderr.contains("cannot read the configuration file"),
+        "{}",
+        done.stderr
+    );
+}
+
+#[test]
+fn run_with_a_bad_file_exits_64_without_binding() {
+    let dir = ScratchDir::new("run_with_a_bad_file_exits_64_without_binding");
+    // Held for the whole test: had the gateway tried to bind it, it would fail with
+    // "address in use" (exit 1), not list the file's problems.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to hold");
+    let bind = held.local_addr().expect("held address");
+    let text = basic_config(bind, "127.0.0.1:9".parse().expect("addr")).replace(
+        "protocol = \"http\"\n\n[[backend_pools]]",
+        "protocol = \"http\"\nhost_names = [\"-bad-\"]\n\n[[backend_pools]]",
+    ) + "\n[[probes]]\nname = \"p\"\nprotocol = \"http\"\n";
+    let path = dir.write("bad.toml", &text);
+    let path = path.to_str().expect("UTF-8 path");
+    let done = oneshot::gateway(
+        &["run", "--config", path, "--admin", "127.0.0.1:0"],
+        EXIT_LIMIT,
+    );
+    assert_eq!(done.code(), Some(EXIT_CONFIG), "stderr:\n{}", done.stderr);
+    assert!(!done.stdout.contains("gateway ready"), "{}", done.stdout);
+    assert!(
+        done.stderr.contains("listeners[0].host_names[0]"),
+        "{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("probes[0].host"), "{}", done.stderr);
+    assert!(done.stderr.contains("nothing was bound"), "{}", done.stderr);
+    assert!(!done.stderr.contains("cannot listen"), "{}", done.stderr);
+}
+
+#[test]
+fn run_refuses_what_it_does_not_serve_yet() {
+    let dir = ScratchDir::new("run_refuses_what_it_does_not_serve_yet");
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/certs");
+    let text = basic_config(
+        "127.0.0.1:0".parse().expect("addr"),
+        "127.0.0.1:9".parse().expect("addr"),
+    )
+    .replace(
+        "protocol = \"http\"\n\n[[backend_pools]]",
+        &format!(
+            "protocol = \"https\"\ncertificate = \"{certs}/example.crt\"\n\
+                 private_key = \"{certs}/example.key\"\n\n[[backend_pools]]"
+        ),
+    );
+    let path = dir.write("https.toml", &text);
+    let path = path.to_str().expect("UTF-8 path");
+    let checked = oneshot::gateway(&["check", "--config", path], EXIT_LIMIT);
+    assert_eq!(
+        checked.code(),
+        Some(0),
+        "check accepts it: {}",
+        checked.stderr
+    );
+
+    let done = oneshot::gateway(&["run", "--config", path], EXIT_LIMIT);
+    assert_eq!(done.code(), Some(EXIT_CONFIG), "stderr:\n{}", done.stderr);
+    assert!(
+        done.stderr.contains(&format!(
+            "{path}: listeners.web: https listeners are not served yet"
+        )),
+        "{}",
+        done.stderr
+    );
+    assert!(!done.stdout.contains("gateway ready"), "{}", done.stdout);
+}
+
+/// `gateway run --config` with a basic http rule: a WebSocket client sends random
+/// messages through the gateway to the echo backend; every byte is checked both ways.
+async fn run_config_carries_a_tunnel(dataplane: Dataplane, test: &str) {
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let mut backend = EchoBackend::start().await;
+    let dir = ScratchDir::new(test);
+    let path = dir.write(
+        "gateway.toml",
+        &basic_config("127.0.0.1:0".parse().expect("addr"), backend.addr()),
+    );
+    let gateway = Gateway::builder()
+        .config(&path)
+        .dataplane(dataplane)
+        .start();
+    let ws = within(
+        Duration::from_secs(10),
+        "WebSocket upgrade",
+        client::ws_connect(gateway.listen_addr(), "/chat"),
+    )
+    .await;
+    let (mut sink, mut stream) = ws.split();
+    let mut rng = seeded_rng(test);
+    let sender = tokio::spawn(async move {
+        let mut sent = Hasher::default();
+        for _ in 0..MESSAGES {
+            let message = random_bytes(&mut rng, MESSAGE_BYTES);
+            sent.update(&message);
+            sink.send(Message::Binary(message.into()))
+                .await
+                .expect("send a message");
+        }
+        sink.send(Message::Close(None)).await.expect("send Close");
+        sent.finish()
+    });
+    let receiver = async move {
+        let mut received = Hasher::default();
+        loop {
+            match stream
+                .next()
+                .await
+                .expect("echo stream ended before the Close reply")
+                .expect("read an echoed message")
+            {
+                Message::Binary(bytes) => received.update(&bytes),
+                Message::Close(_) => break received.finish(),
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    };
+    let (sent, received) = within(Duration::from_secs(60), "16 MiB each way", async {
+        let (sent, received) = tokio::join!(sender, receiver);
+        (sent.expect("sender task"), received)
+    })
+    .await;
+
+    let record = backend.next_record().await;
+    assert_eq!(record.error, None, "echo backend connection error");
+    assert_eq!(sent.len, (MESSAGES * MESSAGE_BYTES) as u64);
+    assert_eq!(record.received, sent, "bytes the backend received");
+    assert_eq!(received, sent, "bytes the client got back");
+    let opened = gateway.metrics().metric(
+        "gateway_tunnels_opened_total",
+        &[("mode", dataplane.tunnel_mode())],
+    );
+    assert_eq!(
+        opened,
+        1.0,
+        "one tunnel in mode {}",
+        dataplane.tunnel_mode()
+    );
+}
+
+dataplane_tests!(run_config_carries_a_tunnel => run_config_carries_a_tunnel_ebpf, run_config_carries_a_tunnel_userspace);
