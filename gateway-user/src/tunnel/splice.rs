@@ -35,6 +35,10 @@ const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
 /// Most passed bytes peeked at once for one flow. A flow's passed bytes are bounded by its
 /// source's receive buffer (`tcp_rmem` max, 6 MiB by default), so this takes them all.
 const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
+/// Bound on one segment as the verdict sees it (a GRO-merged skb on loopback is at most
+/// 64 KiB; BIG TCP can go beyond): a paused flow whose limit leaves this much room resumes
+/// with its next segment.
+const MAX_SEGMENT_BYTES: u64 = 256 * 1024;
 
 /// What a spliced tunnel moved, for the close log.
 #[derive(Debug)]
@@ -427,8 +431,12 @@ impl Supervisor<'_> {
         }
         // While paused the window stays shut: the sender goes quiet, so forwarding the
         // passed bytes catches up and the flow can resume; and memory stays bounded by the
-        // budget plus what was in flight.
-        let clamp = half.throttled || flow.paused != 0 || half.outstanding;
+        // budget plus what was in flight. Once caught up (every passed byte released, the
+        // backlog within the limit) it must reopen: the verdict only clears `paused` when
+        // the next segment arrives, and behind a shut window that would be a zero-window
+        // probe, hundreds of milliseconds later.
+        let caught_up = !half.outstanding && flow.bytes + MAX_SEGMENT_BYTES <= control.limit;
+        let clamp = half.throttled || half.outstanding || (flow.paused != 0 && !caught_up);
         self.clamp(half, from, clamp)?;
         watch
             .want_writable(to, half.throttled || half.outstanding)
