@@ -59,20 +59,17 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
     );
 
     let backend = BackendProcess::start().await?;
-    let max_tunnels = plan.concurrent_tunnels.iter().copied().max().unwrap_or(0);
+    let starter = Starter {
+        gateway_bin: gateway.clone(),
+        work_dir: work_dir.0.clone(),
+        backend: backend.addr(),
+        max_tunnels: plan.concurrent_tunnels.iter().copied().max().unwrap_or(0),
+        gateway_args: args.gateway_args.clone(),
+    };
     let mut problems = Vec::new();
     let mut proxies = Vec::new();
     for &kind in &paths {
-        let dir = work_dir.0.join(kind.label());
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let config = ProxyConfig {
-            gateway_bin: &gateway,
-            work_dir: &dir,
-            backend: backend.addr(),
-            max_tunnels,
-            gateway_args: &args.gateway_args,
-        };
-        match Proxy::start(kind, &config).await {
+        match starter.start(kind, kind.label()).await {
             Ok(proxy) => proxies.push(proxy),
             Err(error) => {
                 let problem = format!("{} did not start: {error:#}", kind.label());
@@ -90,6 +87,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
         &plan,
         &machine,
         &proxies,
+        &starter,
         backend.pid(),
         args.strict,
         &args.workloads,
@@ -132,6 +130,31 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} problem(s), see the report", report.problems.len());
     }
     Ok(())
+}
+
+/// Starts a path's proxy in a directory of its own under the work dir; the concurrent
+/// workload uses it for a fresh proxy whose memory has not been touched by other workloads.
+pub struct Starter {
+    gateway_bin: PathBuf,
+    work_dir: PathBuf,
+    backend: std::net::SocketAddr,
+    max_tunnels: usize,
+    gateway_args: Vec<String>,
+}
+
+impl Starter {
+    pub async fn start(&self, kind: PathKind, name: &str) -> anyhow::Result<Proxy> {
+        let dir = self.work_dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let config = ProxyConfig {
+            gateway_bin: &self.gateway_bin,
+            work_dir: &dir,
+            backend: self.backend,
+            max_tunnels: self.max_tunnels,
+            gateway_args: &self.gateway_args,
+        };
+        Proxy::start(kind, &config).await
+    }
 }
 
 /// A private directory for configs and logs. It is removed only after a run without

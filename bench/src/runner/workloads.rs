@@ -44,6 +44,16 @@ async fn bounded<T>(
         .unwrap_or_else(|_| anyhow::bail!("{what} stalled: not done after {limit:?}"))
 }
 
+/// What one concurrent measurement saw, before it becomes a sample.
+struct ConcurrentRun {
+    /// Proxy RSS before the first tunnel, and with all of them open.
+    idle: u64,
+    open_rss: u64,
+    opened: usize,
+    outcome: load::concurrent::ExchangeOutcome,
+    cpu: CpuUse,
+}
+
 /// Samples of one run, and what went wrong.
 #[derive(Default)]
 pub struct Results {
@@ -59,6 +69,7 @@ pub struct Bench<'a> {
     plan: &'a Plan,
     machine: &'a Machine,
     proxies: &'a [Proxy],
+    starter: &'a super::Starter,
     backend_pid: u32,
     strict: bool,
     workloads: Vec<Workload>,
@@ -70,6 +81,7 @@ impl<'a> Bench<'a> {
         plan: &'a Plan,
         machine: &'a Machine,
         proxies: &'a [Proxy],
+        starter: &'a super::Starter,
         backend_pid: u32,
         strict: bool,
         workloads: &[Workload],
@@ -78,6 +90,7 @@ impl<'a> Bench<'a> {
             plan,
             machine,
             proxies,
+            starter,
             backend_pid,
             strict,
             workloads: workloads.to_vec(),
@@ -302,21 +315,26 @@ impl<'a> Bench<'a> {
         round: u32,
     ) -> anyhow::Result<ConcurrentSample> {
         let (tunnels, limited_by) = self.feasible_tunnels(requested);
-        let idle = procstat::rss_bytes(&proxy.pids())?;
-        let mut open = load::concurrent::open(proxy.addr(), tunnels, CONNECTING)
-            .await
-            .with_context(|| format!("open {tunnels} tunnels"))?;
-        let open_rss = procstat::rss_bytes(&proxy.pids())?;
-        let opened = open.len();
-        let bytes_each_way = self.plan.concurrent_bytes_per_tunnel;
-        let total = 2 * bytes_each_way * opened as u64;
-        let work = bounded(
-            "exchange",
-            transfer_deadline(total),
-            open.exchange(bytes_each_way),
-        );
-        let (outcome, cpu) = measured(proxy, work).await?;
-        open.close().await.context("close the tunnels")?;
+        // A fresh proxy: memory left over from earlier workloads (allocator caches, grown
+        // buffers) would hide what the tunnels cost.
+        let fresh = if proxy.kind().is_proxy() {
+            let name = format!("{}-concurrent-{requested}-{round}", proxy.kind().label());
+            Some(self.starter.start(proxy.kind(), &name).await?)
+        } else {
+            None
+        };
+        let measured_proxy = fresh.as_ref().unwrap_or(proxy);
+        let outcome = self.concurrent_on(measured_proxy, tunnels).await;
+        if let Some(fresh) = fresh {
+            fresh.stop().await.context("stop the fresh proxy")?;
+        }
+        let ConcurrentRun {
+            idle,
+            open_rss,
+            opened,
+            outcome,
+            cpu,
+        } = outcome?;
         let sample = ConcurrentSample {
             path: proxy.kind(),
             round,
@@ -337,6 +355,33 @@ impl<'a> Bench<'a> {
             sample.rss_per_tunnel_bytes() / 1024.0
         );
         Ok(sample)
+    }
+
+    /// Opens `tunnels` through `proxy`, reads its memory idle and with them open, then
+    /// moves the plan's bytes through all of them at once and closes them.
+    async fn concurrent_on(&self, proxy: &Proxy, tunnels: usize) -> anyhow::Result<ConcurrentRun> {
+        let idle = procstat::rss_bytes(&proxy.pids())?;
+        let mut open = load::concurrent::open(proxy.addr(), tunnels, CONNECTING)
+            .await
+            .with_context(|| format!("open {tunnels} tunnels"))?;
+        let open_rss = procstat::rss_bytes(&proxy.pids())?;
+        let opened = open.len();
+        let bytes_each_way = self.plan.concurrent_bytes_per_tunnel;
+        let total = 2 * bytes_each_way * opened as u64;
+        let work = bounded(
+            "exchange",
+            transfer_deadline(total),
+            open.exchange(bytes_each_way),
+        );
+        let (outcome, cpu) = measured(proxy, work).await?;
+        open.close().await.context("close the tunnels")?;
+        Ok(ConcurrentRun {
+            idle,
+            open_rss,
+            opened,
+            outcome,
+            cpu,
+        })
     }
 
     async fn handshakes(&self, proxy: &Proxy, round: u32) -> anyhow::Result<HandshakeSample> {
