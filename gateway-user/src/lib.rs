@@ -7,7 +7,11 @@ pub mod dataplane;
 pub mod metrics;
 pub mod plan;
 pub mod proxy;
+pub mod route;
+pub mod snapshot;
+pub mod tls;
 pub mod tunnel;
+pub mod upstream;
 
 mod resolve;
 mod shutdown;
@@ -21,7 +25,9 @@ use crate::{
     dataplane::Dataplane,
     metrics::Metrics,
     plan::{Plan, Unsupported},
-    proxy::{backends::Backends, Lifecycle, Shared, Upstream},
+    proxy::{Lifecycle, Shared},
+    snapshot::Snapshot,
+    upstream::affinity::AffinityKey,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -91,30 +97,21 @@ impl Running {
 /// binds every listener, sets up the dataplane, and starts serving. Nothing is bound when
 /// the configuration is refused.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let Plan { binds, warnings } = plan::plan(&config)?;
+    let Plan { warnings } = plan::plan(&config)?;
     let config = Arc::new(config);
     let global = &config.global;
-    let mut upstreams = Vec::new();
-    for bind in &binds {
-        let backends = resolve::addresses(&bind.pool, &bind.backends).await?;
-        upstreams.push(Arc::new(Upstream {
-            backends: Backends::new(backends),
-            tunnel: tunnel::Settings {
-                idle_timeout: bind.tunnel.idle_timeout,
-                max_lifetime: bind.tunnel.max_lifetime,
-                max_backlog_bytes: bind.tunnel.max_backlog_bytes,
-                sndbuf_bytes: global.tunnel_sndbuf_bytes,
-            },
-        }));
-    }
+    // Resolved before anything is bound, so a name that does not resolve binds nothing.
+    let affinity_key = AffinityKey::random();
+    let upstreams = snapshot::resolve_upstreams(&config, &affinity_key).await?;
     let mut listeners = Vec::new();
-    for bind in &binds {
-        let listener = TcpListener::bind(bind.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: bind.addr,
-                source,
-            })?;
+    let mut bound = Vec::new();
+    for bind in &config.binds {
+        let failed = |source| StartError::Bind {
+            addr: bind.addr,
+            source,
+        };
+        let listener = TcpListener::bind(bind.addr).await.map_err(failed)?;
+        bound.push(listener.local_addr().map_err(failed)?);
         listeners.push(listener);
     }
     let admin = match global.admin {
@@ -129,16 +126,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::warn!("{warning}");
     }
 
-    // The self-test runs a tunnel under the largest backlog budget any bind uses.
-    let budget_bytes = binds
-        .iter()
-        .map(|bind| bind.tunnel.max_backlog_bytes)
+    // The self-test runs a tunnel under the largest backlog budget any rule uses.
+    let budget_bytes = upstreams
+        .values()
+        .map(|upstream| upstream.tunnel.max_backlog_bytes)
         .max()
         .unwrap_or(config::defaults::MAX_TUNNEL_BACKLOG_BYTES);
     let (dataplane, why) = Dataplane::start(global.dataplane, budget_bytes).await?;
     let metrics = Metrics::default();
+    let snapshot = Snapshot::new(config.clone(), &upstreams, &bound);
     let shared = Arc::new(Shared {
-        config: config.clone(),
+        snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
+        client: proxy::client::new(),
+        affinity_key,
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),
         handshake_timeout: global.handshake_timeout,
@@ -154,16 +154,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_task: JoinSet::new(),
         shared: shared.clone(),
     };
-    for ((listener, bind), upstream) in listeners.into_iter().zip(&binds).zip(upstreams) {
-        let local = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: bind.addr,
-            source,
-        })?;
-        tracing::info!(listener = %bind.listener, bind = %local, pool = %bind.pool, "listening");
+    for (index, ((listener, local), bind)) in listeners
+        .into_iter()
+        .zip(bound)
+        .zip(&config.binds)
+        .enumerate()
+    {
+        let names: Vec<&str> = bind.sites.iter().map(|s| s.listener.as_str()).collect();
+        tracing::info!(listeners = %names.join(","), bind = %local, "listening");
         running.listen.push(local);
         running
             .listeners
-            .spawn(proxy::serve(listener, shared.clone(), upstream));
+            .spawn(proxy::serve(listener, shared.clone(), index));
     }
     if let Some(listener) = admin {
         running.admin = listener.local_addr().ok();

@@ -1,18 +1,21 @@
-//! Backend addresses → socket addresses, once at start-up: IPs as they are, DNS names to
-//! every address they resolve to.
+//! Backend addresses → socket addresses, once per configuration snapshot: IPs as they
+//! are, DNS names to every address they resolve to.
 
 use std::net::SocketAddr;
 
 use crate::{
     config::{BackendAddress, BackendHost},
+    upstream::ip_host,
     StartError,
 };
 
-/// `addresses` all carry a port (the plan filled in the settings' port).
+/// Each address with the host it was written with (for `pick_host_name_from_backend_address`).
+/// Addresses without a port take `default_port` (the backend settings').
 pub async fn addresses(
     pool: &str,
     addresses: &[BackendAddress],
-) -> Result<Vec<SocketAddr>, StartError> {
+    default_port: u16,
+) -> Result<Vec<(SocketAddr, String)>, StartError> {
     let mut resolved = Vec::new();
     for address in addresses {
         let failed = |reason: String| StartError::Resolve {
@@ -20,17 +23,15 @@ pub async fn addresses(
             address: address.to_string(),
             reason,
         };
-        let port = address
-            .port
-            .ok_or_else(|| failed("no port (internal error: the plan sets one)".to_owned()))?;
+        let port = address.port.unwrap_or(default_port);
         match &address.host {
-            BackendHost::Ip(ip) => resolved.push(SocketAddr::new(*ip, port)),
+            BackendHost::Ip(ip) => resolved.push((SocketAddr::new(*ip, port), ip_host(*ip))),
             BackendHost::Name(name) => {
                 let before = resolved.len();
                 let found = tokio::net::lookup_host((name.as_str(), port))
                     .await
                     .map_err(|error| failed(error.to_string()))?;
-                resolved.extend(found);
+                resolved.extend(found.map(|addr| (addr, name.clone())));
                 if resolved.len() == before {
                     return Err(failed("the name has no addresses".to_owned()));
                 }

@@ -174,6 +174,7 @@ impl GatewayBuilder {
             child,
             pid,
             listen: "0.0.0.0:0".parse().expect("placeholder address"),
+            listens: Vec::new(),
             admin: None,
             dataplane: String::new(),
             stderr,
@@ -200,6 +201,7 @@ impl GatewayBuilder {
             );
         }
         gateway.listen = ready.listen;
+        gateway.listens = ready.listens;
         gateway.admin = ready.admin;
         gateway.dataplane = ready.dataplane;
         gateway
@@ -211,6 +213,7 @@ pub struct Gateway {
     child: Child,
     pid: u32,
     listen: SocketAddr,
+    listens: Vec<SocketAddr>,
     admin: Option<SocketAddr>,
     dataplane: String,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -276,6 +279,11 @@ impl Gateway {
     /// Where clients connect.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Every bind the gateway listens on, in the order of its configuration.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listens
     }
 
     /// The admin listener (`/metrics`).
@@ -385,6 +393,8 @@ impl Drop for Gateway {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadyLine {
     pub listen: SocketAddr,
+    /// Every bind, in the order of the configuration (`listen` is the first).
+    pub listens: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub dataplane: String,
 }
@@ -413,10 +423,14 @@ impl ReadyLine {
             "-" => None,
             url => Some(addr(url)?),
         };
-        // Several binds are listed comma-separated; the first is the one tests use.
-        let listen = field("listen")?;
+        // Several binds are listed comma-separated; the first is the one most tests use.
+        let listens = field("listen")?
+            .split(',')
+            .map(addr)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            listen: addr(listen.split(',').next().unwrap_or(listen))?,
+            listen: *listens.first().ok_or("no listen address")?,
+            listens,
             admin,
             dataplane: field("dataplane")?.to_owned(),
         })
@@ -485,5 +499,7 @@ mod tests {
             "gateway ready listen=http://127.0.0.1:1,http://127.0.0.1:2 admin=- dataplane=ebpf";
         let ready = ReadyLine::parse(two).expect("parse a ready line with two binds");
         assert_eq!(ready.listen, "127.0.0.1:1".parse().expect("address"));
+        assert_eq!(ready.listens.len(), 2);
+        assert_eq!(ready.listens[1], "127.0.0.1:2".parse().expect("address"));
     }
 }

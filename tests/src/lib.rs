@@ -6,6 +6,8 @@
 //! - [`client`]: WebSocket and raw-TCP clients.
 //! - [`data`]: seeded random payloads and length + SHA-256 summaries of byte streams.
 //! - [`http`]: just enough HTTP/1.1 to write upgrades by hand and read responses.
+//! - [`http_backend`]: a named keep-alive HTTP and WebSocket backend that reports who answered.
+//! - [`http_client`]: keep-alive requests and WebSocket clients with any `Host` and cookie.
 //! - [`metrics`]: fetch and parse the admin `/metrics` page.
 //! - [`maps`]: the gateway's eBPF maps and file descriptors, read through `/proc`.
 //! - [`wait`]: deadlines and polling, so no test sleeps for readiness.
@@ -23,6 +25,8 @@ pub mod client;
 pub mod data;
 pub mod gateway;
 pub mod http;
+pub mod http_backend;
+pub mod http_client;
 pub mod maps;
 pub mod metrics;
 pub mod sockstat;

@@ -4,13 +4,13 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use super::matching::{BackendAddress, BackendHost, HostMatch, HostPattern, PathPattern};
 use crate::dataplane::DataplaneMode;
 
 /// `http` or `https`, of a listener, backend settings or probe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     Http,
@@ -38,7 +38,7 @@ pub enum LogFormat {
 }
 
 /// `kind` of a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
     Basic,
@@ -86,8 +86,9 @@ pub struct Global {
 pub struct Bind {
     pub addr: SocketAddr,
     pub protocol: Protocol,
-    /// In the order requests are matched: by their rule's priority (rules without one after
-    /// those with one, in file order), the catch-all site (no `host_names`) always last.
+    /// By their rule's priority (rules without one after those with one, in file order), the
+    /// catch-all site (no `host_names`) always last. Requests pick a site by host (exact
+    /// name, then wildcard, then catch-all; see `crate::route`), which no order changes.
     pub sites: Vec<Site>,
 }
 

@@ -4,6 +4,50 @@ use std::net::IpAddr;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::Protocol;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-original-host");
+
+/// What the gateway tells a backend about the client's request, as Azure does.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarding<'a> {
+    pub client: IpAddr,
+    /// The listener's protocol and port.
+    pub proto: Protocol,
+    pub port: u16,
+    /// The client's host as received (`X-Original-Host`); `None` when it sent none.
+    pub original_host: Option<&'a str>,
+    /// The `Host` for the backend.
+    pub host: &'a str,
+}
+
+/// Rewrites a request head for the backend: hop-by-hop headers go (see
+/// [`strip_hop_by_hop`]), `X-Forwarded-For` gets the client appended, `X-Forwarded-Proto`,
+/// `X-Forwarded-Port` and `X-Original-Host` are set (replacing what the client sent), and
+/// `Host` is the one chosen by the backend settings.
+pub fn to_backend(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+    strip_hop_by_hop(headers);
+    append_forwarded_for(headers, forwarding.client);
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(forwarding.proto.as_str()),
+    );
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(forwarding.port));
+    match forwarding
+        .original_host
+        .and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        Some(value) => headers.insert(X_ORIGINAL_HOST, value),
+        None => headers.remove(X_ORIGINAL_HOST),
+    };
+    if let Ok(host) = HeaderValue::from_str(forwarding.host) {
+        headers.insert(header::HOST, host);
+    }
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the historical RFC 2616 list).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -33,7 +77,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends the client's address to `X-Forwarded-For`, keeping what earlier proxies wrote.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFF: HeaderName = X_FORWARDED_FOR;
     let prior: Vec<&str> = headers
         .get_all(&XFF)
         .iter()
@@ -82,5 +126,42 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         append_forwarded_for(&mut h, "::1".parse().expect("ip"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
+    }
+
+    #[test]
+    fn backend_headers_are_set_as_azure_sets_them() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("www.example.com:8080"),
+        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-original-host", HeaderValue::from_static("spoofed"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let forwarding = Forwarding {
+            client: "10.0.0.9".parse().expect("ip"),
+            proto: Protocol::Http,
+            port: 8080,
+            original_host: Some("www.example.com:8080"),
+            host: "internal.example",
+        };
+        to_backend(&mut h, &forwarding);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        assert_eq!(h["x-original-host"], "www.example.com:8080");
+        assert_eq!(h[header::HOST], "internal.example");
+        assert!(!h.contains_key(header::CONNECTION));
+
+        let without_host = Forwarding {
+            original_host: None,
+            ..forwarding
+        };
+        to_backend(&mut h, &without_host);
+        assert!(
+            !h.contains_key("x-original-host"),
+            "a client's own value never passes"
+        );
     }
 }

@@ -1,26 +1,42 @@
 //! The client-facing listener: HTTP/1.1 with upgrades, one task and one span per connection.
 
-pub mod backends;
+pub mod client;
 mod deadline;
+mod error;
+mod forward;
+pub mod framing;
+mod guard;
 mod handler;
 pub mod headers;
 pub mod upgrade;
+mod websocket;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc},
+};
 
+use arc_swap::ArcSwap;
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::{config::Config, dataplane::Dataplane, metrics::Metrics};
-use backends::Backends;
+use crate::{dataplane::Dataplane, metrics::Metrics, snapshot::Snapshot};
+use guard::Guarded;
+use handler::Conn;
 
-/// What every connection of every listener shares; immutable once built.
+/// What every connection of every listener shares.
 pub struct Shared {
-    /// The configuration snapshot the gateway was started with.
-    pub config: Arc<Config>,
+    /// The configuration being served: routers and upstreams. Each request reads the
+    /// current one without a lock; a reload publishes a new one.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Pooled keep-alive connections to the backends, for ordinary requests.
+    pub client: client::HttpClient,
+    /// Keys the affinity cookies; kept for the snapshots a reload builds, so pinned
+    /// clients stay pinned.
+    pub affinity_key: crate::upstream::affinity::AffinityKey,
     pub dataplane: Dataplane,
     pub metrics: Metrics,
     /// For the client's request head, and for the backend to connect and answer it.
@@ -28,13 +44,6 @@ pub struct Shared {
     pub lifecycle: Lifecycle,
     /// Cancelled when the drain period after SIGTERM is over: what is still open closes.
     pub shutdown: CancellationToken,
-}
-
-/// Where the requests and tunnels of one bind go: one pool, round-robin, and the tunnel
-/// limits of its backend settings.
-pub struct Upstream {
-    pub backends: Backends,
-    pub tunnel: crate::tunnel::Settings,
 }
 
 /// The shutdown states every connection watches, and the tasks a drain waits for.
@@ -50,9 +59,9 @@ pub struct Lifecycle {
     pub tunnels: TaskTracker,
 }
 
-/// Accepts connections on `listener` until the drain starts; returning drops the
-/// listener, so new connects are refused from then on.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstream: Arc<Upstream>) {
+/// Accepts connections on `listener`, the socket of bind `bind` of the snapshot, until the
+/// drain starts; returning drops the listener, so new connects are refused from then on.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, bind: usize) {
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
@@ -74,13 +83,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstream: Arc<Ups
             "conn",
             %client,
             listener = local.map(|a| a.to_string()).unwrap_or_default(),
+            route = tracing::field::Empty,
             backend = tracing::field::Empty,
             mode = tracing::field::Empty,
         );
         // Tracked so a shutdown drain waits for requests in flight.
-        shared.lifecycle.connections.spawn(
-            serve_connection(stream, client, shared.clone(), upstream.clone()).instrument(span),
-        );
+        shared
+            .lifecycle
+            .connections
+            .spawn(serve_connection(stream, client, shared.clone(), bind).instrument(span));
     }
 }
 
@@ -88,18 +99,29 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     client: SocketAddr,
     shared: Arc<Shared>,
-    upstream: Arc<Upstream>,
+    bind: usize,
 ) {
     let lifecycle = shared.lifecycle.clone();
     let shutdown = shared.shutdown.clone();
     let handshake_timeout = shared.handshake_timeout;
-    let service =
-        service_fn(move |req| handler::handle(req, shared.clone(), upstream.clone(), client));
+    let (stream, framing) = Guarded::new(stream);
+    let conn = Arc::new(Conn {
+        shared,
+        bind,
+        client,
+        framing,
+        requests: AtomicU64::new(0),
+    });
+    let service = service_fn(move |req| handler::handle(req, conn.clone()));
     // The head timer runs whenever hyper waits for a request head, so it also closes
-    // keep-alive connections left idle that long.
+    // keep-alive connections left idle that long. hyper's request parser refuses obsolete
+    // line folding, invalid header bytes, differing Content-Lengths and a Transfer-Encoding
+    // not ending in chunked with 400; `Guarded` catches Transfer-Encoding with
+    // Content-Length, which hyper accepts.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
+        .max_header_size(framing::MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);

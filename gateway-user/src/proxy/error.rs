@@ -1,0 +1,235 @@
+//! Why a request could not be forwarded, classified by cause: the status the client gets
+//! and the one-line body it reads follow from the type. Bodies name the category, never
+//! the backend's address (which the log line has).
+
+use std::{error::Error as StdError, io, net::SocketAddr, time::Duration};
+
+use http::StatusCode;
+
+/// What went wrong with the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend {backend}: {failure}: {detail}")]
+    Connect {
+        backend: SocketAddr,
+        failure: ConnectFailure,
+        detail: String,
+    },
+    #[error("backend {backend} did not answer in time ({which} {secs}s)", secs = .timeout.as_secs())]
+    Timeout {
+        backend: SocketAddr,
+        /// `request timeout` (the settings') or `handshake timeout` (the gateway's),
+        /// whichever is shorter.
+        which: &'static str,
+        timeout: Duration,
+    },
+    #[error("backend {backend}: {failure}: {detail}")]
+    Exchange {
+        backend: SocketAddr,
+        failure: ExchangeFailure,
+        detail: String,
+    },
+    #[error("backend {backend} answered the upgrade wrongly: {why}")]
+    BadUpgrade {
+        backend: SocketAddr,
+        why: &'static str,
+    },
+}
+
+/// Why the TCP connect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFailure {
+    Refused,
+    Timeout,
+    Reset,
+    /// Anything else (unreachable network, no route, ...).
+    Failed,
+}
+
+/// Why a connected backend gave no usable answer head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeFailure {
+    /// The connection was reset.
+    Reset,
+    /// It closed before a complete answer head.
+    Closed,
+    /// It answered something that is not HTTP/1.1.
+    Protocol,
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Refused => "connect refused",
+            Self::Timeout => "connect timeout",
+            Self::Reset => "connect reset",
+            Self::Failed => "connect failed",
+        })
+    }
+}
+
+impl std::fmt::Display for ExchangeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Reset => "connection reset",
+            Self::Closed => "connection closed before the answer",
+            Self::Protocol => "protocol error",
+        })
+    }
+}
+
+impl BackendError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Connect { .. } | Self::Exchange { .. } | Self::BadUpgrade { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    /// The one-line body for the client.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Connect { failure, .. } => format!("bad gateway: backend {failure}"),
+            Self::Exchange { failure, .. } => format!("bad gateway: backend {failure}"),
+            Self::Timeout { which, timeout, .. } => format!(
+                "gateway timeout: the backend did not answer in time ({which} {}s)",
+                timeout.as_secs()
+            ),
+            Self::BadUpgrade { why, .. } => {
+                format!("bad gateway: the backend answered the upgrade wrongly: {why}")
+            }
+        }
+    }
+
+    /// A failed TCP connect.
+    pub fn connect(backend: SocketAddr, error: &io::Error) -> Self {
+        let failure = match error.kind() {
+            io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+            io::ErrorKind::TimedOut => ConnectFailure::Timeout,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                ConnectFailure::Reset
+            }
+            _ => ConnectFailure::Failed,
+        };
+        Self::Connect {
+            backend,
+            failure,
+            detail: error.to_string(),
+        }
+    }
+
+    /// A hyper error on a connected backend.
+    pub fn exchange(backend: SocketAddr, error: &hyper::Error) -> Self {
+        let failure = match io_kind(error) {
+            Some(
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe,
+            ) => ExchangeFailure::Reset,
+            _ if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() => {
+                ExchangeFailure::Protocol
+            }
+            _ if error.is_incomplete_message() || error.is_canceled() || error.is_closed() => {
+                ExchangeFailure::Closed
+            }
+            _ => ExchangeFailure::Protocol,
+        };
+        Self::Exchange {
+            backend,
+            failure,
+            detail: chain(error),
+        }
+    }
+
+    /// An error of the pooled client: a failed connect, or a hyper error.
+    pub fn client(backend: SocketAddr, error: &hyper_util::client::legacy::Error) -> Self {
+        if error.is_connect() {
+            let io = find::<io::Error>(error);
+            let kind = io.map_or(io::ErrorKind::Other, io::Error::kind);
+            return Self::connect(backend, &io::Error::new(kind, chain(error)));
+        }
+        match find::<hyper::Error>(error) {
+            Some(hyper) => Self::exchange(backend, hyper),
+            None => Self::Exchange {
+                backend,
+                failure: ExchangeFailure::Protocol,
+                detail: chain(error),
+            },
+        }
+    }
+}
+
+/// The first error of type `E` in `error`'s source chain (itself included).
+fn find<'e, E: StdError + 'static>(error: &'e (dyn StdError + 'static)) -> Option<&'e E> {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if let Some(found) = current.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = current.source();
+    }
+    None
+}
+
+fn io_kind(error: &hyper::Error) -> Option<io::ErrorKind> {
+    find::<io::Error>(error).map(io::Error::kind)
+}
+
+/// `error: cause: cause` on one line.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_are_classified_by_kind() {
+        let backend: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let cases = [
+            (io::ErrorKind::ConnectionRefused, "connect refused"),
+            (io::ErrorKind::TimedOut, "connect timeout"),
+            (io::ErrorKind::ConnectionReset, "connect reset"),
+            (io::ErrorKind::HostUnreachable, "connect failed"),
+        ];
+        for (kind, category) in cases {
+            let error = BackendError::connect(backend, &io::Error::new(kind, "x"));
+            assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+            assert_eq!(
+                error.client_message(),
+                format!("bad gateway: backend {category}")
+            );
+            assert!(
+                error.to_string().contains("127.0.0.1:9"),
+                "the log names it"
+            );
+            assert!(
+                !error.client_message().contains("127.0.0.1"),
+                "the client does not"
+            );
+        }
+    }
+
+    #[test]
+    fn timeouts_are_504() {
+        let error = BackendError::Timeout {
+            backend: "127.0.0.1:9".parse().expect("addr"),
+            which: "request timeout",
+            timeout: Duration::from_secs(2),
+        };
+        assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(error
+            .client_message()
+            .contains("did not answer in time (request timeout 2s)"));
+    }
+}

@@ -1,0 +1,236 @@
+//! The configuration as the data path serves it: one immutable [`Snapshot`] with a router
+//! per bind over the resolved upstreams its rules forward to. The gateway holds the current
+//! one in an `ArcSwap`; each request reads it without a lock, and a reload can publish a
+//! new one whole (resolving first, then building the snapshot, then swapping it in).
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use crate::{
+    config::{Config, Forward, Protocol, Route, RuleAction},
+    resolve,
+    route::Router,
+    tunnel,
+    upstream::{affinity::AffinityKey, Upstream},
+    StartError,
+};
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    /// In the order of `config.binds`.
+    pub binds: Vec<BindRoutes>,
+}
+
+/// How one bind (listening socket) serves its requests.
+#[derive(Debug)]
+pub struct BindRoutes {
+    pub router: Router<Arc<Upstream>>,
+    pub protocol: Protocol,
+    /// The port it listens on (the kernel's pick when the configuration says 0):
+    /// `X-Forwarded-Port`.
+    pub port: u16,
+}
+
+/// The upstreams of a configuration, by pool and backend settings name.
+pub type Upstreams = HashMap<(String, String), Arc<Upstream>>;
+
+/// Resolves every pool a rule of `config` forwards to, once per backend settings it is
+/// used with (a pool's addresses without a port take the settings' port).
+pub async fn resolve_upstreams(
+    config: &Config,
+    key: &AffinityKey,
+) -> Result<Upstreams, StartError> {
+    let sndbuf_bytes = config.global.tunnel_sndbuf_bytes;
+    let mut upstreams = Upstreams::new();
+    // A pool is resolved once per default port, however many settings use it.
+    let mut resolved: HashMap<(&str, u16), Vec<(SocketAddr, String)>> = HashMap::new();
+    for forward in forwards(config) {
+        let (pool, settings) = (&forward.pool, &forward.settings);
+        let id = (pool.name.clone(), settings.name.clone());
+        if upstreams.contains_key(&id) {
+            continue;
+        }
+        let addresses = match resolved.get(&(pool.name.as_str(), settings.port)) {
+            Some(addresses) => addresses.clone(),
+            None => {
+                let found = resolve::addresses(&pool.name, &pool.addresses, settings.port).await?;
+                resolved.insert((pool.name.as_str(), settings.port), found.clone());
+                found
+            }
+        };
+        let limits = settings.tunnel;
+        let tunnel = tunnel::Settings {
+            idle_timeout: limits.idle_timeout,
+            max_lifetime: limits.max_lifetime,
+            max_backlog_bytes: limits.max_backlog_bytes,
+            sndbuf_bytes,
+        };
+        let upstream = Upstream::new(&pool.name, settings.clone(), addresses, key, tunnel);
+        upstreams.insert(id, Arc::new(upstream));
+    }
+    Ok(upstreams)
+}
+
+impl Snapshot {
+    /// Builds the routers of `config` over `upstreams` (from [`resolve_upstreams`] of the
+    /// same configuration). `bound` is the address each bind of `config` listens on, in
+    /// order.
+    pub fn new(config: Arc<Config>, upstreams: &Upstreams, bound: &[SocketAddr]) -> Self {
+        let ports: HashMap<&str, u16> = config
+            .binds
+            .iter()
+            .zip(bound)
+            .flat_map(|(bind, addr)| {
+                bind.sites
+                    .iter()
+                    .map(move |site| (site.listener.as_str(), addr.port()))
+            })
+            .collect();
+        let binds = config
+            .binds
+            .iter()
+            .zip(bound)
+            .map(|(bind, addr)| BindRoutes {
+                router: Router::new(
+                    bind,
+                    |forward| {
+                        let id = (forward.pool.name.clone(), forward.settings.name.clone());
+                        upstreams
+                            .get(&id)
+                            .cloned()
+                            .expect("resolve_upstreams made an upstream for every forward")
+                    },
+                    |listener| ports.get(listener).copied(),
+                ),
+                protocol: bind.protocol,
+                port: addr.port(),
+            })
+            .collect();
+        Self {
+            config: config.clone(),
+            binds,
+        }
+    }
+}
+
+/// Every pool + settings a rule of `config` forwards to (with repeats).
+pub fn forwards(config: &Config) -> Vec<&Forward> {
+    let mut found = Vec::new();
+    for site in config.binds.iter().flat_map(|bind| &bind.sites) {
+        match &site.rule.action {
+            RuleAction::Basic(forward) => found.push(forward),
+            RuleAction::PathBased {
+                path_rules,
+                default,
+            } => {
+                for route in path_rules.iter().map(|rule| &rule.route).chain([default]) {
+                    if let Route::Forward(forward) = route {
+                        found.push(forward);
+                    }
+                }
+            }
+            RuleAction::Redirect(_) => {}
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::route::{Decision, RequestView};
+
+    const CONFIG: &str = r#"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+
+[[listeners]]
+name = "plain"
+bind = "127.0.0.1:0"
+protocol = "http"
+
+[[backend_pools]]
+name = "p"
+addresses = ["10.0.0.1", "10.0.0.2:9000"]
+
+[[backend_settings]]
+name = "a"
+port = 8080
+protocol = "http"
+
+[[backend_settings]]
+name = "b"
+port = 8081
+protocol = "http"
+tunnel_idle_timeout_secs = 7
+
+[[rules]]
+name = "paths"
+kind = "path_based"
+listener = "web"
+default_backend_pool = "p"
+default_backend_settings = "a"
+
+[[rules.path_rules]]
+name = "ws"
+paths = ["/ws"]
+backend_pool = "p"
+backend_settings = "b"
+
+[[rules.path_rules]]
+name = "also-a"
+paths = ["/a/*"]
+backend_pool = "p"
+backend_settings = "a"
+
+[[rules]]
+name = "to-web"
+kind = "redirect"
+listener = "plain"
+redirect = { target_listener = "web" }
+"#;
+
+    #[tokio::test]
+    async fn one_upstream_per_pool_and_settings_with_the_settings_port() {
+        let config = crate::config::from_toml(CONFIG, "t.toml", Path::new(".")).expect("valid");
+        let key = AffinityKey::from_bytes([0; 32]);
+        let upstreams = resolve_upstreams(&config, &key).await.expect("IPs resolve");
+        assert_eq!(upstreams.len(), 2, "p/a is used twice but made once");
+        let addrs = |settings: &str| -> Vec<String> {
+            upstreams[&("p".to_owned(), settings.to_owned())]
+                .backends()
+                .iter()
+                .map(|b| b.addr.to_string())
+                .collect()
+        };
+        assert_eq!(addrs("a"), ["10.0.0.1:8080", "10.0.0.2:9000"]);
+        assert_eq!(addrs("b"), ["10.0.0.1:8081", "10.0.0.2:9000"]);
+        let b = &upstreams[&("p".to_owned(), "b".to_owned())];
+        assert_eq!(b.tunnel.idle_timeout, std::time::Duration::from_secs(7));
+
+        let bound: Vec<SocketAddr> = ["127.0.0.1:40001", "127.0.0.1:40002"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        let snapshot = Snapshot::new(Arc::new(config), &upstreams, &bound);
+        assert_eq!(snapshot.binds[0].port, 40001);
+        let view = |path| RequestView {
+            host: Some("x.test"),
+            path,
+            query: None,
+        };
+        match snapshot.binds[0].router.route(view("/ws")) {
+            Decision::Forward { target, .. } => assert!(Arc::ptr_eq(target, b)),
+            other => panic!("{other:?}"),
+        }
+        // A redirect to a listener bound on port 0 names the port it got.
+        match snapshot.binds[1].router.route(view("/x")) {
+            Decision::Redirect { location, .. } => assert_eq!(location, "http://x.test:40001/x"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
