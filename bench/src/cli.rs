@@ -31,7 +31,7 @@ pub struct RunArgs {
     /// Directory for the JSON and Markdown results and the plots.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
-    /// About two minutes: smaller transfers, fewer rounds, 1 000 concurrent tunnels only.
+    /// A few minutes: smaller transfers, one round, 1 000 concurrent tunnels only.
     #[arg(long, conflicts_with = "tiny")]
     pub quick: bool,
     /// Seconds: tiny sizes that only prove every path and workload runs and verifies bytes.

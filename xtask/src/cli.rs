@@ -62,7 +62,7 @@ pub struct TestArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// About two minutes: smaller transfers, one round, 1 000 concurrent tunnels.
+    /// A few minutes: smaller transfers, one round, 1 000 concurrent tunnels.
     #[arg(long)]
     pub quick: bool,
     /// Extra arguments for `gateway-bench run` (e.g. `--paths direct,gateway-ebpf`).
