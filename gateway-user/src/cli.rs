@@ -1,6 +1,9 @@
 //! Command-line interface.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -26,6 +29,34 @@ pub enum Command {
     /// line, key, what is wrong, how to fix it) and exits with 64, or prints a one-line
     /// summary and exits with 0.
     Check(CheckArgs),
+    /// Convert an Azure Application Gateway's JSON into a configuration file.
+    ///
+    /// The input is an ARM template, `az network application-gateway show` output, or a
+    /// fragment of its collections. What cannot be carried over is listed on stderr and at
+    /// the top of the file; the result is then checked like `gateway check`. Exit codes: 0
+    /// written and valid; 2 written, but the check found problems (listed; certificate
+    /// placeholders always are one); 64 the input is not usable JSON of an application
+    /// gateway (nothing written); 73 the output cannot be written.
+    ImportAzure(ImportAzureArgs),
+}
+
+/// The address `import-azure` binds listeners to unless told otherwise.
+pub const IMPORT_BIND_IP: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+#[derive(Debug, Args)]
+pub struct ImportAzureArgs {
+    /// The Azure JSON file.
+    #[arg(value_name = "FILE.json")]
+    pub input: PathBuf,
+
+    /// Where to write the configuration; default: stdout. An existing file is replaced.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// The address every listener binds, with its Azure frontend port (Azure listens on its
+    /// frontend IPs, which this host does not have).
+    #[arg(long, value_name = "IP", default_value_t = IMPORT_BIND_IP)]
+    pub bind_ip: IpAddr,
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +190,7 @@ mod tests {
         let cli = Cli::try_parse_from(["gateway", "run"].iter().chain(args))?;
         match cli.command {
             Command::Run(args) => Ok(args),
-            Command::Check(_) => panic!("parsed as check"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -171,6 +202,32 @@ mod tests {
         assert!(run_args(&["--config", "gw.toml"]).is_ok());
         // With a file they still come in pairs.
         assert!(run_args(&["--config", "gw.toml", "--backend", "127.0.0.1:1"]).is_err());
+    }
+
+    #[test]
+    fn import_azure_takes_a_file_an_output_and_a_bind_ip() {
+        let cli = Cli::try_parse_from(["gateway", "import-azure", "gw.json"]).expect("parses");
+        let Command::ImportAzure(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(args.input, PathBuf::from("gw.json"));
+        assert_eq!((args.output, args.bind_ip), (None, IMPORT_BIND_IP));
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "import-azure",
+            "gw.json",
+            "--output",
+            "gw.toml",
+            "--bind-ip",
+            "127.0.0.1",
+        ])
+        .expect("parses");
+        let Command::ImportAzure(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(args.output, Some(PathBuf::from("gw.toml")));
+        assert_eq!(args.bind_ip.to_string(), "127.0.0.1");
+        assert!(Cli::try_parse_from(["gateway", "import-azure"]).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 
 pub use crate::config::Config;
 use crate::{
+    config::Protocol,
     dataplane::Dataplane,
     metrics::Metrics,
     plan::{Plan, Unsupported},
@@ -49,11 +50,40 @@ pub enum StartError {
     },
     #[error("eBPF dataplane: {0}")]
     Dataplane(#[from] dataplane::StartError),
+    /// An https listener's certificate or key cannot be used (names the listener and file).
+    #[error("TLS: {0}")]
+    TlsListener(#[from] tls::ServerConfigError),
+    /// An https backend settings' trusted CAs cannot be used (names the settings and file).
+    #[error("TLS: {0}")]
+    TlsBackend(#[from] tls::ClientConfigError),
+    #[error("backend settings {settings:?}: {source}")]
+    BackendServerName {
+        settings: String,
+        #[source]
+        source: tls::ServerNameError,
+    },
+}
+
+impl StartError {
+    /// Whether the configuration, or a file it names (a certificate, a key, a CA bundle),
+    /// is at fault rather than the machine: `gateway run` should exit with 64 for these,
+    /// as for a file that does not validate.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::Unsupported(_)
+                | Self::TlsListener(_)
+                | Self::TlsBackend(_)
+                | Self::BackendServerName { .. }
+        )
+    }
 }
 
 /// A started gateway: its bound addresses and the tasks serving them.
 pub struct Running {
     pub listen: Vec<SocketAddr>,
+    /// The protocol of each bind of `listen`, in the same order.
+    pub listen_protocols: Vec<Protocol>,
     pub admin: Option<SocketAddr>,
     pub dataplane: Dataplane,
     /// One task per client listener; each owns its listener and drops it when the drain
@@ -68,7 +98,12 @@ impl Running {
     /// The one line printed on stdout when the gateway is ready; scripts and tests wait
     /// for it (it carries the bound ports when port 0 was asked for).
     pub fn ready_line(&self) -> String {
-        let listen: Vec<String> = self.listen.iter().map(|a| format!("http://{a}")).collect();
+        let listen: Vec<String> = self
+            .listen
+            .iter()
+            .zip(&self.listen_protocols)
+            .map(|(addr, protocol)| format!("{}://{addr}", protocol.as_str()))
+            .collect();
         let admin = self
             .admin
             .map_or_else(|| "-".to_owned(), |a| format!("http://{a}"));
@@ -93,16 +128,18 @@ impl Running {
     }
 }
 
-/// Checks that the data path serves everything `config` asks for, resolves backend names,
-/// binds every listener, sets up the dataplane, and starts serving. Nothing is bound when
-/// the configuration is refused.
+/// Checks that the data path serves everything `config` asks for, loads the TLS
+/// certificates and CAs, resolves backend names, binds every listener, sets up the
+/// dataplane, and starts serving. Nothing is bound when the configuration is refused.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let Plan { warnings } = plan::plan(&config)?;
     let config = Arc::new(config);
     let global = &config.global;
-    // Resolved before anything is bound, so a name that does not resolve binds nothing.
+    // Loaded and resolved before anything is bound, so a bad certificate or a name that
+    // does not resolve binds nothing.
+    let tls = snapshot::load_tls(&config)?;
     let affinity_key = AffinityKey::random();
-    let upstreams = snapshot::resolve_upstreams(&config, &affinity_key).await?;
+    let upstreams = snapshot::resolve_upstreams(&config, &affinity_key, &tls).await?;
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for bind in &config.binds {
@@ -134,7 +171,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .unwrap_or(config::defaults::MAX_TUNNEL_BACKLOG_BYTES);
     let (dataplane, why) = Dataplane::start(global.dataplane, budget_bytes).await?;
     let metrics = Metrics::default();
-    let snapshot = Snapshot::new(config.clone(), &upstreams, &bound);
+    let snapshot = Snapshot::new(config.clone(), &upstreams, &bound, &tls.acceptors);
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
         client: proxy::client::new(),
@@ -148,6 +185,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let mut running = Running {
         listen: Vec::new(),
+        listen_protocols: Vec::new(),
         admin: None,
         dataplane: dataplane.clone(),
         listeners: JoinSet::new(),
@@ -161,8 +199,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .enumerate()
     {
         let names: Vec<&str> = bind.sites.iter().map(|s| s.listener.as_str()).collect();
-        tracing::info!(listeners = %names.join(","), bind = %local, "listening");
+        tracing::info!(
+            listeners = %names.join(","),
+            bind = %local,
+            protocol = bind.protocol.as_str(),
+            "listening"
+        );
         running.listen.push(local);
+        running.listen_protocols.push(bind.protocol);
         running
             .listeners
             .spawn(proxy::serve(listener, shared.clone(), index));

@@ -1,5 +1,7 @@
 //! `gateway`: parse flags, load the configuration, set up logging, run.
 
+mod azure;
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -19,6 +21,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let Cli { command } = Cli::parse();
     match command {
         Command::Check(args) => Ok(check(&args)),
+        Command::ImportAzure(args) => Ok(azure::run(&args)),
         Command::Run(args) => run(args).await,
     }
 }
@@ -78,11 +81,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             for item in &unsupported.0 {
                 eprintln!("{file}: {item}");
             }
-            eprintln!(
-                "gateway not started: nothing was bound. `gateway check` accepts these, but \
-                 `gateway run` serves only http listeners without host_names, with basic rules \
-                 to http backends, for now"
-            );
+            eprintln!("gateway not started: nothing was bound");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        // A certificate, key or trust store that cannot be used: a configuration problem,
+        // found before anything was bound.
+        Err(error) if error.is_configuration() => {
+            eprintln!("{error}");
+            eprintln!("gateway not started: nothing was bound");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
         Err(error) => return Err(error.into()),

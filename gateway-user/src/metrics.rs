@@ -96,6 +96,15 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// The `kind` labels of `gateway_tls_handshake_failures_total`: those of
+/// [`crate::tls::TlsAcceptError::kind`].
+pub const TLS_HANDSHAKE_FAILURE_KINDS: [&str; 4] = ["timeout", "client_closed", "protocol", "io"];
+
 /// The gateway's metrics; cheap to clone, every handle counts into the same registry.
 /// Every known label set exists from the start, at zero, so a dashboard or alert never
 /// has to tell "nothing happened" from "not exported".
@@ -107,6 +116,7 @@ pub struct Metrics {
     relayed_bytes: Family<DirectionLabels, Counter>,
     handoff_bytes: Family<DirectionLabels, Counter>,
     upgrades_rejected: Counter,
+    tls_handshake_failures: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,7 +128,14 @@ impl Default for Metrics {
             relayed_bytes: Family::default(),
             handoff_bytes: Family::default(),
             upgrades_rejected: Counter::default(),
+            tls_handshake_failures: Family::default(),
         };
+        for kind in TLS_HANDSHAKE_FAILURE_KINDS {
+            metrics
+                .tls_handshake_failures
+                .get_or_create(&KindLabels { kind })
+                .inc_by(0);
+        }
         for mode in [Mode::Spliced, Mode::Userspace] {
             metrics
                 .tunnels_opened
@@ -185,6 +202,12 @@ impl Metrics {
             "WebSocket upgrade requests refused with a 4xx",
             self.upgrades_rejected.clone(),
         );
+        registry.register(
+            "gateway_tls_handshake_failures",
+            "Client TLS handshakes on https listeners that did not complete, by kind (timeout, \
+             client_closed, protocol, io)",
+            self.tls_handshake_failures.clone(),
+        );
         registry.register_collector(Box::new(KernelCounters(ebpf)));
         registry
     }
@@ -222,6 +245,13 @@ impl Metrics {
 
     pub fn upgrade_rejected(&self) {
         self.upgrades_rejected.inc();
+    }
+
+    /// A client's TLS handshake failed; `kind` is [`crate::tls::TlsAcceptError::kind`].
+    pub fn tls_handshake_failed(&self, kind: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 }
 

@@ -1,7 +1,8 @@
 //! The configuration as the data path serves it: one immutable [`Snapshot`] with a router
-//! per bind over the resolved upstreams its rules forward to. The gateway holds the current
-//! one in an `ArcSwap`; each request reads it without a lock, and a reload can publish a
-//! new one whole (resolving first, then building the snapshot, then swapping it in).
+//! (and, for https, a TLS server) per bind over the resolved upstreams its rules forward to.
+//! The gateway holds the current one in an `ArcSwap`; each connection and request reads it
+//! without a lock, and a reload can publish a new one whole (loading certificates and
+//! resolving first, then building the snapshot, then swapping it in).
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -9,6 +10,7 @@ use crate::{
     config::{Config, Forward, Protocol, Route, RuleAction},
     resolve,
     route::Router,
+    tls::{self, Acceptor, ClientConfig},
     tunnel,
     upstream::{affinity::AffinityKey, Upstream},
     StartError,
@@ -29,16 +31,51 @@ pub struct BindRoutes {
     /// The port it listens on (the kernel's pick when the configuration says 0):
     /// `X-Forwarded-Port`.
     pub port: u16,
+    /// The TLS server of an `https` bind (certificates by SNI); `None` for `http`.
+    pub acceptor: Option<Acceptor>,
+}
+
+/// The TLS servers and clients of a configuration, read from their PEM files.
+#[derive(Debug, Default)]
+pub struct TlsSetup {
+    /// One per bind, in the order of `config.binds`: `Some` for an `https` bind.
+    pub acceptors: Vec<Option<Acceptor>>,
+    /// The TLS client of each `https` backend settings, by name.
+    pub clients: HashMap<String, Arc<ClientConfig>>,
+}
+
+/// Loads the certificate and key of every https listener (checking that they belong
+/// together) and the trusted CAs of every https backend settings; the first problem is the
+/// error, naming the listener or settings and the file.
+pub fn load_tls(config: &Config) -> Result<TlsSetup, StartError> {
+    let acceptors = config
+        .binds
+        .iter()
+        .map(|bind| match bind.protocol {
+            Protocol::Http => Ok(None),
+            Protocol::Https => Acceptor::new(bind).map(Some),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut clients = HashMap::new();
+    for settings in &config.backend_settings {
+        if settings.protocol == Protocol::Https {
+            clients.insert(settings.name.clone(), tls::client_config(settings)?);
+        }
+    }
+    Ok(TlsSetup { acceptors, clients })
 }
 
 /// The upstreams of a configuration, by pool and backend settings name.
 pub type Upstreams = HashMap<(String, String), Arc<Upstream>>;
 
 /// Resolves every pool a rule of `config` forwards to, once per backend settings it is
-/// used with (a pool's addresses without a port take the settings' port).
+/// used with (a pool's addresses without a port take the settings' port); upstreams of
+/// https settings get their TLS client from `tls` (from [`load_tls`] of the same
+/// configuration).
 pub async fn resolve_upstreams(
     config: &Config,
     key: &AffinityKey,
+    tls: &TlsSetup,
 ) -> Result<Upstreams, StartError> {
     let sndbuf_bytes = config.global.tunnel_sndbuf_bytes;
     let mut upstreams = Upstreams::new();
@@ -65,7 +102,15 @@ pub async fn resolve_upstreams(
             max_backlog_bytes: limits.max_backlog_bytes,
             sndbuf_bytes,
         };
-        let upstream = Upstream::new(&pool.name, settings.clone(), addresses, key, tunnel);
+        let mut upstream = Upstream::new(&pool.name, settings.clone(), addresses, key, tunnel);
+        if let Some(client) = tls.clients.get(&settings.name) {
+            upstream = upstream.with_tls(client.clone()).map_err(|source| {
+                StartError::BackendServerName {
+                    settings: settings.name.clone(),
+                    source,
+                }
+            })?;
+        }
         upstreams.insert(id, Arc::new(upstream));
     }
     Ok(upstreams)
@@ -74,8 +119,13 @@ pub async fn resolve_upstreams(
 impl Snapshot {
     /// Builds the routers of `config` over `upstreams` (from [`resolve_upstreams`] of the
     /// same configuration). `bound` is the address each bind of `config` listens on, in
-    /// order.
-    pub fn new(config: Arc<Config>, upstreams: &Upstreams, bound: &[SocketAddr]) -> Self {
+    /// order; `acceptors` its TLS server ([`TlsSetup::acceptors`]).
+    pub fn new(
+        config: Arc<Config>,
+        upstreams: &Upstreams,
+        bound: &[SocketAddr],
+        acceptors: &[Option<Acceptor>],
+    ) -> Self {
         let ports: HashMap<&str, u16> = config
             .binds
             .iter()
@@ -90,7 +140,8 @@ impl Snapshot {
             .binds
             .iter()
             .zip(bound)
-            .map(|(bind, addr)| BindRoutes {
+            .enumerate()
+            .map(|(index, (bind, addr))| BindRoutes {
                 router: Router::new(
                     bind,
                     |forward| {
@@ -104,6 +155,7 @@ impl Snapshot {
                 ),
                 protocol: bind.protocol,
                 port: addr.port(),
+                acceptor: acceptors.get(index).cloned().flatten(),
             })
             .collect();
         Self {
@@ -198,7 +250,10 @@ redirect = { target_listener = "web" }
     async fn one_upstream_per_pool_and_settings_with_the_settings_port() {
         let config = crate::config::from_toml(CONFIG, "t.toml", Path::new(".")).expect("valid");
         let key = AffinityKey::from_bytes([0; 32]);
-        let upstreams = resolve_upstreams(&config, &key).await.expect("IPs resolve");
+        let tls = load_tls(&config).expect("no TLS in this configuration");
+        let upstreams = resolve_upstreams(&config, &key, &tls)
+            .await
+            .expect("IPs resolve");
         assert_eq!(upstreams.len(), 2, "p/a is used twice but made once");
         let addrs = |settings: &str| -> Vec<String> {
             upstreams[&("p".to_owned(), settings.to_owned())]
@@ -216,7 +271,8 @@ redirect = { target_listener = "web" }
             .iter()
             .map(|a| a.parse().expect("addr"))
             .collect();
-        let snapshot = Snapshot::new(Arc::new(config), &upstreams, &bound);
+        let snapshot = Snapshot::new(Arc::new(config), &upstreams, &bound, &tls.acceptors);
+        assert!(snapshot.binds.iter().all(|bind| bind.acceptor.is_none()));
         assert_eq!(snapshot.binds[0].port, 40001);
         let view = |path| RequestView {
             host: Some("x.test"),

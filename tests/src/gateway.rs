@@ -389,7 +389,7 @@ impl Drop for Gateway {
     }
 }
 
-/// The fields of `gateway ready listen=http://A[,http://A2...] admin=http://B|- dataplane=D`.
+/// The fields of `gateway ready listen=http://A[,https://A2...] admin=http://B|- dataplane=D`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadyLine {
     pub listen: SocketAddr,
@@ -413,6 +413,7 @@ impl ReadyLine {
         let addr = |url: &str| {
             let authority = url
                 .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
                 .unwrap_or(url)
                 .trim_end_matches('/');
             authority
@@ -496,7 +497,7 @@ mod tests {
         assert_eq!(ready.admin, None);
         assert!(ReadyLine::parse("gateway listening").is_err());
         let two =
-            "gateway ready listen=http://127.0.0.1:1,http://127.0.0.1:2 admin=- dataplane=ebpf";
+            "gateway ready listen=http://127.0.0.1:1,https://127.0.0.1:2 admin=- dataplane=ebpf";
         let ready = ReadyLine::parse(two).expect("parse a ready line with two binds");
         assert_eq!(ready.listen, "127.0.0.1:1".parse().expect("address"));
         assert_eq!(ready.listens.len(), 2);

@@ -5,8 +5,12 @@
 //! - an ordinary request with `200`, `X-Backend: NAME`, `X-Request-Body: SUMMARY` (what it
 //!   received) and, when the request asks with `X-Reply-Bytes: N`, N random bytes whose
 //!   summary is in `X-Reply-Body`; `X-Delay-Ms: N` makes it wait that long first;
-//! - a WebSocket upgrade with a `101` (and `X-Backend`), then echoes every message and
-//!   reports the summary of what it received when the connection ends.
+//! - a WebSocket upgrade with a `101` (and `X-Backend`, and the first protocol the client
+//!   offered in `Sec-WebSocket-Protocol`), then echoes every message and reports the
+//!   summary of what it received when the connection ends.
+//!
+//! [`HttpBackend::start_tls`] serves the same over TLS (an https backend), recording the SNI
+//! name each connection asked for.
 
 use std::{
     net::SocketAddr,
@@ -18,9 +22,10 @@ use std::{
 };
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use rustls::ServerConfig;
 use tokio::{
-    io::AsyncWriteExt as _,
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
+    net::TcpListener,
     sync::mpsc,
     task::JoinHandle,
 };
@@ -43,6 +48,8 @@ const RECORD_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Seen {
     /// Which of its connections (0 for the first accepted) carried it.
     pub connection: usize,
+    /// The SNI name of its TLS connection; `None` over plain TCP or without SNI.
+    pub sni: Option<String>,
     pub head: Head,
     pub body: Summary,
 }
@@ -71,6 +78,15 @@ pub struct HttpBackend {
 impl HttpBackend {
     /// Listens on `127.0.0.1:0`; `name` comes back in `X-Backend`.
     pub async fn start(name: &str) -> Self {
+        Self::listen(name, None).await
+    }
+
+    /// The same over TLS with `tls` (e.g. [`crate::tls::Leaf::server`]).
+    pub async fn start_tls(name: &str, tls: Arc<ServerConfig>) -> Self {
+        Self::listen(name, Some(tls)).await
+    }
+
+    async fn listen(name: &str, tls: Option<Arc<ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an HTTP backend on 127.0.0.1:0");
@@ -80,6 +96,7 @@ impl HttpBackend {
         let (records, ws_records) = mpsc::unbounded_channel();
         let task = tokio::spawn(accept_loop(
             listener,
+            tls,
             name.to_owned(),
             Arc::clone(&accepted),
             Arc::clone(&seen),
@@ -137,6 +154,7 @@ impl Drop for HttpBackend {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
     name: String,
     accepted: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -145,20 +163,60 @@ async fn accept_loop(
     while let Ok((stream, _)) = listener.accept().await {
         let connection = accepted.fetch_add(1, Ordering::SeqCst);
         let (name, seen, records) = (name.clone(), Arc::clone(&seen), records.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve(stream, connection, &name, &seen, &records).await;
+            let conn = Conn {
+                connection,
+                sni: None,
+                name: &name,
+                seen: &seen,
+                records: &records,
+            };
+            match tls {
+                None => serve(stream, conn).await,
+                Some(tls) => {
+                    // A failed handshake (e.g. the gateway refusing this certificate) just
+                    // ends the connection: no request was seen.
+                    let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await
+                    else {
+                        return;
+                    };
+                    let sni = stream.get_ref().1.server_name().map(str::to_owned);
+                    serve(stream, Conn { sni, ..conn }).await;
+                }
+            }
         });
     }
 }
 
-/// Serves requests on one connection until it ends or turns into a WebSocket.
-async fn serve(
-    mut stream: TcpStream,
+/// One connection's context.
+struct Conn<'a> {
     connection: usize,
-    name: &str,
-    seen: &Mutex<Vec<Seen>>,
-    records: &mpsc::UnboundedSender<WsRecord>,
-) {
+    sni: Option<String>,
+    name: &'a str,
+    seen: &'a Mutex<Vec<Seen>>,
+    records: &'a mpsc::UnboundedSender<WsRecord>,
+}
+
+/// Serves requests on one connection until it ends or turns into a WebSocket.
+async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, conn: Conn<'_>) {
+    let Conn {
+        connection,
+        sni,
+        name,
+        seen,
+        records,
+    } = conn;
+    let record = |head: &Head, body: Summary| {
+        if let Ok(mut seen) = seen.lock() {
+            seen.push(Seen {
+                connection,
+                sni: sni.clone(),
+                head: head.clone(),
+                body,
+            });
+        }
+    };
     loop {
         let Ok((head, leftover)) = http::read_head(&mut stream).await else {
             return;
@@ -167,7 +225,7 @@ async fn serve(
             .header("upgrade")
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
         {
-            record(seen, connection, &head, Summary::of(&[]));
+            record(&head, Summary::of(&[]));
             let record = echo_websocket(stream, head, name).await;
             let _ = records.send(record);
             return;
@@ -182,7 +240,7 @@ async fn serve(
         } else {
             Vec::new()
         };
-        record(seen, connection, &head, Summary::of(&body));
+        record(&head, Summary::of(&body));
         if let Some(ms) = head.header("x-delay-ms").and_then(|v| v.parse().ok()) {
             // The delay is what the test asks for (a backend slower than the timeout).
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -211,17 +269,11 @@ async fn serve(
     }
 }
 
-fn record(seen: &Mutex<Vec<Seen>>, connection: usize, head: &Head, body: Summary) {
-    if let Ok(mut seen) = seen.lock() {
-        seen.push(Seen {
-            connection,
-            head: head.clone(),
-            body,
-        });
-    }
-}
-
-async fn echo_websocket(mut stream: TcpStream, head: Head, name: &str) -> WsRecord {
+async fn echo_websocket(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    head: Head,
+    name: &str,
+) -> WsRecord {
     let key = head
         .header("sec-websocket-key")
         .unwrap_or_default()
@@ -229,6 +281,14 @@ async fn echo_websocket(mut stream: TcpStream, head: Head, name: &str) -> WsReco
     let mut answer = http::switching_protocols(&key);
     // Before the blank line that ends the head.
     answer.truncate(answer.len() - 2);
+    if let Some(protocol) = head
+        .header("sec-websocket-protocol")
+        .and_then(|offered| offered.split(',').next())
+    {
+        answer.extend_from_slice(
+            format!("Sec-WebSocket-Protocol: {}\r\n", protocol.trim()).as_bytes(),
+        );
+    }
     answer.extend_from_slice(format!("X-Backend: {name}\r\n\r\n").as_bytes());
     if let Err(error) = stream.write_all(&answer).await {
         return WsRecord {

@@ -1,12 +1,15 @@
 //! Clients for routed traffic: a keep-alive HTTP/1.1 connection that writes requests by
 //! hand (any `Host`, any header), and WebSocket clients that choose the `Host` and send a
-//! cookie.
+//! cookie; over plain TCP or TLS (see [`crate::tls`]).
 
 use std::net::SocketAddr;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand::RngCore;
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
+    net::TcpStream,
+};
 use tokio_tungstenite::{
     tungstenite::{
         client::IntoClientRequest as _,
@@ -58,17 +61,29 @@ impl Reply {
 }
 
 /// One client connection, reused for several requests.
-pub struct KeepAlive {
-    stream: TcpStream,
+pub struct KeepAlive<S = TcpStream> {
+    stream: S,
 }
 
-impl KeepAlive {
+impl KeepAlive<TcpStream> {
     pub async fn connect(gateway: SocketAddr) -> Self {
         let stream = TcpStream::connect(gateway)
             .await
             .expect("connect to the gateway");
         stream.set_nodelay(true).expect("set TCP_NODELAY");
         Self { stream }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> KeepAlive<S> {
+    /// Requests on an open connection, e.g. a TLS one.
+    pub fn over(stream: S) -> Self {
+        Self { stream }
+    }
+
+    /// The connection, e.g. to look at its TLS session.
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     /// Sends `METHOD path HTTP/1.1` with `Host: host`, `headers` and `body` (with its
@@ -122,18 +137,30 @@ pub async fn ws_connect_as(
         .await
         .expect("connect to the gateway");
     stream.set_nodelay(true).expect("set TCP_NODELAY");
-    let mut request = format!("ws://{gateway}{path}")
+    let cookie = cookie.map(|cookie| ("Cookie", cookie));
+    ws_upgrade(stream, host, path, cookie.as_slice()).await
+}
+
+/// Opens a WebSocket over `stream` (plain or TLS) with `Host: host` and `headers`;
+/// tungstenite checks the `101`. Returns the socket and the `101`.
+pub async fn ws_upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    host: &str,
+    path: &str,
+    headers: &[(&'static str, &str)],
+) -> (WebSocketStream<S>, Response) {
+    let mut request = format!("ws://{host}{path}")
         .into_client_request()
         .expect("build the WebSocket request");
-    let headers = request.headers_mut();
-    headers.insert(
+    let request_headers = request.headers_mut();
+    request_headers.insert(
         header::HOST,
         HeaderValue::from_str(host).expect("a valid Host"),
     );
-    if let Some(cookie) = cookie {
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_str(cookie).expect("a valid cookie"),
+    for (name, value) in headers {
+        request_headers.insert(
+            *name,
+            HeaderValue::from_str(value).expect("a valid header value"),
         );
     }
     let (ws, response) = tokio_tungstenite::client_async(request, stream)
@@ -144,8 +171,8 @@ pub async fn ws_connect_as(
 
 /// Sends `len` random bytes in messages of at most 64 KiB while reading the echoes, then
 /// closes; returns (sent, received) summaries.
-pub async fn ws_echo_exchange(
-    ws: WebSocketStream<TcpStream>,
+pub async fn ws_echo_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: WebSocketStream<S>,
     rng: &mut impl RngCore,
     len: usize,
 ) -> (Summary, Summary) {

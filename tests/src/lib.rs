@@ -9,6 +9,7 @@
 //! - [`http_backend`]: a named keep-alive HTTP and WebSocket backend that reports who answered.
 //! - [`http_client`]: keep-alive requests and WebSocket clients with any `Host` and cookie.
 //! - [`metrics`]: fetch and parse the admin `/metrics` page.
+//! - [`tls`]: test certificates (rcgen), TLS backends' server configs, TLS clients.
 //! - [`maps`]: the gateway's eBPF maps and file descriptors, read through `/proc`.
 //! - [`wait`]: deadlines and polling, so no test sleeps for readiness.
 //! - [`ends`]: reading and writing until a stream ends, and how it ended (EOF or an error).
@@ -30,6 +31,7 @@ pub mod http_client;
 pub mod maps;
 pub mod metrics;
 pub mod sockstat;
+pub mod tls;
 pub mod wait;
 
 pub mod ends;

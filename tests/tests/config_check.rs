@@ -1,7 +1,7 @@
 //! The configuration file end to end: `gateway check` on good and bad files (exit 0 / 64,
 //! every problem listed), `gateway run --config` carrying a WebSocket tunnel (bytes checked by
-//! length and SHA-256), and `gateway run --config` refusing a bad file, or one using what the
-//! data path does not serve yet, with exit 64 before binding anything.
+//! length and SHA-256), and `gateway run --config` refusing a bad file (e.g. an https
+//! listener whose key is not its certificate's) with exit 64 before binding anything.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -13,6 +13,7 @@ use gateway_tests::{
     dataplane_tests,
     oneshot::{self, ScratchDir},
     skip_unprivileged,
+    tls::Ca,
     wait::within,
     Dataplane, Gateway,
 };
@@ -56,13 +57,8 @@ fn check_accepts_the_example() {
         done.stdout.trim(),
         "ok: 3 listeners on 2 binds, 3 pools, 3 backend settings, 3 rules, 1 probe"
     );
-    // What `run` does not serve yet is noted, not an error.
-    assert!(
-        done.stderr
-            .contains("note: `gateway run` does not serve this yet: listeners.www:"),
-        "{}",
-        done.stderr
-    );
+    // `run` serves all of it (https listeners and backends included): nothing is noted.
+    assert!(!done.stderr.contains("note:"), "{}", done.stderr);
 }
 
 #[test]
@@ -179,9 +175,11 @@ fn run_with_a_bad_file_exits_64_without_binding() {
 }
 
 #[test]
-fn run_refuses_what_it_does_not_serve_yet() {
-    let dir = ScratchDir::new("run_refuses_what_it_does_not_serve_yet");
-    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/certs");
+fn run_refuses_a_key_that_does_not_belong_to_the_certificate() {
+    let dir = ScratchDir::new("run_refuses_a_key_that_does_not_belong_to_the_certificate");
+    let ca = Ca::new("test CA");
+    let (certificate, _) = ca.leaf(&["www.example.com"]).write(&dir, "www");
+    let (_, other_key) = ca.leaf(&["other.example.com"]).write(&dir, "other");
     let text = basic_config(
         "127.0.0.1:0".parse().expect("addr"),
         "127.0.0.1:9".parse().expect("addr"),
@@ -189,30 +187,29 @@ fn run_refuses_what_it_does_not_serve_yet() {
     .replace(
         "protocol = \"http\"\n\n[[backend_pools]]",
         &format!(
-            "protocol = \"https\"\ncertificate = \"{certs}/example.crt\"\n\
-                 private_key = \"{certs}/example.key\"\n\n[[backend_pools]]"
+            "protocol = \"https\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n\
+             [[backend_pools]]",
+            certificate.display(),
+            other_key.display()
         ),
     );
     let path = dir.write("https.toml", &text);
     let path = path.to_str().expect("UTF-8 path");
-    let checked = oneshot::gateway(&["check", "--config", path], EXIT_LIMIT);
-    assert_eq!(
-        checked.code(),
-        Some(0),
-        "check accepts it: {}",
-        checked.stderr
-    );
-
-    let done = oneshot::gateway(&["run", "--config", path], EXIT_LIMIT);
-    assert_eq!(done.code(), Some(EXIT_CONFIG), "stderr:\n{}", done.stderr);
-    assert!(
-        done.stderr.contains(&format!(
-            "{path}: listeners.web: https listeners are not served yet"
-        )),
-        "{}",
-        done.stderr
-    );
-    assert!(!done.stdout.contains("gateway ready"), "{}", done.stdout);
+    for command in ["check", "run"] {
+        let done = oneshot::gateway(&[command, "--config", path], EXIT_LIMIT);
+        assert_eq!(done.code(), Some(EXIT_CONFIG), "{command}: {}", done.stderr);
+        assert!(
+            done.stderr.contains(&format!(
+                "{path}:6: listeners[0].private_key: private key {} does not belong to \
+                 certificate {}",
+                other_key.display(),
+                certificate.display()
+            )),
+            "{command}: {}",
+            done.stderr
+        );
+        assert!(!done.stdout.contains("gateway ready"), "{}", done.stdout);
+    }
 }
 
 /// `gateway run --config` with a basic http rule: a WebSocket client sends random

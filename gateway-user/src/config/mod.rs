@@ -14,7 +14,7 @@ mod matching;
 pub mod model;
 mod overrides;
 mod pem;
-mod raw;
+pub mod raw;
 pub mod shortcut;
 mod validate;
 

@@ -1,8 +1,11 @@
 //! The configuration as written: one serde struct per TOML object, `deny_unknown_fields`,
 //! every optional key an `Option` (defaults are applied by validation, so it can tell "not
 //! set" from "set to the default"). Names follow Azure Application Gateway's, in snake_case.
+//!
+//! `Serialize` is for `gateway import-azure`, which writes these structs back out as TOML
+//! (keys left `None` are not written); `deny_unknown_fields` only concerns reading.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{LogFormat, Protocol, RuleKind};
 use crate::dataplane::DataplaneMode;
@@ -21,7 +24,7 @@ pub struct RawGlobal {
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub name: String,
@@ -33,7 +36,7 @@ pub struct RawListener {
 }
 
 /// `[[backend_pools]]`: Azure's `backendAddressPools`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
     pub name: String,
@@ -41,7 +44,7 @@ pub struct RawPool {
 }
 
 /// `[[backend_settings]]`: Azure's `backendHttpSettingsCollection`, plus our tunnel limits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     pub name: String,
@@ -63,7 +66,7 @@ pub struct RawSettings {
 
 /// `[[rules]]`: Azure's `requestRoutingRules`, with the `urlPathMap` of a path-based rule
 /// and the `redirectConfiguration`s written inline.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: String,
@@ -83,7 +86,7 @@ pub struct RawRule {
 }
 
 /// `[[rules.path_rules]]`: one entry of a path map.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPathRule {
     pub name: String,
@@ -94,7 +97,7 @@ pub struct RawPathRule {
 }
 
 /// `redirect = { ... }`: Azure's `redirectConfigurations`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedirect {
     pub target_listener: Option<String>,
@@ -105,7 +108,7 @@ pub struct RawRedirect {
 }
 
 /// `[[probes]]`: Azure's `probes`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProbe {
     pub name: String,

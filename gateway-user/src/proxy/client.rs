@@ -1,36 +1,42 @@
 //! The pooled HTTP/1.1 client for ordinary requests: hyper-util's legacy client, whose
-//! pool is keyed by the request URI's authority, so every backend address gets its own
-//! pool of keep-alive connections. WebSocket upgrades never take a connection from it: a
-//! tunnel needs a fresh socket of its own (see `websocket.rs`).
+//! pool is keyed by the request URI's scheme and authority, so every backend address gets
+//! its own pool of keep-alive connections. One client serves every `http` backend; each
+//! `https` backend settings has a client of its own (its trusted CAs), whose URIs also carry
+//! the backend's server name (see `connect.rs`). WebSocket upgrades never take a
+//! connection from a pool: a tunnel needs a fresh connection of its own (see
+//! `websocket.rs`).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
+    client::legacy::Client,
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::handler::Body;
-
-/// A TCP connect to a backend taking longer than this fails (`502`, "connect timeout"),
-/// even when the request timeout is longer: on a local network a connect that slow means
-/// the backend is gone, while a slow answer may be legitimate.
-pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use super::{connect::BackendConnector, handler::Body};
+use crate::tls::ClientConfig;
 
 /// An idle keep-alive connection to a backend is closed after this long: shorter than
 /// nginx's default of 75 s, so the gateway usually closes first rather than send a request
 /// on a connection the backend is closing.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Idle connections kept per backend address.
+/// Idle connections kept per backend address (and server name).
 pub const POOL_MAX_IDLE_PER_BACKEND: usize = 64;
 
-pub type HttpClient = Client<HttpConnector, Body>;
+pub type HttpClient = Client<BackendConnector, Body>;
 
+/// The client for `http` backends.
 pub fn new() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(BACKEND_CONNECT_TIMEOUT));
-    connector.set_nodelay(true);
+    build(BackendConnector::plain())
+}
+
+/// The client for the backends of one `https` backend settings.
+pub fn new_tls(config: Arc<ClientConfig>) -> HttpClient {
+    build(BackendConnector::tls(config))
+}
+
+fn build(connector: BackendConnector) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())

@@ -6,6 +6,9 @@ use std::{error::Error as StdError, io, net::SocketAddr, time::Duration};
 
 use http::StatusCode;
 
+use super::connect::ConnectError;
+use crate::tls::TlsConnectError;
+
 /// What went wrong with the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -33,6 +36,14 @@ pub enum BackendError {
     BadUpgrade {
         backend: SocketAddr,
         why: &'static str,
+    },
+    /// The TLS handshake with an https backend failed (e.g. its certificate is not trusted).
+    #[error("backend {backend}: TLS handshake failed ({kind}): {detail}")]
+    Tls {
+        backend: SocketAddr,
+        /// [`TlsConnectError::kind`], e.g. `untrusted_certificate`.
+        kind: &'static str,
+        detail: String,
     },
 }
 
@@ -82,9 +93,10 @@ impl BackendError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Connect { .. } | Self::Exchange { .. } | Self::BadUpgrade { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Connect { .. }
+            | Self::Exchange { .. }
+            | Self::BadUpgrade { .. }
+            | Self::Tls { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -100,6 +112,32 @@ impl BackendError {
             Self::BadUpgrade { why, .. } => {
                 format!("bad gateway: the backend answered the upgrade wrongly: {why}")
             }
+            Self::Tls { kind, .. } => format!("bad gateway: backend TLS handshake failed: {kind}"),
+        }
+    }
+
+    fn tls(backend: SocketAddr, error: &TlsConnectError) -> Self {
+        Self::Tls {
+            backend,
+            kind: error.kind(),
+            detail: error.to_string(),
+        }
+    }
+
+    /// A failed connect (TCP, or the TLS handshake after it).
+    pub fn from_connect(backend: SocketAddr, error: ConnectError) -> Self {
+        match error {
+            ConnectError::Tcp(error) => Self::connect(backend, &error),
+            ConnectError::Timeout => Self::connect(
+                backend,
+                &io::Error::new(io::ErrorKind::TimedOut, error.to_string()),
+            ),
+            ConnectError::Tls(error) => Self::tls(backend, &error),
+            ConnectError::Uri(_) => Self::Connect {
+                backend,
+                failure: ConnectFailure::Failed,
+                detail: error.to_string(),
+            },
         }
     }
 
@@ -145,6 +183,13 @@ impl BackendError {
 
     /// An error of the pooled client: a failed connect, or a hyper error.
     pub fn client(backend: SocketAddr, error: &hyper_util::client::legacy::Error) -> Self {
+        match find::<ConnectError>(error) {
+            Some(ConnectError::Tls(tls)) => return Self::tls(backend, tls),
+            Some(ConnectError::Timeout) => {
+                return Self::from_connect(backend, ConnectError::Timeout)
+            }
+            _ => {}
+        }
         if error.is_connect() {
             let io = find::<io::Error>(error);
             let kind = io.map_or(io::ErrorKind::Other, io::Error::kind);
@@ -218,6 +263,27 @@ mod tests {
                 "the client does not"
             );
         }
+    }
+
+    #[test]
+    fn failed_backend_tls_is_a_502_naming_its_kind() {
+        let backend: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let tls = TlsConnectError::BackendClosed(io::ErrorKind::UnexpectedEof.into());
+        let error = BackendError::from_connect(backend, ConnectError::Tls(tls));
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            error.client_message(),
+            "bad gateway: backend TLS handshake failed: backend_closed"
+        );
+        assert!(
+            error.to_string().contains("127.0.0.1:9"),
+            "the log names it"
+        );
+        let slow = BackendError::from_connect(backend, ConnectError::Timeout);
+        assert_eq!(
+            slow.client_message(),
+            "bad gateway: backend connect timeout"
+        );
     }
 
     #[test]

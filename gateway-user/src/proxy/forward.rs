@@ -1,12 +1,13 @@
 //! An ordinary request to its backend, over the pooled client, bodies streamed both ways.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, time::Duration};
 
-use http::{uri::PathAndQuery, Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
+    connect::backend_uri,
     deadline::{self, Progress, ProgressWatch},
     error::BackendError,
     handler::Body,
@@ -64,16 +65,22 @@ pub async fn http(
 ) -> Result<Response<Body>, BackendError> {
     let (mut parts, body) = req.into_parts();
     headers::to_backend(&mut parts.headers, &out.forwarding);
-    // The client picks its pool by the URI's authority, and sends the origin form.
-    parts.uri = backend_uri(out.backend.addr, parts.uri.path_and_query());
+    // The client picks its pool by the URI's scheme and authority (with the server name
+    // of an https backend), and sends the origin form.
+    let server_name = out.backend.server_name.as_ref();
+    parts.uri = backend_uri(out.backend.addr, server_name, parts.uri.path_and_query());
+    let client = out
+        .upstream
+        .tls
+        .as_ref()
+        .map_or(&out.shared.client, |tls| &tls.client);
     parts.version = Version::HTTP_11;
     let (body, progress) = Progress::new(body);
     let request = Request::from_parts(parts, body.boxed());
     let addr = out.backend.addr;
     let resp = out
         .within_answer_timeout(progress, async {
-            out.shared
-                .client
+            client
                 .request(request)
                 .await
                 .map_err(|e| BackendError::client(addr, &e))
@@ -82,39 +89,8 @@ pub async fn http(
     Ok(strip_response(resp.map(BodyExt::boxed)))
 }
 
-/// `http://ADDR/path?query`.
-fn backend_uri(addr: SocketAddr, path_and_query: Option<&PathAndQuery>) -> Uri {
-    let path = path_and_query.map_or("/", PathAndQuery::as_str);
-    // An IP:PORT authority and a path that already parsed as one build a valid URI.
-    Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("/"))
-}
-
 /// Hop-by-hop headers of the backend's answer go.
 pub fn strip_response(mut resp: Response<Body>) -> Response<Body> {
     headers::strip_hop_by_hop(resp.headers_mut());
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backend_uris_carry_the_address_and_the_path() {
-        let addr: SocketAddr = "[::1]:8080".parse().expect("addr");
-        let pq = PathAndQuery::from_static("/a/b?c=d");
-        assert_eq!(
-            backend_uri(addr, Some(&pq)).to_string(),
-            "http://[::1]:8080/a/b?c=d"
-        );
-        assert_eq!(
-            backend_uri("10.0.0.1:80".parse().expect("addr"), None).to_string(),
-            "http://10.0.0.1:80/"
-        );
-    }
 }

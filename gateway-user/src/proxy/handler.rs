@@ -38,6 +38,9 @@ pub struct Conn {
     /// Index of its bind in the configuration snapshot.
     pub bind: usize,
     pub client: SocketAddr,
+    /// On an https bind: the site (index into the bind's sites) whose certificate the TLS
+    /// handshake presented, chosen by SNI.
+    pub tls_site: Option<usize>,
     pub framing: Arc<Framing>,
     /// Requests seen so far; HTTP/1.1 hands them over one at a time, in order.
     pub requests: AtomicU64,
@@ -99,7 +102,11 @@ async fn respond(req: Request<Incoming>, conn: &Conn, index: u64) -> Response<Bo
         path: req.uri().path(),
         query: req.uri().query(),
     };
-    match bind.router.route(view) {
+    let decision = bind.router.route(view);
+    if let Some(site) = conn.tls_site {
+        misdirected(bind, site, &decision);
+    }
+    match decision {
         Decision::NoSite => {
             let name = host.as_ref().map_or("", |h| h.name.as_str());
             text(
@@ -126,6 +133,28 @@ async fn respond(req: Request<Incoming>, conn: &Conn, index: u64) -> Response<Bo
             record(route);
             forward(req, conn, bind, target, host, expected_accept).await
         }
+    }
+}
+
+/// Requests are routed by their host, whichever certificate the TLS handshake showed (as
+/// nginx, HAProxy and Azure's multi-site listeners do): a client that asked for one site by
+/// SNI and another by `Host` (e.g. reusing a connection for a name its certificate also
+/// covers) gets the site its `Host` names. Logged at debug level.
+fn misdirected(bind: &BindRoutes, tls_site: usize, decision: &Decision<'_, Arc<Upstream>>) {
+    let routed = match decision {
+        Decision::Forward { route, .. }
+        | Decision::Redirect { route, .. }
+        | Decision::NoHostToRedirectTo { route } => Some(route.listener),
+        Decision::NoSite => None,
+    };
+    let shown = bind.router.listener(tls_site);
+    if routed != shown {
+        tracing::debug!(
+            sni_listener = shown.unwrap_or("-"),
+            host_listener = routed.unwrap_or("-"),
+            "the request's host routes to another listener than the TLS certificate's; \
+             routing by host"
+        );
     }
 }
 

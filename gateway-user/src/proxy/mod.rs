@@ -1,6 +1,8 @@
-//! The client-facing listener: HTTP/1.1 with upgrades, one task and one span per connection.
+//! The client-facing listener: HTTP/1.1 with upgrades, over plain TCP or TLS, one task and
+//! one span per connection.
 
 pub mod client;
+pub mod connect;
 mod deadline;
 mod error;
 mod forward;
@@ -23,7 +25,12 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::{dataplane::Dataplane, metrics::Metrics, snapshot::Snapshot};
+use crate::{
+    dataplane::Dataplane,
+    metrics::Metrics,
+    snapshot::Snapshot,
+    tls::{self, ClientStream},
+};
 use guard::Guarded;
 use handler::Conn;
 
@@ -32,14 +39,16 @@ pub struct Shared {
     /// The configuration being served: routers and upstreams. Each request reads the
     /// current one without a lock; a reload publishes a new one.
     pub snapshot: ArcSwap<Snapshot>,
-    /// Pooled keep-alive connections to the backends, for ordinary requests.
+    /// Pooled keep-alive connections to the `http` backends, for ordinary requests (each
+    /// `https` upstream has a client of its own).
     pub client: client::HttpClient,
     /// Keys the affinity cookies; kept for the snapshots a reload builds, so pinned
     /// clients stay pinned.
     pub affinity_key: crate::upstream::affinity::AffinityKey,
     pub dataplane: Dataplane,
     pub metrics: Metrics,
-    /// For the client's request head, and for the backend to connect and answer it.
+    /// For the client's TLS handshake, for its request head, and for the backend to
+    /// connect and answer it.
     pub handshake_timeout: std::time::Duration,
     pub lifecycle: Lifecycle,
     /// Cancelled when the drain period after SIGTERM is over: what is still open closes.
@@ -61,6 +70,8 @@ pub struct Lifecycle {
 
 /// Accepts connections on `listener`, the socket of bind `bind` of the snapshot, until the
 /// drain starts; returning drops the listener, so new connects are refused from then on.
+/// The loop only accepts and spawns: the TLS handshake of an https bind runs in the
+/// connection's own task, so a slow client never holds up the others.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, bind: usize) {
     let local = listener.local_addr().ok();
     loop {
@@ -86,6 +97,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, bind: usize) {
             route = tracing::field::Empty,
             backend = tracing::field::Empty,
             mode = tracing::field::Empty,
+            tls = tracing::field::Empty,
+            sni = tracing::field::Empty,
         );
         // Tracked so a shutdown drain waits for requests in flight.
         shared
@@ -95,8 +108,43 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, bind: usize) {
     }
 }
 
+/// The connection as plain TCP for an http bind, or after its TLS handshake for an https
+/// one, with the site (index into the bind's sites) whose certificate was shown. `None`
+/// when the handshake failed (logged and counted).
+async fn handshake(
+    tcp: tokio::net::TcpStream,
+    shared: &Shared,
+    bind: usize,
+) -> Option<(ClientStream, Option<usize>)> {
+    let acceptor = shared
+        .snapshot
+        .load()
+        .binds
+        .get(bind)
+        .and_then(|routes| routes.acceptor.clone());
+    let Some(acceptor) = acceptor else {
+        return Some((ClientStream::Plain(tcp), None));
+    };
+    match tls::accept(&acceptor, tcp, shared.handshake_timeout).await {
+        Ok((stream, info)) => {
+            let span = tracing::Span::current();
+            span.record("tls", info.version_label());
+            if let Some(sni) = &info.sni {
+                span.record("sni", sni.as_str());
+            }
+            tracing::debug!(suite = info.suite_label(), "TLS handshake done");
+            Some((ClientStream::Tls(Box::new(stream)), Some(info.site_index)))
+        }
+        Err(error) => {
+            tracing::info!(kind = error.kind(), error = %error, "TLS handshake failed");
+            shared.metrics.tls_handshake_failed(error.kind());
+            None
+        }
+    }
+}
+
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    tcp: tokio::net::TcpStream,
     client: SocketAddr,
     shared: Arc<Shared>,
     bind: usize,
@@ -104,11 +152,22 @@ async fn serve_connection(
     let lifecycle = shared.lifecycle.clone();
     let shutdown = shared.shutdown.clone();
     let handshake_timeout = shared.handshake_timeout;
+    let handshake = tokio::select! {
+        biased;
+        done = handshake(tcp, &shared, bind) => done,
+        // A drain closes connections still in their TLS handshake: nothing is in flight.
+        () = lifecycle.draining.cancelled() => return,
+    };
+    let Some((stream, tls_site)) = handshake else {
+        return;
+    };
+    // The guard follows the plaintext request bytes, whether they came over TLS or not.
     let (stream, framing) = Guarded::new(stream);
     let conn = Arc::new(Conn {
         shared,
         bind,
         client,
+        tls_site,
         framing,
         requests: AtomicU64::new(0),
     });

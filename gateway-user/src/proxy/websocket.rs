@@ -1,26 +1,27 @@
-//! A WebSocket upgrade to its backend: over a fresh TCP connection of its own (never a
-//! pooled one: on `101` both sockets become the tunnel, which the kernel can splice), the
-//! `101` checked against the client's key, then the tunnel started.
-
-use std::net::SocketAddr;
+//! A WebSocket upgrade to its backend: over a fresh connection of its own (never a pooled
+//! one: on `101` both connections become the tunnel, which the kernel can splice when both
+//! are plain TCP), with TLS to an https backend, the `101` checked against the client's
+//! key, then the tunnel started.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
 use super::{
-    client::BACKEND_CONNECT_TIMEOUT,
+    connect::{self, TlsTarget},
     error::BackendError,
     forward::{strip_response, Outbound},
     guard::Guarded,
     handler::{empty, Body},
     headers, upgrade,
 };
-use crate::tunnel::{self, Upgraded};
+use crate::{
+    tls::{BackendStream, ClientStream},
+    tunnel::{self, Upgraded},
+};
 
 /// Forwards the upgrade; on a correct `101`, spawns the tunnel and returns the `101` for
 /// the client. Any other answer goes back as is, and no tunnel is made.
@@ -43,7 +44,7 @@ pub async fn forward(
     let outbound = Request::from_parts(parts, Empty::<Bytes>::new());
     let mut resp = out
         .within_answer_timeout(None, async {
-            let (mut sender, conn) = connect(backend).await?;
+            let (mut sender, conn) = connect(out).await?;
             tokio::spawn(conn.with_upgrades());
             sender
                 .send_request(outbound)
@@ -82,25 +83,30 @@ pub async fn forward(
     Ok(Response::from_parts(parts, empty()))
 }
 
-/// A fresh connection to `backend` with an HTTP/1.1 client on it (upgrades enabled by the
-/// caller).
+/// A fresh connection to the chosen backend (TLS for https settings) with an HTTP/1.1
+/// client on it (upgrades enabled by the caller).
 async fn connect(
-    backend: SocketAddr,
+    out: &Outbound<'_>,
 ) -> Result<
     (
         hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-        hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>,
+        hyper::client::conn::http1::Connection<TokioIo<BackendStream>, Empty<Bytes>>,
     ),
     BackendError,
 > {
-    let stream = tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(backend))
+    let backend = out.backend.addr;
+    let tls = out
+        .upstream
+        .tls
+        .as_ref()
+        .zip(out.backend.server_name.clone())
+        .map(|(tls, server_name)| TlsTarget {
+            config: tls.config.clone(),
+            server_name,
+        });
+    let stream = connect::connect(backend, tls)
         .await
-        .map_err(|_| {
-            let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-            BackendError::connect(backend, &timeout)
-        })?
-        .map_err(|e| BackendError::connect(backend, &e))?;
-    let _ = stream.set_nodelay(true);
+        .map_err(|e| BackendError::from_connect(backend, e))?;
     hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| BackendError::exchange(backend, &e))
@@ -110,12 +116,12 @@ async fn start_tunnel(client: OnUpgrade, backend: OnUpgrade, tunnel: tunnel::Con
     let upgraded = async {
         let (client, backend) = tokio::try_join!(client, backend)?;
         let client = client
-            .downcast::<TokioIo<Guarded<TcpStream>>>()
-            .map_err(|_| "client connection is not a plain TCP stream")
+            .downcast::<TokioIo<Guarded<ClientStream>>>()
+            .map_err(|_| "client connection is not the stream the listener made")
             .map_err(std::io::Error::other)?;
         let backend = backend
-            .downcast::<TokioIo<TcpStream>>()
-            .map_err(|_| "backend connection is not a plain TCP stream")
+            .downcast::<TokioIo<BackendStream>>()
+            .map_err(|_| "backend connection is not the stream the gateway made")
             .map_err(std::io::Error::other)?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Upgraded {
             client: client.io.into_inner().into_inner(),

@@ -176,6 +176,12 @@ impl<T> Router<T> {
         }
     }
 
+    /// The listener of site `index` (in the bind's order), e.g. the one a TLS handshake
+    /// chose by SNI.
+    pub fn listener(&self, index: usize) -> Option<&str> {
+        self.sites.get(index).map(|site| site.listener.as_str())
+    }
+
     /// Exact name, then wildcard, then the catch-all.
     fn site(&self, host: Option<&str>) -> Option<&Site<T>> {
         let named = |want_exact: bool| {

@@ -15,51 +15,44 @@
 //! process-wide default), so a dependency that enables `aws-lc-rs` cannot change it and
 //! no build needs cmake or nasm.
 //!
-//! # How it is meant to be wired
+//! # How it is wired
 //!
-//! Nothing outside this module uses it yet. The intended wiring:
-//!
-//! 1. **At start, before anything is bound** (and later on each reload, as part of the
-//!    immutable snapshot): for every [`Bind`](crate::config::model::Bind) whose protocol is
-//!    `https`, [`Acceptor::new`]; for every
-//!    [`BackendSettings`](crate::config::model::BackendSettings) whose protocol is `https`,
-//!    [`client_config`]. Both read the PEM files and fail with an error naming the listener
-//!    or settings and the file (e.g. a key that does not match its certificate); a
-//!    `StartError::Tls` variant would carry them. `gateway check` can call the same
-//!    functions to report such problems without binding.
-//! 2. **Accept loop, per bind**: the loop only accepts and spawns; the per-connection task
-//!    then makes [`ClientStream::Plain`] of the socket for an `http` bind, or calls
-//!    [`accept`] with the bind's [`Acceptor`] and the global handshake timeout and makes
-//!    [`ClientStream::Tls`] of the result. (Never run the TLS handshake in the accept loop:
-//!    one slow client would stall every other connect.) A failed handshake is logged and
-//!    counted by [`TlsAcceptError::kind`] and the connection dropped. The
-//!    [`HandshakeInfo`] goes into the connection's span (SNI, version, suite, ALPN) and its
-//!    `site_index` (an index into `bind.sites`) lets the request path cross-check the site
-//!    its `Host` routes to against the site whose certificate was shown (e.g. answer `421
-//!    Misdirected Request` when they differ). hyper serves the stream as it serves a
-//!    `TcpStream` (`TokioIo::new(stream)`), and `X-Forwarded-Proto` is `https` when
-//!    `!stream.is_plaintext()`.
-//! 3. **Handler, backend side**: after the TCP connect to the backend, when
-//!    `settings.protocol` is `https`, call [`connect`] with the settings' [`ClientConfig`]
-//!    and [`backend_server_name`]`(settings, &address.host)`, under the same backend
-//!    deadline as the TCP connect ([`connect`] has no timeout of its own), and make
-//!    [`BackendStream::Tls`] of it; otherwise [`BackendStream::Plain`]. A failure is a 502
-//!    whose reason category is [`TlsConnectError::kind`]. Pooled connections must be keyed
-//!    by backend address *and* server name.
-//! 4. **Tunnel**: `Upgraded` carries a [`ClientStream`] and a [`BackendStream`] instead of
-//!    two `TcpStream`s. When `client.is_plaintext() && backend.is_plaintext()`, take the
-//!    sockets out with [`MaybeTls::into_plain`] and splice them as today; otherwise the
-//!    tunnel is relayed in userspace (this kernel has no kTLS, and the splice would move
-//!    ciphertext between two different TLS sessions), and the tunnel's mode in logs and
-//!    metrics says so. The relay then copies between the streams through `AsyncRead` /
-//!    `AsyncWrite` (`tokio::io::split`, as `TcpStream::split` exists only for sockets);
-//!    [`MaybeTls::tcp`] still gives the socket for socket options, the peer address, and
-//!    a reset (`SO_LINGER` 0) when one side fails. Bytes read early along with the
-//!    handshake are plaintext either way and are written through the other side's stream.
-//!    Half-close: shutting a TLS stream down sends `close_notify` then a FIN; a peer's
-//!    `close_notify` reads as end of stream, while a FIN without it reads as an
-//!    `UnexpectedEof` error (a truncation the relay should treat as the end of that
-//!    direction, since WebSocket frames delimit themselves).
+//! 1. **At start, before anything is bound** (`snapshot::load_tls`; later on each reload,
+//!    as part of the immutable snapshot): [`Acceptor::new`] for every `https`
+//!    [`Bind`](crate::config::model::Bind), [`client_config`] for every `https`
+//!    [`BackendSettings`](crate::config::model::BackendSettings). Both read the PEM files
+//!    and fail with an error naming the listener or settings and the file, carried by
+//!    `StartError::TlsListener` / `StartError::TlsBackend`. `gateway check` reports a key
+//!    that does not belong to its certificate through [`check_key_pair`].
+//! 2. **Accept loop, per bind** (`proxy::serve`): the loop only accepts and spawns; the
+//!    per-connection task makes [`ClientStream::Plain`] of the socket for an `http` bind,
+//!    or calls [`accept`] with the bind's [`Acceptor`] (from the snapshot) and the global
+//!    handshake timeout and makes [`ClientStream::Tls`] of the result. (Never in the
+//!    accept loop: one slow client would stall every other connect.) A failed handshake is
+//!    logged and counted by [`TlsAcceptError::kind`]
+//!    (`gateway_tls_handshake_failures_total`) and the connection dropped. The
+//!    [`HandshakeInfo`]'s version and SNI go into the connection's span; its `site_index`
+//!    is compared with the site the request's `Host` routes to, and a difference is logged
+//!    at debug level: requests are routed by `Host`, as nginx does. hyper serves the
+//!    stream as it serves a `TcpStream`, behind the smuggling guard.
+//! 3. **Backend side** (`proxy::connect`): for `https` settings each backend has its
+//!    [`backend_server_name`] (computed once per snapshot); after the TCP connect,
+//!    [`connect`] runs under the same deadline and gives [`BackendStream::Tls`]. A failure
+//!    is a 502 whose reason category is [`TlsConnectError::kind`]. Each `https` settings
+//!    has its own pooled client, and its requests' URIs carry the server name, so pooled
+//!    connections are keyed by backend address *and* server name.
+//! 4. **Tunnel** (`tunnel::run`): `Upgraded` carries a [`ClientStream`] and a
+//!    [`BackendStream`]. Two plaintext streams are spliced as before; otherwise the tunnel
+//!    is relayed in userspace (this kernel has no kTLS, and the splice would move ciphertext
+//!    between two different TLS sessions), with mode `userspace` and `relay_reason="tls"`.
+//!    The relay copies through borrowed `AsyncRead` / `AsyncWrite` halves
+//!    (`tokio::io::split` of `&mut` the TLS stream); [`MaybeTls::tcp`] still gives the
+//!    socket for a reset (`SO_LINGER` 0) when one side fails. Bytes read early along with
+//!    the handshake are plaintext either way and are written through the other side's
+//!    stream. Half-close: shutting a TLS stream down sends `close_notify` then a FIN; a
+//!    peer's `close_notify` reads as end of stream, and a FIN without it reads as an
+//!    `UnexpectedEof` error, which the relay also takes as the end of that direction
+//!    (WebSocket frames delimit themselves).
 
 mod accept;
 mod client;
@@ -85,7 +78,7 @@ pub use self::{
     },
     pem::PemError,
     roots::RootsError,
-    server::{Acceptor, ServerConfigError},
+    server::{check_key_pair, Acceptor, ServerConfigError},
     sni::SiteSelector,
     stream::{BackendStream, ClientStream, MaybeTls, TlsOverTcp},
 };

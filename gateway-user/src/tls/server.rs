@@ -11,7 +11,7 @@ use super::{
     sni::{SiteResolver, SiteSelector},
     ALPN_HTTP11, PROTOCOL_VERSIONS,
 };
-use crate::config::model::{Bind, Protocol, Site};
+use crate::config::model::{Bind, Protocol, Site, TlsFiles};
 
 /// Why an HTTPS bind's TLS server cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -102,14 +102,25 @@ impl Acceptor {
     }
 }
 
+/// Whether the private key of `files` belongs to its certificate (and both can be read):
+/// what `gateway check` reports about a listener's files; [`Acceptor::new`] checks the same
+/// when it loads them.
+pub fn check_key_pair(listener: &str, files: &TlsFiles) -> Result<(), ServerConfigError> {
+    load(listener, files).map(drop)
+}
+
 fn certified_key(site: &Site) -> Result<Arc<CertifiedKey>, ServerConfigError> {
-    let listener = || site.listener.clone();
     let files = site
         .tls
         .as_ref()
         .ok_or_else(|| ServerConfigError::NoCertificate {
-            listener: listener(),
+            listener: site.listener.clone(),
         })?;
+    load(&site.listener, files)
+}
+
+fn load(listener: &str, files: &TlsFiles) -> Result<Arc<CertifiedKey>, ServerConfigError> {
+    let listener = || listener.to_owned();
     let pem_error = |source| ServerConfigError::Pem {
         listener: listener(),
         source,

@@ -13,20 +13,25 @@ mod watch;
 use std::{fmt, io, os::fd::AsRawFd, sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::{
+    io::{AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
 
 use crate::{
     dataplane::{sockopt, Dataplane, EbpfDataplane},
     metrics::{Direction, Metrics, Mode},
+    tls::{BackendStream, ClientStream, MaybeTls},
 };
 
-/// Both sockets of an upgraded connection, plus bytes each side sent along with the
-/// handshake that the HTTP layer had already read (they must be delivered first).
+/// Both connections of an upgraded connection (plain TCP or TLS), plus bytes each side sent
+/// along with the handshake that the HTTP layer had already read (plaintext either way;
+/// they must be delivered first).
 pub struct Upgraded {
-    pub client: TcpStream,
+    pub client: ClientStream,
     /// Read from the client after its request head; owed to the backend.
     pub client_early: Bytes,
-    pub backend: TcpStream,
+    pub backend: BackendStream,
     /// Read from the backend after its 101 head; owed to the client.
     pub backend_early: Bytes,
 }
@@ -142,7 +147,10 @@ impl fmt::Display for CloseReason {
 /// empty (see [`sockio::take_queued`]); a tunnel past it is relayed instead of spliced.
 const HANDOFF_READ_LIMIT_BYTES: usize = 256 * 1024;
 
-/// Runs a tunnel to its end and logs one line when it closes.
+/// Runs a tunnel to its end and logs one line when it closes. Two plaintext connections
+/// are spliced when the eBPF dataplane is loaded; a tunnel with TLS on either side is
+/// relayed in userspace whatever the dataplane (the kernel here has no kTLS, and splicing
+/// would move ciphertext between two different TLS sessions).
 pub async fn run(up: Upgraded, ctx: Context) {
     let Context {
         dataplane,
@@ -153,57 +161,38 @@ pub async fn run(up: Upgraded, ctx: Context) {
     let started = Instant::now();
     let limits = limits::Limits::new(settings, started, shutdown);
     let Upgraded {
-        mut client,
+        client,
         client_early,
-        mut backend,
+        backend,
         backend_early,
     } = up;
-    let (mut client_early, mut backend_early) = (client_early.to_vec(), backend_early.to_vec());
-
-    let mut ebpf = dataplane.ebpf().cloned();
-    if ebpf.is_some() {
-        let emptied = sockio::take_queued(&client, &mut client_early, HANDOFF_READ_LIMIT_BYTES)
-            .and_then(|c| {
-                sockio::take_queued(&backend, &mut backend_early, HANDOFF_READ_LIMIT_BYTES)
-                    .map(|b| c && b)
-            });
-        match emptied {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!(
-                    limit_bytes = HANDOFF_READ_LIMIT_BYTES,
-                    "receive queues never ran empty during the handoff; relaying in userspace"
-                );
-                ebpf = None;
-            }
-            Err(err) => {
-                tracing::info!(error = %err, "tunnel failed during the handoff; resetting both sides");
-                reset_both(&client, &backend);
-                return;
-            }
+    let early = Early {
+        client: client_early.to_vec(),
+        backend: backend_early.to_vec(),
+    };
+    let opened = match (client, backend) {
+        (MaybeTls::Plain(client), MaybeTls::Plain(backend)) => {
+            open_plain(client, backend, early, dataplane.ebpf().cloned(), &settings).await
         }
-    }
-    // Early bytes go first, in userspace, before any byte can be redirected.
-    if let Err(err) = deliver_early(&mut client, &client_early, &mut backend, &backend_early).await
-    {
-        tracing::info!(error = %err, "tunnel failed while delivering handshake bytes; resetting both sides");
-        reset_both(&client, &backend);
-        return;
-    }
-    metrics.handoff_bytes(Direction::ClientToBackend, client_early.len() as u64);
-    metrics.handoff_bytes(Direction::BackendToClient, backend_early.len() as u64);
-
-    let Some(carrier) = Carrier::choose(ebpf, client, backend, &settings) else {
+        (client, backend) => open_tls(client, backend, early).await,
+    };
+    let Some((carrier, early)) = opened else {
         return;
     };
-    let mode = match carrier {
-        Carrier::Spliced(_) => Mode::Spliced,
-        Carrier::Relay(..) => Mode::Userspace,
-    };
+    metrics.handoff_bytes(Direction::ClientToBackend, early.client.len() as u64);
+    metrics.handoff_bytes(Direction::BackendToClient, early.backend.len() as u64);
+    let mode = carrier.mode();
+    let relay_reason = carrier.relay_reason();
     tracing::Span::current().record("mode", tracing::field::display(mode));
     metrics.tunnel_opened(mode);
-    tracing::debug!("tunnel open");
+    tracing::debug!(relay_reason, "tunnel open");
 
+    let relay_counters = || {
+        [
+            metrics.relayed_bytes(Direction::ClientToBackend),
+            metrics.relayed_bytes(Direction::BackendToClient),
+        ]
+    };
     let (reason, up_bytes, down_bytes) = match carrier {
         Carrier::Spliced(spliced) => {
             let out = spliced.run(&limits).await;
@@ -217,23 +206,89 @@ pub async fn run(up: Upgraded, ctx: Context) {
                 out.backend_to_client.bytes + down,
             )
         }
-        Carrier::Relay(client, backend) => {
-            let counters = [
-                metrics.relayed_bytes(Direction::ClientToBackend),
-                metrics.relayed_bytes(Direction::BackendToClient),
-            ];
-            let out = relay::run(client, backend, counters, &limits).await;
+        Carrier::Relay(client, backend, _) => {
+            let out = relay::run(client, backend, relay_counters(), &limits).await;
+            (out.reason, out.client_to_backend, out.backend_to_client)
+        }
+        Carrier::Tls(client, backend) => {
+            let out = relay::run(client, backend, relay_counters(), &limits).await;
             (out.reason, out.client_to_backend, out.backend_to_client)
         }
     };
     metrics.tunnel_closed(mode, reason.label());
     tracing::info!(
-        client_to_backend_bytes = up_bytes + client_early.len() as u64,
-        backend_to_client_bytes = down_bytes + backend_early.len() as u64,
+        client_to_backend_bytes = up_bytes + early.client.len() as u64,
+        backend_to_client_bytes = down_bytes + early.backend.len() as u64,
         duration_ms = started.elapsed().as_millis() as u64,
         reason = %reason,
+        relay_reason,
         "tunnel closed"
     );
+}
+
+/// Bytes each side sent along with the handshake: `client`'s are owed to the backend,
+/// `backend`'s to the client.
+struct Early {
+    client: Vec<u8>,
+    backend: Vec<u8>,
+}
+
+/// Two plaintext sockets: spliced when eBPF is loaded and the handoff goes well, else
+/// relayed. `None` when the tunnel failed during the handoff (both sides were reset).
+async fn open_plain(
+    mut client: TcpStream,
+    mut backend: TcpStream,
+    mut early: Early,
+    mut ebpf: Option<Arc<EbpfDataplane>>,
+    settings: &Settings,
+) -> Option<(Carrier, Early)> {
+    let mut relay_reason = RELAY_DATAPLANE;
+    if ebpf.is_some() {
+        let emptied = sockio::take_queued(&client, &mut early.client, HANDOFF_READ_LIMIT_BYTES)
+            .and_then(|c| {
+                sockio::take_queued(&backend, &mut early.backend, HANDOFF_READ_LIMIT_BYTES)
+                    .map(|b| c && b)
+            });
+        match emptied {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(
+                    limit_bytes = HANDOFF_READ_LIMIT_BYTES,
+                    "receive queues never ran empty during the handoff; relaying in userspace"
+                );
+                ebpf = None;
+                relay_reason = RELAY_HANDOFF_BACKLOG;
+            }
+            Err(err) => {
+                tracing::info!(error = %err, "tunnel failed during the handoff; resetting both sides");
+                reset_both(&client, &backend);
+                return None;
+            }
+        }
+    }
+    // Early bytes go first, in userspace, before any byte can be redirected.
+    if let Err(err) = deliver_early(&mut client, &mut backend, &early).await {
+        tracing::info!(error = %err, "tunnel failed while delivering handshake bytes; resetting both sides");
+        reset_both(&client, &backend);
+        return None;
+    }
+    let carrier = Carrier::choose(ebpf, client, backend, settings, relay_reason)?;
+    Some((carrier, early))
+}
+
+/// TLS on at least one side: relayed in userspace. `None` when the tunnel failed while
+/// delivering the handshake's early bytes (both sides were reset).
+async fn open_tls(
+    mut client: ClientStream,
+    mut backend: BackendStream,
+    early: Early,
+) -> Option<(Carrier, Early)> {
+    if let Err(err) = deliver_early(&mut client, &mut backend, &early).await {
+        tracing::info!(error = %err, "tunnel failed while delivering handshake bytes; resetting both sides");
+        reset_both(client.tcp(), backend.tcp());
+        return None;
+    }
+    Some((Carrier::Tls(client, backend), early))
 }
 
 /// Makes the coming close of both sockets a reset (`SO_LINGER {on, 0}`): when one side of a
@@ -247,25 +302,37 @@ fn reset_both(client: &impl AsRawFd, backend: &impl AsRawFd) {
     }
 }
 
+/// Writes the early bytes each side is owed (through TLS where there is TLS), flushed.
 async fn deliver_early(
-    client: &mut TcpStream,
-    client_early: &[u8],
-    backend: &mut TcpStream,
-    backend_early: &[u8],
+    client: &mut (impl AsyncWrite + Unpin),
+    backend: &mut (impl AsyncWrite + Unpin),
+    early: &Early,
 ) -> io::Result<()> {
-    if !backend_early.is_empty() {
-        client.write_all(backend_early).await?;
+    if !early.backend.is_empty() {
+        client.write_all(&early.backend).await?;
+        client.flush().await?;
     }
-    if !client_early.is_empty() {
-        backend.write_all(client_early).await?;
+    if !early.client.is_empty() {
+        backend.write_all(&early.client).await?;
+        backend.flush().await?;
     }
     Ok(())
 }
 
+/// Why a tunnel is relayed in userspace rather than spliced: the `relay_reason` of its log
+/// lines.
+const RELAY_TLS: &str = "tls";
+const RELAY_DATAPLANE: &str = "userspace_dataplane";
+const RELAY_HANDOFF_BACKLOG: &str = "handoff_backlog";
+const RELAY_SPLICE_REFUSED: &str = "splice_refused";
+
 /// What carries a tunnel's bytes.
 enum Carrier {
     Spliced(splice::Spliced),
-    Relay(TcpStream, TcpStream),
+    /// Two plain sockets relayed in userspace, and why (one of the `RELAY_*` reasons).
+    Relay(TcpStream, TcpStream, &'static str),
+    /// TLS on at least one side: always relayed.
+    Tls(ClientStream, BackendStream),
 }
 
 impl Carrier {
@@ -277,9 +344,10 @@ impl Carrier {
         client: TcpStream,
         backend: TcpStream,
         settings: &Settings,
+        relay_reason: &'static str,
     ) -> Option<Self> {
         let Some(ebpf) = ebpf else {
-            return Some(Self::Relay(client, backend));
+            return Some(Self::Relay(client, backend, relay_reason));
         };
         let (client, backend) = into_std(client, backend)
             .inspect_err(|err| tracing::warn!(error = %err, "cannot leave the runtime"))
@@ -298,13 +366,29 @@ impl Carrier {
                 let (client, backend) = from_std(refused.client, refused.backend)
                     .inspect_err(|err| tracing::warn!(error = %err, "cannot rejoin the runtime"))
                     .ok()?;
-                Some(Self::Relay(client, backend))
+                Some(Self::Relay(client, backend, RELAY_SPLICE_REFUSED))
             }
             Err(refused) => {
                 tracing::warn!(error = %refused.error, "splice failed after bytes moved; resetting");
                 reset_both(&refused.client, &refused.backend);
                 None
             }
+        }
+    }
+
+    fn mode(&self) -> Mode {
+        match self {
+            Self::Spliced(_) => Mode::Spliced,
+            Self::Relay(..) | Self::Tls(..) => Mode::Userspace,
+        }
+    }
+
+    /// Why it is relayed; `None` when spliced.
+    fn relay_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Spliced(_) => None,
+            Self::Relay(_, _, reason) => Some(reason),
+            Self::Tls(..) => Some(RELAY_TLS),
         }
     }
 }

@@ -14,7 +14,9 @@ use std::{
 use http::{HeaderMap, HeaderValue};
 
 use crate::{
-    config::{BackendSettings, HostHeader},
+    config::{BackendHost, BackendSettings, HostHeader},
+    proxy::client::{self, HttpClient},
+    tls::{self, ClientConfig, ServerName, ServerNameError},
     tunnel,
 };
 use affinity::AffinityKey;
@@ -28,6 +30,9 @@ pub struct Backend {
     pub host_name: String,
     /// Its affinity cookie value.
     pub affinity_id: String,
+    /// For `https` settings: the name its certificate is verified against, also sent as SNI
+    /// (see [`tls::backend_server_name`]); `None` for `http`.
+    pub server_name: Option<ServerName<'static>>,
 }
 
 /// A pool under one backend settings.
@@ -39,6 +44,17 @@ pub struct Upstream {
     backends: Vec<Backend>,
     next: AtomicUsize,
     pub tunnel: tunnel::Settings,
+    /// The TLS client of `https` settings; `None` for `http` ones.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How the gateway talks TLS to the backends of an `https` settings.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    /// Trusts the settings' `trusted_ca`, or the system roots.
+    pub config: Arc<ClientConfig>,
+    /// Pooled keep-alive connections to these backends, for ordinary requests.
+    pub client: HttpClient,
 }
 
 /// The backend chosen for one request.
@@ -68,6 +84,7 @@ impl Upstream {
                 addr,
                 host_name,
                 affinity_id: key.id(pool, addr),
+                server_name: None,
             })
             .collect();
         Self {
@@ -76,7 +93,23 @@ impl Upstream {
             backends,
             next: AtomicUsize::new(0),
             tunnel,
+            tls: None,
         }
+    }
+
+    /// Makes this an upstream of `https` settings that talks to its backends with `config`:
+    /// names each backend's server name (the settings' Host override, else the pool
+    /// address's host) and gives it a pooled client of its own.
+    pub fn with_tls(mut self, config: Arc<ClientConfig>) -> Result<Self, ServerNameError> {
+        for backend in &mut self.backends {
+            let host = backend_host(&backend.host_name);
+            backend.server_name = Some(tls::backend_server_name(&self.settings, &host)?);
+        }
+        self.tls = Some(UpstreamTls {
+            client: client::new_tls(config.clone()),
+            config,
+        });
+        Ok(self)
     }
 
     pub fn backends(&self) -> &[Backend] {
@@ -127,6 +160,18 @@ impl Upstream {
             HostHeader::Override(host) => Some(host),
             HostHeader::FromBackendAddress => Some(&backend.host_name),
         }
+    }
+}
+
+/// The pool address's host as [`ip_host`] or the configuration wrote it.
+fn backend_host(host_name: &str) -> BackendHost {
+    let bare = host_name
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host_name);
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => BackendHost::Ip(ip),
+        Err(_) => BackendHost::Name(host_name.to_owned()),
     }
 }
 

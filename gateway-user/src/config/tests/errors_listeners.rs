@@ -68,6 +68,26 @@ fn key_file_is_not_pem() {
 }
 
 #[test]
+fn key_of_another_certificate() {
+    let dir = std::env::temp_dir().join(format!("gateway-config-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    let other = dir.join("other.key");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    std::fs::write(&other, key.serialize_pem()).expect("write the key");
+    let tls = HTTPS.replace("certs/example.key", &other.display().to_string());
+    let text = base_with("protocol = \"http\"", &tls);
+    let error = only_problem(&text, "listeners[0].private_key", "issued for");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        error.problem.contains("does not belong to certificate")
+            && error.problem.contains("other.key")
+            && error.problem.contains("example.crt"),
+        "{}",
+        error.problem
+    );
+}
+
+#[test]
 fn certificate_on_an_http_listener() {
     let text = base_with(
         "protocol = \"http\"",

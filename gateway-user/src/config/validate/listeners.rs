@@ -4,12 +4,15 @@
 use std::{collections::HashSet, net::SocketAddr};
 
 use super::{read, Checker};
-use crate::config::{
-    document::{Element, Origin},
-    matching::{HostMatch, HostPattern},
-    model::{Protocol, TlsFiles},
-    pem::{self, PemKind},
-    raw::RawListener,
+use crate::{
+    config::{
+        document::{Element, Origin},
+        matching::{HostMatch, HostPattern},
+        model::{Protocol, TlsFiles},
+        pem::{self, PemKind},
+        raw::RawListener,
+    },
+    tls::{self, ServerConfigError},
 };
 
 /// A listener that validated on its own.
@@ -105,6 +108,7 @@ fn tls(origin: &Origin, raw: &RawListener, c: &mut Checker<'_>) -> Option<TlsFil
         }
         Protocol::Https => {
             let mut paths = Vec::new();
+            let mut readable = true;
             for (field, value, kind) in files {
                 let Some(path) = value else {
                     c.error(
@@ -121,14 +125,44 @@ fn tls(origin: &Origin, raw: &RawListener, c: &mut Checker<'_>) -> Option<TlsFil
                 let resolved = pem::resolve(c.base_dir(), path);
                 if let Err(invalid) = pem::check(&resolved, kind) {
                     c.invalid(origin, field, invalid);
+                    readable = false;
                 }
                 paths.push(resolved);
             }
             let [certificate, private_key] = <[_; 2]>::try_from(paths).ok()?;
-            Some(TlsFiles {
+            let files = TlsFiles {
                 certificate,
                 private_key,
-            })
+            };
+            if readable {
+                key_pair(origin, raw, &files, c);
+            }
+            Some(files)
         }
+    }
+}
+
+/// The key must belong to the certificate (the TLS layer loads both as the gateway would).
+fn key_pair(origin: &Origin, raw: &RawListener, files: &TlsFiles, c: &mut Checker<'_>) {
+    match tls::check_key_pair(&raw.name, files) {
+        Ok(()) => {}
+        Err(ServerConfigError::KeyMismatch {
+            certificate, key, ..
+        }) => c.error(
+            origin,
+            "private_key",
+            format!(
+                "private key {} does not belong to certificate {}",
+                key.display(),
+                certificate.display()
+            ),
+            "give the key the certificate was issued for (or the certificate issued for this key)",
+        ),
+        Err(error) => c.error(
+            origin,
+            "private_key",
+            format!("cannot use this certificate and key: {error}"),
+            "give a certificate chain (leaf first) and the private key it was issued for",
+        ),
     }
 }
