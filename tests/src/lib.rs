@@ -42,6 +42,7 @@ pub mod process;
 pub mod process_backend;
 pub mod traffic;
 pub mod tunnels;
+pub mod ws_echo;
 
 use std::io::Write as _;
 

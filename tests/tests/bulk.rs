@@ -4,16 +4,10 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use gateway_tests::{
-    backend::EchoBackend,
-    client,
-    data::{random_bytes, seeded_rng, Hasher},
-    dataplane_tests, skip_unprivileged,
-    wait::within,
-    Dataplane, Gateway,
+    backend::EchoBackend, client, data::seeded_rng, dataplane_tests, skip_unprivileged,
+    wait::within, ws_echo::echo_random_messages, Dataplane, Gateway,
 };
-use tokio_tungstenite::tungstenite::Message;
 
 const MESSAGE_BYTES: usize = 1 << 20;
 const MESSAGES: usize = 256;
@@ -34,40 +28,13 @@ async fn echo_256_mib(dataplane: Dataplane, test: &str) {
         client::ws_connect(gateway.listen_addr(), "/bulk"),
     )
     .await;
-    let (mut sink, mut stream) = ws.split();
-
-    let mut rng = seeded_rng(test);
-    let sender = tokio::spawn(async move {
-        let mut sent = Hasher::default();
-        for _ in 0..MESSAGES {
-            let message = random_bytes(&mut rng, MESSAGE_BYTES);
-            sent.update(&message);
-            sink.send(Message::Binary(message.into()))
-                .await
-                .expect("send a 1 MiB message");
-        }
-        sink.send(Message::Close(None)).await.expect("send Close");
-        sent.finish()
-    });
-    let receiver = async move {
-        let mut received = Hasher::default();
-        loop {
-            match stream
-                .next()
-                .await
-                .expect("echo stream ended before the Close reply")
-                .expect("read an echoed message")
-            {
-                Message::Binary(bytes) => received.update(&bytes),
-                Message::Close(_) => break received.finish(),
-                other => panic!("unexpected message {other:?}"),
-            }
-        }
-    };
-    let (sent, received) = within(TRANSFER_TIMEOUT, "256 MiB each way", async {
-        let (sent, received) = tokio::join!(sender, receiver);
-        (sent.expect("sender task"), received)
-    })
+    let (sent, received) = echo_random_messages(
+        ws,
+        seeded_rng(test),
+        MESSAGES,
+        MESSAGE_BYTES,
+        TRANSFER_TIMEOUT,
+    )
     .await;
 
     let record = backend.next_record().await;

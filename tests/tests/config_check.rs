@@ -5,19 +5,18 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use gateway_tests::{
     backend::EchoBackend,
     client,
-    data::{random_bytes, seeded_rng, Hasher},
+    data::seeded_rng,
     dataplane_tests,
     oneshot::{self, ScratchDir},
     skip_unprivileged,
     tls::Ca,
     wait::within,
+    ws_echo::echo_random_messages,
     Dataplane, Gateway,
 };
-use tokio_tungstenite::tungstenite::Message;
 
 /// `gateway check` and a refused `run` read a file and exit; this is plenty.
 const EXIT_LIMIT: Duration = Duration::from_secs(20);
@@ -234,39 +233,13 @@ async fn run_config_carries_a_tunnel(dataplane: Dataplane, test: &str) {
         client::ws_connect(gateway.listen_addr(), "/chat"),
     )
     .await;
-    let (mut sink, mut stream) = ws.split();
-    let mut rng = seeded_rng(test);
-    let sender = tokio::spawn(async move {
-        let mut sent = Hasher::default();
-        for _ in 0..MESSAGES {
-            let message = random_bytes(&mut rng, MESSAGE_BYTES);
-            sent.update(&message);
-            sink.send(Message::Binary(message.into()))
-                .await
-                .expect("send a message");
-        }
-        sink.send(Message::Close(None)).await.expect("send Close");
-        sent.finish()
-    });
-    let receiver = async move {
-        let mut received = Hasher::default();
-        loop {
-            match stream
-                .next()
-                .await
-                .expect("echo stream ended before the Close reply")
-                .expect("read an echoed message")
-            {
-                Message::Binary(bytes) => received.update(&bytes),
-                Message::Close(_) => break received.finish(),
-                other => panic!("unexpected message {other:?}"),
-            }
-        }
-    };
-    let (sent, received) = within(Duration::from_secs(60), "16 MiB each way", async {
-        let (sent, received) = tokio::join!(sender, receiver);
-        (sent.expect("sender task"), received)
-    })
+    let (sent, received) = echo_random_messages(
+        ws,
+        seeded_rng(test),
+        MESSAGES,
+        MESSAGE_BYTES,
+        Duration::from_secs(60),
+    )
     .await;
 
     let record = backend.next_record().await;
