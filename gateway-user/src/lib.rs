@@ -25,7 +25,7 @@ use crate::{
     config::Protocol,
     dataplane::Dataplane,
     metrics::Metrics,
-    plan::{Plan, Unsupported},
+    plan::Plan,
     proxy::{Lifecycle, Shared},
     snapshot::Snapshot,
     upstream::affinity::AffinityKey,
@@ -33,9 +33,6 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The configuration uses what the data path does not serve yet; nothing was bound.
-    #[error("{0}")]
-    Unsupported(#[from] Unsupported),
     #[error("backend pool {pool:?}: cannot resolve {address}: {reason}")]
     Resolve {
         pool: String,
@@ -71,10 +68,7 @@ impl StartError {
     pub fn is_configuration(&self) -> bool {
         matches!(
             self,
-            Self::Unsupported(_)
-                | Self::TlsListener(_)
-                | Self::TlsBackend(_)
-                | Self::BackendServerName { .. }
+            Self::TlsListener(_) | Self::TlsBackend(_) | Self::BackendServerName { .. }
         )
     }
 }
@@ -132,7 +126,7 @@ impl Running {
 /// certificates and CAs, resolves backend names, binds every listener, sets up the
 /// dataplane, and starts serving. Nothing is bound when the configuration is refused.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let Plan { warnings } = plan::plan(&config)?;
+    let Plan { warnings } = plan::plan(&config);
     let config = Arc::new(config);
     let global = &config.global;
     // Loaded and resolved before anything is bound, so a bad certificate or a name that

@@ -9,7 +9,7 @@ use clap::Parser as _;
 use gateway::{
     cli::{CheckArgs, Cli, Command, RunArgs},
     config::{self, ConfigErrors, LogFormat, Sources},
-    plan, StartError,
+    plan,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -31,10 +31,8 @@ fn check(args: &CheckArgs) -> ExitCode {
     match config::load(&Sources::file(&args.config)) {
         Ok(config) => {
             println!("ok: {}", config.summary());
-            if let Err(unsupported) = plan::plan(&config) {
-                for item in &unsupported.0 {
-                    eprintln!("note: `gateway run` does not serve this yet: {item}");
-                }
+            for warning in plan::plan(&config).warnings {
+                eprintln!("note: {warning}");
             }
             ExitCode::SUCCESS
         }
@@ -73,17 +71,6 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new().context("cannot install SIGTERM/SIGINT handlers")?;
     let mut running = match gateway::start(config).await {
         Ok(running) => running,
-        Err(StartError::Unsupported(unsupported)) => {
-            let file = sources.file.as_ref().map_or_else(
-                || config::COMMAND_LINE.to_owned(),
-                |f| f.display().to_string(),
-            );
-            for item in &unsupported.0 {
-                eprintln!("{file}: {item}");
-            }
-            eprintln!("gateway not started: nothing was bound");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
         // A certificate, key or trust store that cannot be used: a configuration problem,
         // found before anything was bound.
         Err(error) if error.is_configuration() => {

@@ -1,33 +1,10 @@
-//! What the current data path serves of a [`Config`]: http and https listeners (multi-site
-//! by `host_names`, certificates by SNI) with basic, path-based and redirect rules, to http
-//! and https backends with round-robin or cookie affinity and any Host rule. What it could
-//! not serve would be refused, one [`NotServed`] per object, rather than served wrongly
-//! (`gateway check` accepts such configurations all the same); today nothing is, and what
-//! is accepted but not applied yet (probes, connection draining) is a warning.
-
-use std::fmt;
+//! What the current data path serves of a [`Config`]: everything `gateway check` accepts
+//! (http and https listeners, multi-site by `host_names` with certificates by SNI; basic,
+//! path-based and redirect rules; http and https backends with round-robin or cookie
+//! affinity and any Host rule). What is accepted but not applied yet (probes, connection
+//! draining) is a warning, logged at start-up and printed by `gateway check`.
 
 use crate::config::{BackendSettings, Config};
-
-/// One object the data path does not serve yet.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {problem}")]
-pub struct NotServed {
-    /// By name, e.g. `listeners.web`.
-    pub key: String,
-    pub problem: String,
-}
-
-/// Every object `run` refuses.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct Unsupported(pub Vec<NotServed>);
-
-impl fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        f.write_str(&lines.join("\n"))
-    }
-}
 
 /// What to warn about when the configuration is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,10 +13,7 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-pub fn plan(config: &Config) -> Result<Plan, Unsupported> {
-    // What a limit of the data path would refuse goes here (https listeners and backends
-    // did until they were served); a valid configuration has nothing refused today.
-    let refused: Vec<NotServed> = Vec::new();
+pub fn plan(config: &Config) -> Plan {
     let mut warnings = Vec::new();
     for settings in &config.backend_settings {
         check_settings(settings, &mut warnings);
@@ -48,21 +22,7 @@ pub fn plan(config: &Config) -> Result<Plan, Unsupported> {
         warnings
             .push("probes are read but not run yet: every backend counts as healthy".to_owned());
     }
-    if refused.is_empty() {
-        return Ok(Plan { warnings });
-    }
-    // One line per object.
-    let mut merged: Vec<NotServed> = Vec::new();
-    for item in refused {
-        match merged.iter_mut().find(|m| m.key == item.key) {
-            Some(m) => {
-                m.problem.push_str("; ");
-                m.problem.push_str(&item.problem);
-            }
-            None => merged.push(item),
-        }
-    }
-    Err(Unsupported(merged))
+    Plan { warnings }
 }
 
 fn check_settings(settings: &BackendSettings, warnings: &mut Vec<String>) {
@@ -90,7 +50,7 @@ mod tests {
             ..Sources::default()
         };
         let config = config::load(&sources).expect("valid");
-        let plan = plan(&config).expect("served");
+        let plan = plan(&config);
         assert!(plan.warnings.is_empty());
     }
 
@@ -107,7 +67,7 @@ mod tests {
             [[rules.path_rules]]\nname = \"api\"\npaths = [\"/api/*\"]\n\
             backend_pool = \"p\"\nbackend_settings = \"s\"\n";
         let config = config::from_toml(text, "t.toml", Path::new(".")).expect("valid");
-        let plan = plan(&config).expect("served");
+        let plan = plan(&config);
         assert_eq!(
             plan.warnings,
             [
@@ -126,7 +86,7 @@ mod tests {
             .backend_settings
             .iter()
             .any(|s| s.protocol == Protocol::Https));
-        let plan = plan(&config).expect("served");
+        let plan = plan(&config);
         assert!(
             plan.warnings.iter().all(|w| !w.contains("https")),
             "{:?}",

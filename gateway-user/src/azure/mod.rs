@@ -156,10 +156,8 @@ fn check(toml: &str, label: &str, base_dir: &Path) -> u8 {
     match config::from_toml(toml, label, base_dir) {
         Ok(config) => {
             eprintln!("gateway check: ok: {}", config.summary());
-            if let Err(unsupported) = plan::plan(&config) {
-                for item in &unsupported.0 {
-                    eprintln!("note: `gateway run` does not serve this yet: {item}");
-                }
+            for warning in plan::plan(&config).warnings {
+                eprintln!("note: {warning}");
             }
             EXIT_VALID
         }
