@@ -166,13 +166,23 @@ async fn sni_chooses_the_certificate_and_host_chooses_the_site() {
     let reply = sites.get("www.example.com", "b.example.org").await;
     assert_eq!(reply.status(), Some(200), "{}", reply.text());
     assert_eq!(reply.header("x-backend"), Some("shop-backend"));
-    let stderr = sites.gateway.stderr_text();
-    assert!(
-        stderr.contains("routing by host")
-            && stderr.contains("sni_listener=\"www\"")
-            && stderr.contains("host_listener=\"shop\""),
-        "the mismatch is logged at debug level:\n{stderr}"
-    );
+    // The log line may reach the pipe after the response: wait for it.
+    eventually(
+        Duration::from_secs(10),
+        "the mismatch is logged at debug level",
+        || {
+            let stderr = sites.gateway.stderr_text();
+            let logged = stderr.contains("routing by host")
+                && stderr.contains("sni_listener=\"www\"")
+                && stderr.contains("host_listener=\"shop\"");
+            if logged {
+                Ok(())
+            } else {
+                Err(stderr)
+            }
+        },
+    )
+    .await;
     assert_eq!(sites.failures("protocol"), 0.0);
 }
 
