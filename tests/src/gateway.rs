@@ -348,6 +348,22 @@ impl Gateway {
         .await;
     }
 
+    /// Waits (up to 10 s) until the gateway's stderr satisfies `check`, and returns it: a
+    /// log line can reach the pipe after the response the test already holds.
+    pub async fn logged(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let mut seen = String::new();
+        eventually(Duration::from_secs(10), what, || {
+            seen = self.stderr_text();
+            if check(&seen) {
+                Ok(())
+            } else {
+                Err(seen.clone())
+            }
+        })
+        .await;
+        seen
+    }
+
     /// The gateway's stderr so far (its last lines).
     pub fn stderr_text(&self) -> String {
         self.stderr

@@ -151,7 +151,11 @@ async fn check_502(backend: SocketAddr, test: &str, category: &str) -> Gateway {
 async fn a_dead_backend_gets_502_connect_refused() {
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let gateway = check_502(dead, "dead_backend", "connect refused").await;
-    assert!(gateway.stderr_text().contains("connect refused"), "logged");
+    gateway
+        .logged("connect refused is logged", |stderr| {
+            stderr.contains("connect refused")
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,11 +92,12 @@ async fn refused(backend: &HttpBackend, gateway: &Gateway, category: &str) {
     assert_eq!(String::from_utf8_lossy(&reply.body).trim(), message);
 
     assert!(backend.seen().is_empty(), "the backend got no request");
-    let stderr = gateway.stderr_text();
-    assert!(
-        stderr.contains(&format!("TLS handshake failed ({category})")),
-        "logged with its category:\n{stderr}"
-    );
+    let needle = format!("TLS handshake failed ({category})");
+    gateway
+        .logged("logged with its category", |stderr| {
+            stderr.contains(&needle)
+        })
+        .await;
     assert_eq!(tunnels::opened(gateway, "userspace"), 0.0);
 }
 
