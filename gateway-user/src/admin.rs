@@ -1,4 +1,6 @@
-//! The admin listener: `/metrics` in the Prometheus text format.
+//! The admin listener: `GET /metrics` in the Prometheus text format, `GET /backends` (the
+//! health of every backend, JSON), `GET /tunnels` (every live tunnel, JSON), `POST /reload`
+//! to read the configuration again (as SIGHUP does). Keep it on loopback.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -10,15 +12,45 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::{
+    proxy::Shared,
+    reload::{ReloadError, Reloader, Trigger},
+};
+
+/// What the admin endpoints read and act on.
+pub struct Admin {
+    pub registry: Registry,
+    /// The data path's state: the snapshot served, backend health, the dataplane.
+    pub shared: Arc<Shared>,
+    pub reloader: Arc<Reloader>,
+}
+
+/// One answer of the admin listener.
+struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Answer {
+    fn text(status: StatusCode, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
 /// Serves the admin endpoints on `listener` forever.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let registry = registry.clone();
+        let admin = admin.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| route(req, registry.clone()));
+            let service = service_fn(move |req| route(req, admin.clone()));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -28,28 +60,89 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
 
 async fn route(
     req: Request<Incoming>,
-    registry: Arc<Registry>,
+    admin: Arc<Admin>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::metrics::render(&registry),
-        ),
-        (&Method::GET, _) => (
+    let answer = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => Answer {
+            status: StatusCode::OK,
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body: crate::metrics::render(&admin.registry),
+        },
+        (&Method::POST, "/reload") => reload(&admin).await,
+        (&Method::GET, "/backends") => json(&BackendsView {
+            backends: admin.shared.health.reports(),
+        }),
+        (&Method::GET, "/tunnels") => {
+            let tunnels = admin.shared.tunnels.reports();
+            json(&TunnelsView {
+                count: tunnels.len(),
+                tunnels,
+            })
+        }
+        (_, "/backends" | "/tunnels") => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"),
+        (_, "/metrics") => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"),
+        (_, "/reload") => Answer::text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n"),
+        _ => Answer::text(
             StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics\n".to_owned(),
-        ),
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET only\n".to_owned(),
+            "not found; try GET /metrics, GET /backends, GET /tunnels or POST /reload\n",
         ),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut resp = Response::new(Full::new(Bytes::from(answer.body)));
+    *resp.status_mut() = answer.status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(answer.content_type),
+    );
     Ok(resp)
+}
+
+/// `GET /backends`: every backend's health, as `az network application-gateway
+/// show-backend-health` shows it, plus the gateway's own details.
+#[derive(serde::Serialize)]
+struct BackendsView {
+    backends: Vec<crate::health::BackendReport>,
+}
+
+/// `GET /tunnels`: every live WebSocket tunnel.
+#[derive(serde::Serialize)]
+struct TunnelsView {
+    count: usize,
+    tunnels: Vec<crate::tunnel::registry::TunnelReport>,
+}
+
+fn json(value: &impl serde::Serialize) -> Answer {
+    match serde_json::to_string_pretty(value) {
+        Ok(mut body) => {
+            body.push('\n');
+            Answer {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body,
+            }
+        }
+        Err(error) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+    }
+}
+
+/// `200` with a one-line summary of what changed; `422` with every problem of an invalid
+/// configuration, one per line; `500` when a valid one could not be applied; `503` during
+/// the shutdown. In every case but `200` the previous configuration keeps running.
+async fn reload(admin: &Admin) -> Answer {
+    match admin.reloader.reload(Trigger::Admin).await {
+        Ok(done) => Answer::text(StatusCode::OK, format!("reloaded: {}\n", done.summary)),
+        Err(ReloadError::Invalid(errors)) => {
+            let mut body = String::new();
+            for error in &errors {
+                body.push_str(&format!("{error}\n"));
+            }
+            Answer::text(StatusCode::UNPROCESSABLE_ENTITY, body)
+        }
+        Err(error @ ReloadError::ShuttingDown) => {
+            Answer::text(StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n"))
+        }
+        Err(error) => Answer::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed, the previous configuration keeps running: {error}\n"),
+        ),
+    }
 }

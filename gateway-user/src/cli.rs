@@ -101,9 +101,10 @@ pub struct RunArgs {
     )]
     pub backend: Vec<SocketAddr>,
 
-    /// Address of the admin listener serving Prometheus metrics at /metrics.
-    /// Keep it on loopback; nothing is served without it (or [global] admin).
-    #[arg(long, value_name = "ADDR")]
+    /// Admin listener: /metrics, /backends, /tunnels, POST /reload. A port alone binds
+    /// loopback (`--admin 9090` is 127.0.0.1:9090); IP:PORT binds there (keep it on
+    /// loopback: it can reload the configuration). None without it (or [global] admin).
+    #[arg(long, value_name = "PORT|ADDR", value_parser = crate::config::admin_addr)]
     pub admin: Option<SocketAddr>,
 
     /// How WebSocket tunnels are carried: `ebpf` splices them in the kernel and refuses to
@@ -141,6 +142,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub tunnel_sndbuf_bytes: Option<u32>,
 
+    /// Probe every pool/settings pair that names no `probe` with Azure's default probe
+    /// (`GET /` on the settings' protocol and port every 30 s, 30 s timeout, out after 3
+    /// failures in a row, healthy on 200-399). `false`: only configured probes run.
+    /// [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub default_probes: Option<bool>,
+
     /// On SIGTERM/SIGINT: stop accepting at once, let open tunnels and requests finish for
     /// this many seconds, then close what is left. [default: 30]
     #[arg(long, value_name = "SECS")]
@@ -171,6 +179,7 @@ impl RunArgs {
                 shutdown_drain_secs: self.shutdown_drain_secs,
                 handshake_timeout_secs: self.handshake_timeout_secs,
                 tunnel_sndbuf_bytes: self.tunnel_sndbuf_bytes,
+                default_probes: self.default_probes,
                 tunnel_idle_timeout_secs: self.tunnel_idle_timeout_secs,
                 tunnel_max_lifetime_secs: self.tunnel_max_lifetime_secs,
                 max_tunnel_backlog_bytes: self.max_tunnel_backlog_bytes,

@@ -4,9 +4,12 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod health;
 pub mod metrics;
 pub mod plan;
+pub mod privileges;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod snapshot;
 pub mod tls;
@@ -27,6 +30,7 @@ use crate::{
     metrics::Metrics,
     plan::Plan,
     proxy::{Lifecycle, Shared},
+    reload::{ReloadMetrics, Reloader},
     snapshot::Snapshot,
     upstream::affinity::AffinityKey,
 };
@@ -75,14 +79,15 @@ impl StartError {
 
 /// A started gateway: its bound addresses and the tasks serving them.
 pub struct Running {
+    /// The binds it started with (a reload can change them since).
     pub listen: Vec<SocketAddr>,
     /// The protocol of each bind of `listen`, in the same order.
     pub listen_protocols: Vec<Protocol>,
     pub admin: Option<SocketAddr>,
     pub dataplane: Dataplane,
-    /// One task per client listener; each owns its listener and drops it when the drain
-    /// starts.
-    listeners: JoinSet<()>,
+    /// Applies reloads; owns the client listeners' tasks (one per bind, each owning its
+    /// socket and dropping it when the drain starts or a reload removes the bind).
+    reloader: Arc<Reloader>,
     /// The admin listener, kept up until the process exits so a drain can be watched.
     admin_task: JoinSet<()>,
     shared: Arc<Shared>,
@@ -108,16 +113,27 @@ impl Running {
         )
     }
 
-    /// Serves until a listener task ends (they only end on panic, or after
-    /// [`Running::shutdown`] began).
+    /// What SIGHUP calls: [`Reloader::reload`].
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
+    }
+
+    /// `[global] shutdown_drain_secs` of the configuration served now (a reload applies it).
+    pub fn shutdown_drain(&self) -> std::time::Duration {
+        self.shared.snapshot.load().config.global.shutdown_drain
+    }
+
+    /// Serves until a listener task or the admin task dies (they only end on panic, or
+    /// after [`Running::shutdown`] began). Cancel-safe.
     pub async fn wait(&mut self) {
-        let ended = tokio::select! {
-            Some(ended) = self.listeners.join_next() => ended,
-            Some(ended) = self.admin_task.join_next() => ended,
-            else => return,
-        };
-        if let Err(err) = ended {
-            tracing::error!(error = %err, "a gateway task died");
+        tokio::select! {
+            Some(ended) = self.admin_task.join_next() => {
+                if let Err(err) = ended {
+                    tracing::error!(error = %err, "the admin task died");
+                }
+            }
+            // The listener task's supervisor logs the panic.
+            () = self.reloader.died() => {}
         }
     }
 }
@@ -125,7 +141,8 @@ impl Running {
 /// Checks that the data path serves everything `config` asks for, loads the TLS
 /// certificates and CAs, resolves backend names, binds every listener, sets up the
 /// dataplane, and starts serving. Nothing is bound when the configuration is refused.
-pub async fn start(config: Config) -> Result<Running, StartError> {
+/// `sources` are where `config` came from: a reload reads them again.
+pub async fn start(config: Config, sources: config::Sources) -> Result<Running, StartError> {
     let Plan { warnings } = plan::plan(&config);
     let config = Arc::new(config);
     let global = &config.global;
@@ -133,17 +150,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // does not resolve binds nothing.
     let tls = snapshot::load_tls(&config)?;
     let affinity_key = AffinityKey::random();
-    let upstreams = snapshot::resolve_upstreams(&config, &affinity_key, &tls).await?;
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
+    let health = Arc::new(health::Health::new(global.default_probes));
+    let upstreams = snapshot::resolve_upstreams(&config, &affinity_key, &tls, &health).await?;
+    let mut opened = Vec::new();
     for bind in &config.binds {
-        let failed = |source| StartError::Bind {
-            addr: bind.addr,
-            source,
-        };
-        let listener = TcpListener::bind(bind.addr).await.map_err(failed)?;
-        bound.push(listener.local_addr().map_err(failed)?);
-        listeners.push(listener);
+        opened.push(reload::open(bind).await?);
     }
     let admin = match global.admin {
         Some(addr) => Some(
@@ -165,6 +176,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .unwrap_or(config::defaults::MAX_TUNNEL_BACKLOG_BYTES);
     let (dataplane, why) = Dataplane::start(global.dataplane, budget_bytes).await?;
     let metrics = Metrics::default();
+    let bound: Vec<SocketAddr> = opened.iter().map(|opened| opened.local).collect();
     let snapshot = Snapshot::new(config.clone(), &upstreams, &bound, &tls.acceptors);
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
@@ -172,47 +184,42 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         affinity_key,
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),
-        handshake_timeout: global.handshake_timeout,
         lifecycle: Lifecycle::default(),
         shutdown: tokio_util::sync::CancellationToken::new(),
+        health: health.clone(),
+        tunnels: Arc::default(),
     });
+    // Probers start once everything is bound and the dataplane is up.
+    health.reconcile(&upstreams);
 
+    let reload_metrics = ReloadMetrics::default();
+    let reloader = Reloader::start(shared.clone(), sources, opened, reload_metrics.clone());
     let mut running = Running {
-        listen: Vec::new(),
-        listen_protocols: Vec::new(),
+        listen: bound,
+        listen_protocols: config.binds.iter().map(|bind| bind.protocol).collect(),
         admin: None,
         dataplane: dataplane.clone(),
-        listeners: JoinSet::new(),
+        reloader: reloader.clone(),
         admin_task: JoinSet::new(),
         shared: shared.clone(),
     };
-    for (index, ((listener, local), bind)) in listeners
-        .into_iter()
-        .zip(bound)
-        .zip(&config.binds)
-        .enumerate()
-    {
-        let names: Vec<&str> = bind.sites.iter().map(|s| s.listener.as_str()).collect();
-        tracing::info!(
-            listeners = %names.join(","),
-            bind = %local,
-            protocol = bind.protocol.as_str(),
-            "listening"
-        );
-        running.listen.push(local);
-        running.listen_protocols.push(bind.protocol);
-        running
-            .listeners
-            .spawn(proxy::serve(listener, shared.clone(), index));
-    }
     if let Some(listener) = admin {
         running.admin = listener.local_addr().ok();
         let info = metrics::DataplaneInfo {
             dataplane: dataplane.to_string(),
             reason: why,
         };
-        let registry = Arc::new(metrics.registry(dataplane.ebpf().cloned(), info));
-        running.admin_task.spawn(admin::serve(listener, registry));
+        let mut registry = metrics.registry(dataplane.ebpf().cloned(), info);
+        reload_metrics.register(&mut registry);
+        Metrics::register_live(&mut registry, shared.health.clone(), shared.tunnels.clone());
+        let admin = admin::Admin {
+            registry,
+            shared,
+            reloader,
+        };
+        running
+            .admin_task
+            .spawn(admin::serve(listener, Arc::new(admin)));
     }
     Ok(running)
 }

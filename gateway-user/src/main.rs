@@ -10,6 +10,7 @@ use gateway::{
     cli::{CheckArgs, Cli, Command, RunArgs},
     config::{self, ConfigErrors, LogFormat, Sources},
     plan,
+    reload::Trigger,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -65,11 +66,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(&config.global.log_level, config.global.log_format)?;
-    let drain = config.global.shutdown_drain;
+    // `start` takes the configuration; the capability drop after it reads `[global]`.
+    let global = config.global.clone();
     // Installed before the ready line: a signal sent right after it must find the
-    // handler, not the default action (which kills the process).
-    let mut signals = Signals::new().context("cannot install SIGTERM/SIGINT handlers")?;
-    let mut running = match gateway::start(config).await {
+    // handler, not the default action (which kills the process, SIGHUP's too).
+    let mut signals = Signals::new().context("cannot install SIGTERM/SIGINT/SIGHUP handlers")?;
+    // Kept so a reload reads the same file with the same flags.
+    let mut running = match gateway::start(config, sources).await {
         Ok(running) => running,
         // A certificate, key or trust store that cannot be used: a configuration problem,
         // found before anything was bound.
@@ -80,18 +83,41 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(error.into()),
     };
+    // Loading eBPF and binding are done: keep only the capabilities serving still needs.
+    gateway::privileges::drop_after_start(&global, &running.dataplane)
+        .context("cannot drop the capabilities start-up needed; refusing to serve with them")?;
     tracing::info!(dataplane = %running.dataplane, "gateway started");
     println!("{}", running.ready_line());
-    tokio::select! {
-        () = running.wait() => return Ok(ExitCode::SUCCESS),
-        signal = signals.next() => {
-            tracing::info!(signal, drain_secs = drain.as_secs(), "shutting down");
+    let reloader = running.reloader();
+    let signal = loop {
+        tokio::select! {
+            () = running.wait() => return Ok(ExitCode::SUCCESS),
+            signal = signals.next() => match signal {
+                // In a task of its own, so SIGTERM is not held up by a reload (which logs
+                // its outcome; reloads run one at a time).
+                Signal::Hangup => {
+                    let reloader = reloader.clone();
+                    tokio::spawn(async move { reloader.reload(Trigger::Sighup).await });
+                }
+                Signal::Stop(name) => break name,
+            },
         }
-    }
-    tokio::select! {
-        () = running.shutdown(drain) => {}
-        signal = signals.next() => {
-            tracing::warn!(signal, "second signal during the drain; exiting now");
+    };
+    // The drain of the configuration served now: a reload may have changed it.
+    let drain = running.shutdown_drain();
+    tracing::info!(signal, drain_secs = drain.as_secs(), "shutting down");
+    let shutdown = running.shutdown(drain);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = shutdown.as_mut() => break,
+            signal = signals.next() => match signal {
+                Signal::Hangup => tracing::info!("SIGHUP ignored: the gateway is shutting down"),
+                Signal::Stop(name) => {
+                    tracing::warn!(signal = name, "second signal during the drain; exiting now");
+                    break;
+                }
+            },
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -112,10 +138,19 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT, both meaning "shut down".
+/// SIGTERM and SIGINT, both meaning "shut down"; SIGHUP, "reload the configuration".
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM or SIGINT (named).
+    Stop(&'static str),
+    /// SIGHUP.
+    Hangup,
 }
 
 impl Signals {
@@ -124,14 +159,16 @@ impl Signals {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// The name of the next signal received.
-    async fn next(&mut self) -> &'static str {
+    /// The next signal received. Cancel-safe.
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::Hangup,
         }
     }
 }

@@ -8,11 +8,18 @@ use prometheus_client::{
     encoding::{
         DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
     },
-    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge, info::Info},
+    metrics::{
+        counter::ConstCounter,
+        counter::Counter,
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{exponential_buckets, Histogram},
+        info::Info,
+    },
     registry::Registry,
 };
 
-use crate::dataplane::EbpfDataplane;
+use crate::{dataplane::EbpfDataplane, health::Health, tunnel::registry::Registry as Tunnels};
 use gateway_common::counter;
 
 /// How a tunnel's bytes are carried.
@@ -97,6 +104,42 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    listener: String,
+    rule: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    pool: String,
+    settings: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendStateLabels {
+    pool: String,
+    settings: String,
+    backend: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    pool: String,
+    settings: String,
+    backend: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelStateLabels {
+    mode: &'static str,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -117,6 +160,13 @@ pub struct Metrics {
     handoff_bytes: Family<DirectionLabels, Counter>,
     upgrades_rejected: Counter,
     tls_handshake_failures: Family<KindLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    websocket_handshake: Histogram,
+}
+
+/// Buckets of `gateway_websocket_handshake_seconds`: 0.25 ms to about 4 s.
+fn handshake_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_25, 2.0, 15)
 }
 
 impl Default for Metrics {
@@ -129,6 +179,8 @@ impl Default for Metrics {
             handoff_bytes: Family::default(),
             upgrades_rejected: Counter::default(),
             tls_handshake_failures: Family::default(),
+            requests: Family::default(),
+            websocket_handshake: Histogram::new(handshake_buckets()),
         };
         for kind in TLS_HANDSHAKE_FAILURE_KINDS {
             metrics
@@ -183,7 +235,7 @@ impl Metrics {
         registry.register(
             "gateway_tunnels_closed",
             "WebSocket tunnels closed, by dataplane mode and reason (done, client_error, \
-             backend_error, internal, idle_timeout, max_lifetime, shutdown)",
+             backend_error, internal, idle_timeout, max_lifetime, shutdown, backend_down)",
             self.tunnels_closed.clone(),
         );
         registry.register(
@@ -208,8 +260,43 @@ impl Metrics {
              client_closed, protocol, io)",
             self.tls_handshake_failures.clone(),
         );
+        registry.register(
+            "gateway_requests",
+            "Requests answered, by listener, rule and status (101 for WebSocket upgrades; \
+             listener and rule are \"-\" for requests refused before routing)",
+            self.requests.clone(),
+        );
+        registry.register(
+            "gateway_websocket_handshake_seconds",
+            "Time from a WebSocket upgrade request to the backend's 101 (connect included)",
+            self.websocket_handshake.clone(),
+        );
         registry.register_collector(Box::new(KernelCounters(ebpf)));
         registry
+    }
+
+    /// Adds the metrics read from live state at scrape time: backend health and probes,
+    /// and tunnels by mode and state.
+    pub fn register_live(registry: &mut Registry, health: Arc<Health>, tunnels: Arc<Tunnels>) {
+        registry.register_collector(Box::new(LiveState { health, tunnels }));
+    }
+
+    /// A request was answered with `status`; `route` is its listener and rule, if it got
+    /// that far.
+    pub fn request(&self, route: Option<(&str, &str)>, status: u16) {
+        let (listener, rule) = route.unwrap_or(("-", "-"));
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener: listener.to_owned(),
+                rule: rule.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// A WebSocket upgrade got its 101 after `elapsed`.
+    pub fn websocket_handshake(&self, elapsed: std::time::Duration) {
+        self.websocket_handshake.observe(elapsed.as_secs_f64());
     }
 
     pub fn tunnel_opened(&self, mode: Mode) {
@@ -330,6 +417,116 @@ impl Collector for KernelCounters {
             bytes.metric_type(),
         )?;
         ConstCounter::new(c[counter::PASSED_BYTES as usize]).encode(metric)
+    }
+}
+
+/// Backend health and live tunnels, read when scraped.
+struct LiveState {
+    health: Arc<Health>,
+    tunnels: Arc<Tunnels>,
+}
+
+impl fmt::Debug for LiveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LiveState")
+    }
+}
+
+impl Collector for LiveState {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let gauge = ConstGauge::new(0i64);
+        let counter = ConstCounter::new(0u64);
+        let reports = self.health.reports();
+        let labels = |r: &crate::health::BackendReport| BackendLabels {
+            pool: r.pool.clone(),
+            settings: r.settings.clone(),
+            backend: r.address.clone(),
+        };
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_backend_state",
+            "1 for each backend's current health state (unknown: not probed yet; healthy; \
+             unhealthy: failed its probe; ejected: taken out by passive checks)",
+            None,
+            gauge.metric_type(),
+        )?;
+        for report in &reports {
+            let current = if report.passive.ejected && report.state.takes_traffic() {
+                "ejected"
+            } else {
+                report.state.as_str()
+            };
+            for state in ["unknown", "healthy", "unhealthy", "ejected"] {
+                let labels = BackendStateLabels {
+                    pool: report.pool.clone(),
+                    settings: report.settings.clone(),
+                    backend: report.address.clone(),
+                    state,
+                };
+                ConstGauge::new(i64::from(state == current))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_backend_probes",
+            "Health probes run, by backend and result (passed, failed)",
+            None,
+            counter.metric_type(),
+        )?;
+        for report in &reports {
+            for (result, value) in [
+                ("passed", report.probes_passed),
+                ("failed", report.probes_failed),
+            ] {
+                let labels = ProbeLabels {
+                    pool: report.pool.clone(),
+                    settings: report.settings.clone(),
+                    backend: report.address.clone(),
+                    result,
+                };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_backend_ejections",
+            "Times passive checks took a backend out (connect failures or resets in a row)",
+            None,
+            counter.metric_type(),
+        )?;
+        for report in &reports {
+            ConstCounter::new(report.passive.ejections_total)
+                .encode(family.encode_family(&labels(report))?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_backend_active_connections",
+            "Requests in flight and tunnels open, by backend",
+            None,
+            gauge.metric_type(),
+        )?;
+        for report in &reports {
+            ConstGauge::new(report.active_connections as i64)
+                .encode(family.encode_family(&labels(report))?)?;
+        }
+
+        let counts = self.tunnels.counts();
+        let mut family = encoder.encode_descriptor(
+            "gateway_tunnels",
+            "Live WebSocket tunnels by mode (spliced, userspace, opening) and state (open, \
+             draining: its backend is down and it closes when the drain time is over)",
+            None,
+            gauge.metric_type(),
+        )?;
+        for mode in ["spliced", "userspace", "opening"] {
+            for state in ["open", "draining"] {
+                let value = counts.get(&(mode, state)).copied().unwrap_or(0);
+                ConstGauge::new(value as i64)
+                    .encode(family.encode_family(&TunnelStateLabels { mode, state })?)?;
+            }
+        }
+        Ok(())
     }
 }
 

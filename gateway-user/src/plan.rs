@@ -1,15 +1,13 @@
-//! What the current data path serves of a [`Config`]: everything `gateway check` accepts
-//! (http and https listeners, multi-site by `host_names` with certificates by SNI; basic,
-//! path-based and redirect rules; http and https backends with round-robin or cookie
-//! affinity and any Host rule). What is accepted but not applied yet (probes, connection
-//! draining) is a warning, logged at start-up and printed by `gateway check`.
+//! What to warn about in a [`Config`] that `gateway check` accepts and the gateway serves
+//! (everything it accepts is applied): settings that are valid but probably not meant,
+//! logged at start-up and printed by `gateway check`.
 
 use crate::config::{BackendSettings, Config};
 
 /// What to warn about when the configuration is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Accepted but not applied yet (e.g. probes); logged at start-up.
+    /// Valid but probably not meant; logged at start-up.
     pub warnings: Vec<String>,
 }
 
@@ -18,19 +16,15 @@ pub fn plan(config: &Config) -> Plan {
     for settings in &config.backend_settings {
         check_settings(settings, &mut warnings);
     }
-    if !config.probes.is_empty() {
-        warnings
-            .push("probes are read but not run yet: every backend counts as healthy".to_owned());
-    }
     Plan { warnings }
 }
 
 fn check_settings(settings: &BackendSettings, warnings: &mut Vec<String>) {
     let key = format!("backend_settings.{}", settings.name);
-    if settings.draining_timeout.is_some() {
+    if settings.passive.failures == 0 && settings.probe.is_none() {
         warnings.push(format!(
-            "{key}: connection_draining is not applied yet (backends are never removed \
-             while running)"
+            "{key}: passive_failures = 0 and no probe: a dead backend is only noticed by the \
+             default probe (every 30 s), if default_probes is on"
         ));
     }
 }
@@ -55,25 +49,20 @@ mod tests {
     }
 
     #[test]
-    fn routing_affinity_and_host_rules_are_served() {
+    fn a_backend_nothing_checks_is_a_warning() {
         let text = "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
-            host_names = [\"a.example.com\"]\n\
             [[backend_pools]]\nname = \"p\"\naddresses = [\"10.0.0.1\"]\n\
             [[backend_settings]]\nname = \"s\"\nport = 8080\nprotocol = \"http\"\n\
-            cookie_affinity = true\nhost_header = \"internal\"\nrequest_timeout_secs = 5\n\
-            connection_draining = true\n\
-            [[rules]]\nname = \"r\"\nkind = \"path_based\"\nlistener = \"l\"\n\
-            default_redirect = { target_url = \"https://example.com/\" }\n\
-            [[rules.path_rules]]\nname = \"api\"\npaths = [\"/api/*\"]\n\
+            passive_failures = 0\nconnection_draining = true\n\
+            [[rules]]\nname = \"r\"\nkind = \"basic\"\nlistener = \"l\"\n\
             backend_pool = \"p\"\nbackend_settings = \"s\"\n";
         let config = config::from_toml(text, "t.toml", Path::new(".")).expect("valid");
         let plan = plan(&config);
-        assert_eq!(
-            plan.warnings,
-            [
-                "backend_settings.s: connection_draining is not applied yet (backends are never \
-              removed while running)"
-            ]
+        assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+        assert!(
+            plan.warnings[0].starts_with("backend_settings.s: passive_failures = 0 and no probe"),
+            "{:?}",
+            plan.warnings
         );
     }
 

@@ -16,16 +16,12 @@ impl Running {
     /// at once), then cancels what is left and returns when it is gone. Returns early when
     /// everything finished before the drain period was over. The admin listener stays up
     /// until the `Running` is dropped.
-    pub async fn shutdown(mut self, drain: Duration) {
+    pub async fn shutdown(self, drain: Duration) {
         let started = Instant::now();
         let lifecycle = self.shared.lifecycle.clone();
         lifecycle.draining.cancel();
         // Each listener task returns on `draining`, dropping (closing) its listener.
-        while let Some(ended) = self.listeners.join_next().await {
-            if let Err(err) = ended {
-                tracing::error!(error = %err, "a listener task died");
-            }
-        }
+        self.reloader.close_listeners().await;
         lifecycle.connections.close();
         lifecycle.tunnels.close();
         tracing::info!(

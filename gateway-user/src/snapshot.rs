@@ -4,10 +4,11 @@
 //! without a lock, and a reload can publish a new one whole (loading certificates and
 //! resolving first, then building the snapshot, then swapping it in).
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
 
 use crate::{
-    config::{Config, Forward, Protocol, Route, RuleAction},
+    config::{Bind, Config, Forward, Protocol, Route, RuleAction},
+    health::Health,
     resolve,
     route::Router,
     tls::{self, Acceptor, ClientConfig},
@@ -23,9 +24,45 @@ pub struct Snapshot {
     pub binds: Vec<BindRoutes>,
 }
 
+/// Which bind a listening socket serves, stable across reloads (an index into
+/// `config.binds` is not: a reload can reorder them). A bind is its configured address, as
+/// written (port 0 included); a port-0 bind, which never shares its socket, is also named
+/// by its listener, since several may be written with the same address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BindId {
+    pub addr: SocketAddr,
+    /// The listener of a port-0 bind; `None` for a fixed port.
+    pub listener: Option<Arc<str>>,
+}
+
+impl BindId {
+    pub fn of(bind: &Bind) -> Self {
+        let listener = match bind.sites.first() {
+            Some(site) if bind.addr.port() == 0 => Some(Arc::from(site.listener.as_str())),
+            _ => None,
+        };
+        Self {
+            addr: bind.addr,
+            listener,
+        }
+    }
+}
+
+/// `127.0.0.1:8080`, or `127.0.0.1:0 (listener web)`.
+impl fmt::Display for BindId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)?;
+        match &self.listener {
+            Some(listener) => write!(f, " (listener {listener})"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// How one bind (listening socket) serves its requests.
 #[derive(Debug)]
 pub struct BindRoutes {
+    pub id: BindId,
     pub router: Router<Arc<Upstream>>,
     pub protocol: Protocol,
     /// The port it listens on (the kernel's pick when the configuration says 0):
@@ -76,6 +113,7 @@ pub async fn resolve_upstreams(
     config: &Config,
     key: &AffinityKey,
     tls: &TlsSetup,
+    health: &Health,
 ) -> Result<Upstreams, StartError> {
     let sndbuf_bytes = config.global.tunnel_sndbuf_bytes;
     let mut upstreams = Upstreams::new();
@@ -102,7 +140,8 @@ pub async fn resolve_upstreams(
             max_backlog_bytes: limits.max_backlog_bytes,
             sndbuf_bytes,
         };
-        let mut upstream = Upstream::new(&pool.name, settings.clone(), addresses, key, tunnel);
+        let mut upstream =
+            Upstream::new(&pool.name, settings.clone(), addresses, key, tunnel, health);
         if let Some(client) = tls.clients.get(&settings.name) {
             upstream = upstream.with_tls(client.clone()).map_err(|source| {
                 StartError::BackendServerName {
@@ -142,6 +181,7 @@ impl Snapshot {
             .zip(bound)
             .enumerate()
             .map(|(index, (bind, addr))| BindRoutes {
+                id: BindId::of(bind),
                 router: Router::new(
                     bind,
                     |forward| {
@@ -162,6 +202,12 @@ impl Snapshot {
             config: config.clone(),
             binds,
         }
+    }
+
+    /// The routes of bind `id`; `None` once a reload removed it.
+    pub fn bind(&self, id: &BindId) -> Option<&BindRoutes> {
+        // A handful of binds: a scan is as quick as a map.
+        self.binds.iter().find(|bind| bind.id == *id)
     }
 }
 
@@ -251,7 +297,7 @@ redirect = { target_listener = "web" }
         let config = crate::config::from_toml(CONFIG, "t.toml", Path::new(".")).expect("valid");
         let key = AffinityKey::from_bytes([0; 32]);
         let tls = load_tls(&config).expect("no TLS in this configuration");
-        let upstreams = resolve_upstreams(&config, &key, &tls)
+        let upstreams = resolve_upstreams(&config, &key, &tls, &Health::new(false))
             .await
             .expect("IPs resolve");
         assert_eq!(upstreams.len(), 2, "p/a is used twice but made once");
@@ -274,6 +320,19 @@ redirect = { target_listener = "web" }
         let snapshot = Snapshot::new(Arc::new(config), &upstreams, &bound, &tls.acceptors);
         assert!(snapshot.binds.iter().all(|bind| bind.acceptor.is_none()));
         assert_eq!(snapshot.binds[0].port, 40001);
+        // Both binds are written `127.0.0.1:0`: their listener tells them apart.
+        let plain = BindId {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            listener: Some(Arc::from("plain")),
+        };
+        assert_eq!(plain.to_string(), "127.0.0.1:0 (listener plain)");
+        assert_eq!(snapshot.bind(&plain).map(|bind| bind.port), Some(40002));
+        assert!(snapshot
+            .bind(&BindId {
+                listener: None,
+                ..plain
+            })
+            .is_none());
         let view = |path| RequestView {
             host: Some("x.test"),
             path,

@@ -93,9 +93,38 @@ pub struct GatewayBuilder {
     admin: bool,
     /// More `gateway run` arguments, after the ones the builder sets.
     extra_args: Vec<String>,
+    /// A command the daemon runs under (e.g. `setpriv ...`), which must exec its last
+    /// argument, the daemon: the pid is then the daemon's.
+    wrapper: Vec<String>,
+    /// The daemon binary, instead of [`binary_path`].
+    binary: Option<PathBuf>,
+    /// Whether pool/settings pairs without a `probe` get Azure's default probe (`GET /`).
+    /// Off unless asked: most test backends answer only WebSocket upgrades, and a probe's
+    /// connection would show up in what they record.
+    default_probes: bool,
 }
 
 impl GatewayBuilder {
+    /// Runs the daemon as `WRAPPER... BINARY run ...`, e.g. under `setpriv` as another user.
+    /// The wrapper must exec the daemon (not fork it), so [`Gateway::pid`] is the daemon's.
+    pub fn wrapper(mut self, wrapper: Vec<String>) -> Self {
+        self.wrapper = wrapper;
+        self
+    }
+
+    /// Runs this binary instead of [`binary_path`] (e.g. a copy another user can execute).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Keeps the daemon's default probes on (`--default-probes true`, the daemon's own
+    /// default), for tests of them.
+    pub fn default_probes(mut self) -> Self {
+        self.default_probes = true;
+        self
+    }
+
     /// Adds one more `gateway run` argument (e.g. `--tunnel-idle-timeout-secs`, then `2`).
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
@@ -138,8 +167,15 @@ impl GatewayBuilder {
             self.backend.is_some() || self.config.is_some(),
             "Gateway::builder() needs .backend(addr) or .config(path)"
         );
-        let binary = binary_path();
-        let mut command = Command::new(&binary);
+        let binary = self.binary.clone().unwrap_or_else(binary_path);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
         command.arg("run");
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
@@ -156,6 +192,9 @@ impl GatewayBuilder {
             .stderr(Stdio::piped());
         if self.admin {
             command.args(["--admin", "127.0.0.1:0"]);
+        }
+        if !self.default_probes {
+            command.args(["--default-probes", "false"]);
         }
         command.args(&self.extra_args);
         let mut child = command
@@ -230,6 +269,9 @@ impl Gateway {
             dataplane: Dataplane::Userspace,
             admin: true,
             extra_args: Vec::new(),
+            wrapper: Vec::new(),
+            binary: None,
+            default_probes: false,
         }
     }
 

@@ -63,6 +63,9 @@ pub async fn start(cfg: &ProxyConfig<'_>, dataplane: Dataplane) -> anyhow::Resul
         .arg(cfg.backend.to_string())
         .args(["--dataplane", dataplane.as_str()])
         .args(["--admin", "127.0.0.1:0", "--log-level", "warn"])
+        // nginx and HAProxy probe nothing here either; the bench backend answers only
+        // upgrades.
+        .args(["--default-probes", "false"])
         .args(["--shutdown-drain-secs", &SHUTDOWN_DRAIN_SECS.to_string()])
         .args(cfg.gateway_args)
         .env("NO_COLOR", "1")

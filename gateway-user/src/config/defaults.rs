@@ -7,6 +7,8 @@ pub const SHUTDOWN_DRAIN_SECS: u64 = 30;
 pub const LOG_LEVEL: &str = "info";
 /// 0 keeps the kernel's send-buffer autotuning on spliced sockets.
 pub const TUNNEL_SNDBUF_BYTES: u32 = 0;
+/// Azure probes every backend: with no custom probe, `GET /` every 30 s.
+pub const DEFAULT_PROBES: bool = true;
 
 // [[backend_settings]]
 /// Azure's default for `requestTimeout`; never applied to WebSocket tunnels.
@@ -16,6 +18,13 @@ pub const AFFINITY_COOKIE_NAME: &str = "ApplicationGatewayAffinity";
 /// Azure accepts 1–3600 s; it has no default, so this is ours.
 pub const DRAINING_TIMEOUT_SECS: u64 = 60;
 pub const DRAINING_TIMEOUT_SECS_MAX: u64 = 3600;
+/// Connect failures or resets in a row that take a backend out (Envoy's outlier detection
+/// uses 5 for 5xx; connect failures are a surer sign).
+pub const PASSIVE_FAILURES: u32 = 3;
+/// How long the first passive ejection lasts (Envoy's base ejection time); the n-th in a
+/// row lasts n times as long, at most [`PASSIVE_EJECTION_MAX_FACTOR`] times.
+pub const PASSIVE_EJECTION_SECS: u64 = 30;
+pub const PASSIVE_EJECTION_MAX_FACTOR: u32 = 10;
 pub const TUNNEL_IDLE_TIMEOUT_SECS: u64 = 300;
 /// 0: tunnels live as long as their peers keep them open.
 pub const TUNNEL_MAX_LIFETIME_SECS: u64 = 0;

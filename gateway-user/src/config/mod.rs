@@ -31,7 +31,7 @@ pub use error::{ConfigError, ConfigErrors, COMMAND_LINE};
 pub use matching::Invalid;
 pub use model::*;
 pub use overrides::Overrides;
-pub use validate::SettingsDefaults;
+pub use validate::{global::admin_addr, SettingsDefaults};
 
 use document::RawDocument;
 use validate::Context;

@@ -79,6 +79,9 @@ pub struct Global {
     pub shutdown_drain: Duration,
     pub handshake_timeout: Duration,
     pub tunnel_sndbuf_bytes: u32,
+    /// Whether every pool/settings pair without a `probe` is probed with Azure's default
+    /// probe (`GET /`, every 30 s).
+    pub default_probes: bool,
 }
 
 /// One listening socket and the listeners (sites) sharing it.
@@ -193,13 +196,92 @@ pub struct BackendSettings {
     pub request_timeout: Duration,
     /// The affinity cookie's name, when cookie affinity is on.
     pub affinity_cookie: Option<String>,
-    /// How long a removed backend keeps its connections, when draining is on.
-    pub draining_timeout: Option<Duration>,
+    /// What happens to live tunnels of a backend that fails its probes or leaves the
+    /// configuration on a reload.
+    pub on_backend_down: OnBackendDown,
+    /// How a backend is chosen for a request without (valid) affinity.
+    pub load_balancing: LoadBalancing,
+    /// Passive health: connect failures and resets seen by real traffic.
+    pub passive: PassiveHealth,
     pub host_header: HostHeader,
     /// PEM bundle of CAs trusted for `https` backends; `None`: the system roots.
     pub trusted_ca: Option<PathBuf>,
     pub tunnel: TunnelLimits,
     pub probe: Option<Arc<Probe>>,
+}
+
+/// `on_backend_down` as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendDownKind {
+    Keep,
+    Drain,
+    Close,
+}
+
+/// What happens to the live tunnels of a backend that goes down (fails its probe) or
+/// leaves the configuration: new requests and tunnels never go to it either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnBackendDown {
+    /// They stay open (the default): a backend that fails `GET /` may still serve its
+    /// open WebSockets, as Azure does.
+    Keep,
+    /// They are closed this long after the backend went down, unless it comes back first
+    /// (`connection_draining = true` / `draining_timeout_secs`).
+    Drain(Duration),
+    /// They are closed at once.
+    Close,
+}
+
+impl OnBackendDown {
+    /// `Drain` with the default draining time; validation puts in the one configured.
+    pub fn from_kind(kind: OnBackendDownKind) -> Self {
+        match kind {
+            OnBackendDownKind::Keep => Self::Keep,
+            OnBackendDownKind::Drain => Self::Drain(Duration::from_secs(
+                super::defaults::DRAINING_TIMEOUT_SECS,
+            )),
+            OnBackendDownKind::Close => Self::Close,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Drain(_) => "drain",
+            Self::Close => "close",
+        }
+    }
+}
+
+/// `load_balancing`: how a request without affinity picks among the healthy backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// In turn.
+    #[default]
+    RoundRobin,
+    /// The one with the fewest requests in flight and tunnels open (ties in turn):
+    /// tunnels live long, so counting them keeps new ones off busy backends.
+    LeastConnections,
+}
+
+impl LoadBalancing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::LeastConnections => "least_connections",
+        }
+    }
+}
+
+/// Passive health checking: `failures` connect failures or resets in a row (0: off)
+/// take a backend out for `ejection`, longer each time it is taken out again without a
+/// success in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassiveHealth {
+    pub failures: u32,
+    pub ejection: Duration,
 }
 
 /// The `Host` sent to the backend.

@@ -27,6 +27,7 @@ pub struct Overrides {
     pub shutdown_drain_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
     pub tunnel_sndbuf_bytes: Option<u32>,
+    pub default_probes: Option<bool>,
     pub tunnel_idle_timeout_secs: Option<u64>,
     pub tunnel_max_lifetime_secs: Option<u64>,
     pub max_tunnel_backlog_bytes: Option<u64>,
@@ -102,6 +103,9 @@ impl Overrides {
         }
         if let Some(bytes) = self.tunnel_sndbuf_bytes {
             global.tunnel_sndbuf_bytes = bytes;
+        }
+        if let Some(on) = self.default_probes {
+            global.default_probes = on;
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{LogFormat, Protocol, RuleKind};
+use super::model::{LoadBalancing, LogFormat, OnBackendDownKind, Protocol, RuleKind};
 use crate::dataplane::DataplaneMode;
 
 /// `[global]`: the process, not the traffic.
@@ -21,6 +21,7 @@ pub struct RawGlobal {
     pub shutdown_drain_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
     pub tunnel_sndbuf_bytes: Option<u32>,
+    pub default_probes: Option<bool>,
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.
@@ -55,6 +56,10 @@ pub struct RawSettings {
     pub affinity_cookie_name: Option<String>,
     pub connection_draining: Option<bool>,
     pub draining_timeout_secs: Option<u64>,
+    pub on_backend_down: Option<OnBackendDownKind>,
+    pub load_balancing: Option<LoadBalancing>,
+    pub passive_failures: Option<u32>,
+    pub passive_ejection_secs: Option<u64>,
     pub host_header: Option<String>,
     pub pick_host_name_from_backend_address: Option<bool>,
     pub trusted_ca: Option<String>,

@@ -100,6 +100,21 @@ impl BackendError {
         }
     }
 
+    /// Whether it says the backend itself is failing, so that passive health checking
+    /// counts it: a connect that failed (refused, timed out, reset, unreachable) or a
+    /// connection reset. A slow answer, a TLS or protocol mismatch, or a bad upgrade
+    /// answer are not signs of a dead backend.
+    pub fn backend_failing(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. }
+                | Self::Exchange {
+                    failure: ExchangeFailure::Reset,
+                    ..
+                }
+        )
+    }
+
     /// The one-line body for the client.
     pub fn client_message(&self) -> String {
         match self {

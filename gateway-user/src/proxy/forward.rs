@@ -14,13 +14,20 @@ use super::{
     headers::{self, Forwarding},
     Shared,
 };
-use crate::upstream::{Backend, Upstream};
+use crate::{
+    health::Lease,
+    upstream::{Backend, Upstream},
+};
 
 /// One request on its way to a chosen backend.
 pub struct Outbound<'a> {
     pub shared: &'a Shared,
     pub upstream: &'a Upstream,
     pub backend: &'a Backend,
+    /// Counts the request on the backend; a tunnel takes a lease of its own.
+    pub lease: &'a Lease,
+    /// The client's address (for the tunnel's log line and `/tunnels`).
+    pub client: std::net::SocketAddr,
     pub forwarding: Forwarding<'a>,
 }
 
@@ -29,7 +36,7 @@ impl Outbound<'_> {
     /// or the gateway's handshake timeout, whichever is shorter, with its name.
     fn answer_timeout(&self) -> (Duration, &'static str) {
         let request = self.upstream.settings.request_timeout;
-        let handshake = self.shared.handshake_timeout;
+        let handshake = self.shared.handshake_timeout();
         if request <= handshake {
             (request, "request timeout")
         } else {

@@ -26,7 +26,7 @@ use super::{
 use crate::{
     config::Protocol,
     route::{self, Decision, RequestHost, RequestView, Route},
-    snapshot::BindRoutes,
+    snapshot::{BindId, BindRoutes},
     upstream::Upstream,
 };
 
@@ -35,8 +35,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// One client connection, as its requests see it.
 pub struct Conn {
     pub shared: Arc<Shared>,
-    /// Index of its bind in the configuration snapshot.
-    pub bind: usize,
+    /// Its bind, as the configuration snapshot names it (stable across reloads).
+    pub bind: BindId,
     pub client: SocketAddr,
     /// On an https bind: the site (index into the bind's sites) whose certificate the TLS
     /// handshake presented, chosen by SNI.
@@ -48,7 +48,10 @@ pub struct Conn {
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Body>, Infallible> {
     let index = conn.requests.fetch_add(1, Ordering::Relaxed);
-    let mut resp = respond(req, &conn, index).await;
+    let mut routed = None;
+    let mut resp = respond(req, &conn, index, &mut routed).await;
+    let route = routed.as_ref().map(|(l, r): &(String, String)| (l.as_str(), r.as_str()));
+    conn.shared.metrics.request(route, resp.status().as_u16());
     if conn.shared.lifecycle.draining.is_cancelled()
         && resp.status() != StatusCode::SWITCHING_PROTOCOLS
     {
@@ -59,7 +62,13 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<
     Ok(resp)
 }
 
-async fn respond(req: Request<Incoming>, conn: &Conn, index: u64) -> Response<Body> {
+/// `routed` gets the listener and rule names once the request is routed.
+async fn respond(
+    req: Request<Incoming>,
+    conn: &Conn,
+    index: u64,
+    routed: &mut Option<(String, String)>,
+) -> Response<Body> {
     if conn.framing.conflicted(index) {
         // hyper would take the body as chunked and drop Content-Length; a proxy refuses.
         tracing::info!(method = %req.method(), uri = %req.uri(), "request with both Transfer-Encoding and Content-Length refused");
@@ -87,14 +96,13 @@ async fn respond(req: Request<Incoming>, conn: &Conn, index: u64) -> Response<Bo
         Classified::Invalid(err) => return rejected_upgrade(&req, err, &conn.shared),
     };
     let snapshot = conn.shared.snapshot.load_full();
-    let Some(bind) = snapshot.binds.get(conn.bind) else {
-        tracing::error!(
-            bind = conn.bind,
-            "no routes for this bind in the configuration snapshot"
-        );
+    let Some(bind) = snapshot.bind(&conn.bind) else {
+        // A reload removed the bind while this request's head was on its way; the
+        // connection is being drained and closes after this answer.
+        tracing::info!(bind = %conn.bind, "request on a bind a reload removed refused");
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
-            "this listener has no routes",
+            "this listener was removed from the configuration",
         );
     };
     let view = RequestView {
@@ -115,7 +123,7 @@ async fn respond(req: Request<Incoming>, conn: &Conn, index: u64) -> Response<Bo
             )
         }
         Decision::NoHostToRedirectTo { route } => {
-            record(route);
+            record(route, routed);
             text(
                 StatusCode::BAD_REQUEST,
                 "the request has no Host to redirect to",
@@ -126,11 +134,11 @@ async fn respond(req: Request<Incoming>, conn: &Conn, index: u64) -> Response<Bo
             status,
             location,
         } => {
-            record(route);
+            record(route, routed);
             redirect(status, &location)
         }
         Decision::Forward { route, target } => {
-            record(route);
+            record(route, routed);
             forward(req, conn, bind, target, host, expected_accept).await
         }
     }
@@ -158,8 +166,9 @@ fn misdirected(bind: &BindRoutes, tls_site: usize, decision: &Decision<'_, Arc<U
     }
 }
 
-/// Names the route in the connection's span.
-fn record(route: Route<'_>) {
+/// Names the route in the connection's span (and for the request metrics).
+fn record(route: Route<'_>, routed: &mut Option<(String, String)>) {
+    *routed = Some((route.listener.to_owned(), route.rule.to_owned()));
     let path_rule = route.path_rule.map(|p| format!("/{p}")).unwrap_or_default();
     tracing::Span::current().record(
         "route",
@@ -176,7 +185,17 @@ async fn forward(
     expected_accept: Option<String>,
 ) -> Response<Body> {
     let https = bind.protocol == Protocol::Https;
-    let pick = upstream.pick(req.headers(), https);
+    let pick = match upstream.pick(req.headers(), https) {
+        Ok(pick) => pick,
+        Err(none) => {
+            // Azure answers 502 when no backend of the pool is healthy.
+            tracing::warn!(pool = %none.pool, backends = none.count, "no healthy backend");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                &format!("bad gateway: {none}"),
+            );
+        }
+    };
     let backend = pick.backend;
     tracing::Span::current().record("backend", tracing::field::display(backend.addr));
     let original_host = host.as_ref().map(|h| h.original.as_str());
@@ -187,6 +206,8 @@ async fn forward(
         shared: &conn.shared,
         upstream,
         backend,
+        lease: &pick.lease,
+        client: conn.client,
         forwarding: Forwarding {
             client: conn.client.ip(),
             proto: bind.protocol,
@@ -199,6 +220,13 @@ async fn forward(
         None => forward::http(req, &out).await,
         Some(accept) => websocket::forward(req, &out, &accept).await,
     };
+    match &result {
+        Ok(_) => backend.health.passive_success(),
+        Err(err) if err.backend_failing() => backend
+            .health
+            .passive_failure(&upstream.settings.passive, &err.to_string()),
+        Err(_) => {}
+    }
     match result {
         Ok(mut resp) => {
             if let Some(cookie) = pick.set_cookie {

@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::{
     dataplane::Dataplane,
     metrics::Metrics,
-    snapshot::Snapshot,
+    snapshot::{BindId, Snapshot},
     tls::{self, ClientStream},
 };
 use guard::Guarded;
@@ -47,12 +47,22 @@ pub struct Shared {
     pub affinity_key: crate::upstream::affinity::AffinityKey,
     pub dataplane: Dataplane,
     pub metrics: Metrics,
-    /// For the client's TLS handshake, for its request head, and for the backend to
-    /// connect and answer it.
-    pub handshake_timeout: std::time::Duration,
     pub lifecycle: Lifecycle,
     /// Cancelled when the drain period after SIGTERM is over: what is still open closes.
     pub shutdown: CancellationToken,
+    /// Backend health (probes, passive checks), kept across reloads.
+    pub health: Arc<crate::health::Health>,
+    /// The live tunnels (`/tunnels`).
+    pub tunnels: Arc<crate::tunnel::registry::Registry>,
+}
+
+impl Shared {
+    /// For the client's TLS handshake, for its request head, and for the backend to
+    /// connect and answer it: `[global] handshake_timeout_secs` of the current snapshot, so
+    /// a reload applies it to the connections and requests that start afterwards.
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        self.snapshot.load().config.global.handshake_timeout
+    }
 }
 
 /// The shutdown states every connection watches, and the tasks a drain waits for.
@@ -68,16 +78,24 @@ pub struct Lifecycle {
     pub tunnels: TaskTracker,
 }
 
-/// Accepts connections on `listener`, the socket of bind `bind` of the snapshot, until the
-/// drain starts; returning drops the listener, so new connects are refused from then on.
-/// The loop only accepts and spawns: the TLS handshake of an https bind runs in the
-/// connection's own task, so a slow client never holds up the others.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, bind: usize) {
+/// Accepts connections on `listener`, the socket of bind `bind` of the snapshot, until
+/// `stop` is cancelled: when the drain starts (it is a child of `lifecycle.draining`) or a
+/// reload removed the bind. Returning drops the listener, so new connects are refused from
+/// then on; the connections it accepted are drained as at shutdown (idle ones close, one
+/// busy with a request answers it first) and their tunnels go on. The loop only accepts and
+/// spawns: the TLS handshake of an https bind runs in the connection's own task, so a slow
+/// client never holds up the others.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    bind: BindId,
+    stop: CancellationToken,
+) {
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             biased;
-            () = shared.lifecycle.draining.cancelled() => return,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, client) = match accepted {
@@ -101,31 +119,35 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, bind: usize) {
             sni = tracing::field::Empty,
         );
         // Tracked so a shutdown drain waits for requests in flight.
-        shared
-            .lifecycle
-            .connections
-            .spawn(serve_connection(stream, client, shared.clone(), bind).instrument(span));
+        let conn = serve_connection(stream, client, shared.clone(), bind.clone(), stop.clone());
+        shared.lifecycle.connections.spawn(conn.instrument(span));
     }
 }
 
 /// The connection as plain TCP for an http bind, or after its TLS handshake for an https
-/// one, with the site (index into the bind's sites) whose certificate was shown. `None`
-/// when the handshake failed (logged and counted).
+/// one (with the TLS server of the current snapshot, so a reload that changed a bind's
+/// certificates or protocol applies to the connections accepted afterwards), with the site
+/// (index into the bind's sites) whose certificate was shown. `None` when the handshake
+/// failed (logged and counted), or a reload removed the bind since the connection was
+/// accepted.
 async fn handshake(
     tcp: tokio::net::TcpStream,
     shared: &Shared,
-    bind: usize,
+    bind: &BindId,
+    handshake_timeout: std::time::Duration,
 ) -> Option<(ClientStream, Option<usize>)> {
-    let acceptor = shared
-        .snapshot
-        .load()
-        .binds
-        .get(bind)
-        .and_then(|routes| routes.acceptor.clone());
+    let acceptor = {
+        let snapshot = shared.snapshot.load();
+        let Some(routes) = snapshot.bind(bind) else {
+            tracing::debug!(%bind, "the bind left the configuration; connection closed");
+            return None;
+        };
+        routes.acceptor.clone()
+    };
     let Some(acceptor) = acceptor else {
         return Some((ClientStream::Plain(tcp), None));
     };
-    match tls::accept(&acceptor, tcp, shared.handshake_timeout).await {
+    match tls::accept(&acceptor, tcp, handshake_timeout).await {
         Ok((stream, info)) => {
             let span = tracing::Span::current();
             span.record("tls", info.version_label());
@@ -143,20 +165,22 @@ async fn handshake(
     }
 }
 
+/// Serves one client connection until it closes, becomes a tunnel, or is drained: `stop`
+/// (its listener's token) is cancelled at shutdown and when a reload removes its bind.
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     client: SocketAddr,
     shared: Arc<Shared>,
-    bind: usize,
+    bind: BindId,
+    stop: CancellationToken,
 ) {
-    let lifecycle = shared.lifecycle.clone();
     let shutdown = shared.shutdown.clone();
-    let handshake_timeout = shared.handshake_timeout;
+    let handshake_timeout = shared.handshake_timeout();
     let handshake = tokio::select! {
         biased;
-        done = handshake(tcp, &shared, bind) => done,
+        done = handshake(tcp, &shared, &bind, handshake_timeout) => done,
         // A drain closes connections still in their TLS handshake: nothing is in flight.
-        () = lifecycle.draining.cancelled() => return,
+        () = stop.cancelled() => return,
     };
     let Some((stream, tls_site)) = handshake else {
         return;
@@ -186,7 +210,7 @@ async fn serve_connection(
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = lifecycle.draining.cancelled() => {
+        () = stop.cancelled() => {
             // Idle: closes now. Busy: answers the request in flight, then closes.
             conn.as_mut().graceful_shutdown();
             tokio::select! {

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     tls::{BackendStream, ClientStream},
-    tunnel::{self, Upgraded},
+    tunnel::{self, registry::Peers, Upgraded},
 };
 
 /// Forwards the upgrade; on a correct `101`, spawns the tunnel and returns the `101` for
@@ -42,6 +42,7 @@ pub async fn forward(
         .and_then(|pq| pq.as_str().parse::<Uri>().ok())
         .unwrap_or_else(|| Uri::from_static("/"));
     let outbound = Request::from_parts(parts, Empty::<Bytes>::new());
+    let started = std::time::Instant::now();
     let mut resp = out
         .within_answer_timeout(None, async {
             let (mut sender, conn) = connect(out).await?;
@@ -63,6 +64,7 @@ pub async fn forward(
     }
     upgrade::check_switching_protocols(resp.headers(), expected_accept)
         .map_err(|why| BackendError::BadUpgrade { backend, why })?;
+    out.shared.metrics.websocket_handshake(started.elapsed());
 
     let backend_upgrade = hyper::upgrade::on(&mut resp);
     let span = tracing::Span::current();
@@ -72,6 +74,15 @@ pub async fn forward(
         metrics: shared.metrics.clone(),
         settings: out.upstream.tunnel,
         shutdown: shared.shutdown.clone(),
+        lease: out.lease.backend().lease(),
+        on_backend_down: out.upstream.settings.on_backend_down,
+        registry: shared.tunnels.clone(),
+        peers: Peers {
+            client: out.client,
+            backend,
+            pool: out.upstream.pool.clone(),
+            settings: out.upstream.settings.name.clone(),
+        },
     };
     // Tracked so a shutdown drain waits for the tunnel; spawned before the `101` is
     // returned, so the client connection's own tracked task outlives the spawn.

@@ -121,6 +121,19 @@ pub fn client_config(settings: &BackendSettings) -> Result<Arc<ClientConfig>, Cl
     })
 }
 
+/// A TLS client trusting the system's roots: for https probes of http backend settings.
+pub fn system_client_config() -> Result<Arc<ClientConfig>, String> {
+    build(None).map_err(|error| match error {
+        BuildError::Roots(e) => e.to_string(),
+        BuildError::Settings(e) => e.to_string(),
+    })
+}
+
+/// The server name for a host as written (`name`, `name:port`, an IP, `[v6]:port`).
+pub fn host_server_name(host: &str) -> Result<ServerName<'static>, ServerNameError> {
+    parse_host(host)
+}
+
 enum BuildError {
     Roots(RootsError),
     Settings(rustls::Error),

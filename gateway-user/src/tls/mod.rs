@@ -73,8 +73,8 @@ use rustls::{crypto::CryptoProvider, SupportedProtocolVersion};
 pub use self::{
     accept::{accept, HandshakeInfo, TlsAcceptError},
     client::{
-        backend_server_name, client_config, connect, ClientConfigError, ServerNameError,
-        TlsConnectError,
+        backend_server_name, client_config, connect, host_server_name, system_client_config,
+        ClientConfigError, ServerNameError, TlsConnectError,
     },
     pem::PemError,
     roots::RootsError,

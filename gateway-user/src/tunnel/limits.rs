@@ -1,5 +1,5 @@
-//! What ends a tunnel other than its peers: idle time, maximum lifetime, and the end of the
-//! shutdown drain. Timers are computed from absolute times, so waking costs one timer per
+//! What ends a tunnel other than its peers: idle time, maximum lifetime, the end of the
+//! shutdown drain, and its backend going down (per `on_backend_down`). Timers are computed from absolute times, so waking costs one timer per
 //! tunnel per idle period, never a look at the data.
 
 use std::{
@@ -7,23 +7,84 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
+
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{CloseReason, Settings};
+use crate::{config::OnBackendDown, health::State};
 
 /// The limits of one tunnel.
 pub struct Limits {
     settings: Settings,
     started: Instant,
     shutdown: CancellationToken,
+    backend: Option<BackendWatch>,
+}
+
+/// A tunnel's view of its backend's health, and what to do when it goes down.
+pub struct BackendWatch {
+    pub state: watch::Receiver<State>,
+    pub on_down: OnBackendDown,
+    /// Set while a drain is counting down (shown by `/tunnels`).
+    pub draining: Arc<AtomicBool>,
+}
+
+impl BackendWatch {
+    /// Resolves when `on_down` says the tunnel must close: at once (`close`), after the
+    /// draining time unless the backend came back first (`drain`), or never (`keep`).
+    async fn closes(mut self) -> CloseReason {
+        let down = |state: &State| !state.takes_traffic();
+        let drain = match self.on_down {
+            OnBackendDown::Keep => return std::future::pending().await,
+            OnBackendDown::Close => None,
+            OnBackendDown::Drain(time) => Some(time),
+        };
+        loop {
+            let went_down = self.state.wait_for(down).await.is_ok();
+            if !went_down {
+                // The backend's health is gone (the gateway is stopping): nothing to do.
+                return std::future::pending().await;
+            }
+            let removed = *self.state.borrow() == State::Removed;
+            let Some(time) = drain else {
+                return CloseReason::BackendDown { removed };
+            };
+            self.draining.store(true, Ordering::Relaxed);
+            tracing::info!(
+                drain_secs = time.as_secs(),
+                removed,
+                "backend down: tunnel draining"
+            );
+            let state = &mut self.state;
+            let back = async { state.wait_for(|state| state.takes_traffic()).await.is_ok() };
+            tokio::select! {
+                () = tokio::time::sleep(time) => return CloseReason::BackendDown { removed },
+                came_back = back => {
+                    self.draining.store(false, Ordering::Relaxed);
+                    if !came_back {
+                        return std::future::pending().await;
+                    }
+                    tracing::info!("backend back up: tunnel no longer draining");
+                }
+            }
+        }
+    }
 }
 
 impl Limits {
-    pub fn new(settings: Settings, started: Instant, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        settings: Settings,
+        started: Instant,
+        shutdown: CancellationToken,
+        backend: Option<BackendWatch>,
+    ) -> Self {
         Self {
             settings,
             started,
             shutdown,
+            backend,
         }
     }
 
@@ -31,11 +92,18 @@ impl Limits {
     /// tunnel has carried no byte in either direction; it is asked only when the idle
     /// timer fires, so it may be a map lookup.
     pub fn reached<'a>(
-        &'a self,
+        &'a mut self,
         mut idle_for: impl FnMut() -> Duration + 'a,
     ) -> impl Future<Output = CloseReason> + 'a {
         let timeout = self.settings.idle_timeout;
+        let backend = self.backend.take();
         async move {
+            let backend_down = async {
+                match backend {
+                    Some(backend) => backend.closes().await,
+                    None => std::future::pending().await,
+                }
+            };
             let lifetime = async {
                 match self.settings.max_lifetime {
                     Some(max) => tokio::time::sleep_until((self.started + max).into()).await,
@@ -55,6 +123,7 @@ impl Limits {
                 () = self.shutdown.cancelled() => CloseReason::Shutdown,
                 () = lifetime => CloseReason::MaxLifetime,
                 () = idle => CloseReason::IdleTimeout,
+                reason = backend_down => reason,
             }
         }
     }
@@ -92,10 +161,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_timer_rearms_while_there_is_activity() {
-        let limits = Limits::new(
+        let mut limits = Limits::new(
             settings(100, None),
             Instant::now(),
             CancellationToken::new(),
+            None,
         );
         let mut calls = 0;
         // Active at the first two checks (idle 0), idle after that.
@@ -115,16 +185,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn lifetime_and_shutdown_end_a_busy_tunnel() {
-        let limits = Limits::new(
+        let mut limits = Limits::new(
             settings(100, Some(250)),
             Instant::now(),
             CancellationToken::new(),
+            None,
         );
         let reason = limits.reached(|| Duration::ZERO).await;
         assert!(matches!(reason, CloseReason::MaxLifetime), "{reason}");
 
         let token = CancellationToken::new();
-        let limits = Limits::new(settings(100, None), Instant::now(), token.clone());
+        let mut limits = Limits::new(settings(100, None), Instant::now(), token.clone(), None);
         token.cancel();
         let reason = limits.reached(|| Duration::ZERO).await;
         assert!(matches!(reason, CloseReason::Shutdown), "{reason}");

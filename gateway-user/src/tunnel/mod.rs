@@ -2,11 +2,13 @@
 //! life on the chosen dataplane until both sides have closed.
 
 mod limits;
+pub mod registry;
 mod relay;
 pub mod selftest;
 mod sockio;
 mod splice;
 
+pub use limits::monotonic_coarse_ns;
 pub use sockio::take_queued;
 mod watch;
 
@@ -18,8 +20,11 @@ use tokio::{
     net::TcpStream,
 };
 
+use self::registry::{Peers, Registry};
 use crate::{
+    config::OnBackendDown,
     dataplane::{sockopt, Dataplane, EbpfDataplane},
+    health::Lease,
     metrics::{Direction, Metrics, Mode},
     tls::{BackendStream, ClientStream, MaybeTls},
 };
@@ -50,13 +55,20 @@ pub struct Settings {
 }
 
 /// What a tunnel needs from the gateway around it.
-#[derive(Clone)]
 pub struct Context {
     pub dataplane: Dataplane,
     pub metrics: Metrics,
     pub settings: Settings,
     /// Cancelled at the end of the shutdown drain period: the tunnel closes at once.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Counts the tunnel on its backend (least-connections, `/backends`) while it lives,
+    /// and tells it when the backend goes down.
+    pub lease: Lease,
+    /// What to do with the tunnel when its backend goes down or leaves the configuration.
+    pub on_backend_down: OnBackendDown,
+    /// Where live tunnels are listed (`/tunnels`).
+    pub registry: Arc<Registry>,
+    pub peers: Peers,
 }
 
 /// Why a tunnel ended.
@@ -76,6 +88,9 @@ pub enum CloseReason {
     MaxLifetime,
     /// Still open at the end of the shutdown drain period.
     Shutdown,
+    /// Its backend failed its probes (or left the configuration, `removed`), and the
+    /// backend settings' `on_backend_down` says close (at once, or after draining).
+    BackendDown { removed: bool },
 }
 
 impl CloseReason {
@@ -89,6 +104,7 @@ impl CloseReason {
             Self::IdleTimeout => "idle_timeout",
             Self::MaxLifetime => "max_lifetime",
             Self::Shutdown => "shutdown",
+            Self::BackendDown { .. } => "backend_down",
         }
     }
 
@@ -98,7 +114,9 @@ impl CloseReason {
     fn closing(&self) -> Closing {
         match self {
             Self::Done => Closing::AsIs,
-            Self::IdleTimeout | Self::MaxLifetime | Self::Shutdown => Closing::Graceful,
+            Self::IdleTimeout | Self::MaxLifetime | Self::Shutdown | Self::BackendDown { .. } => {
+                Closing::Graceful
+            }
             Self::ClientError(_) | Self::BackendError(_) | Self::Internal(_) => Closing::Reset,
         }
     }
@@ -139,6 +157,10 @@ impl fmt::Display for CloseReason {
             Self::IdleTimeout => f.write_str("idle timeout"),
             Self::MaxLifetime => f.write_str("maximum lifetime reached"),
             Self::Shutdown => f.write_str("gateway shutting down"),
+            Self::BackendDown { removed: false } => f.write_str("backend down"),
+            Self::BackendDown { removed: true } => {
+                f.write_str("backend removed from the configuration")
+            }
         }
     }
 }
@@ -157,9 +179,20 @@ pub async fn run(up: Upgraded, ctx: Context) {
         metrics,
         settings,
         shutdown,
+        lease,
+        on_backend_down,
+        registry,
+        peers,
     } = ctx;
     let started = Instant::now();
-    let limits = limits::Limits::new(settings, started, shutdown);
+    let registered = registry.open(peers);
+    let entry = registered.entry.clone();
+    let backend = limits::BackendWatch {
+        state: lease.backend().subscribe(),
+        on_down: on_backend_down,
+        draining: entry.draining.clone(),
+    };
+    let mut limits = limits::Limits::new(settings, started, shutdown, Some(backend));
     let Upgraded {
         client,
         client_early,
@@ -193,9 +226,17 @@ pub async fn run(up: Upgraded, ctx: Context) {
             metrics.relayed_bytes(Direction::BackendToClient),
         ]
     };
+    let early_bytes = [early.client.len() as u64, early.backend.len() as u64];
+    let meter = Arc::new(registry::RelayMeter::default());
+    match &carrier {
+        Carrier::Spliced(spliced) => {
+            entry.spliced(early_bytes, spliced.ebpf().clone(), spliced.keys());
+        }
+        Carrier::Relay(..) | Carrier::Tls(..) => entry.relayed(early_bytes, meter.clone()),
+    }
     let (reason, up_bytes, down_bytes) = match carrier {
         Carrier::Spliced(spliced) => {
-            let out = spliced.run(&limits).await;
+            let out = spliced.run(&mut limits).await;
             let [up, down] = out.forwarded_bytes;
             if up + down > 0 {
                 tracing::debug!(up, down, "bytes forwarded by userspace while paused");
@@ -207,20 +248,29 @@ pub async fn run(up: Upgraded, ctx: Context) {
             )
         }
         Carrier::Relay(client, backend, _) => {
-            let out = relay::run(client, backend, relay_counters(), &limits).await;
+            let out = relay::run(client, backend, relay_counters(), &meter, &mut limits).await;
             (out.reason, out.client_to_backend, out.backend_to_client)
         }
         Carrier::Tls(client, backend) => {
-            let out = relay::run(client, backend, relay_counters(), &limits).await;
+            let out = relay::run(client, backend, relay_counters(), &meter, &mut limits).await;
             (out.reason, out.client_to_backend, out.backend_to_client)
         }
     };
     metrics.tunnel_closed(mode, reason.label());
+    drop(registered);
+    drop(lease);
+    let peers = &entry.peers;
     tracing::info!(
+        tunnel = entry.id,
+        client = %peers.client,
+        backend = %peers.backend,
+        pool = %peers.pool,
+        mode = %mode,
         client_to_backend_bytes = up_bytes + early.client.len() as u64,
         backend_to_client_bytes = down_bytes + early.backend.len() as u64,
         duration_ms = started.elapsed().as_millis() as u64,
         reason = %reason,
+        close_reason = reason.label(),
         relay_reason,
         "tunnel closed"
     );

@@ -20,6 +20,7 @@ use super::{
     limits::{monotonic_coarse_ns, since_ns, Limits},
     CloseReason, Closing,
 };
+use super::registry::RelayMeter;
 use crate::tls::{MaybeTls, TlsOverTcp};
 
 const RELAY_BUFFER_BYTES: usize = 64 * 1024;
@@ -103,10 +104,11 @@ pub async fn run(
     mut client: impl Duplex,
     mut backend: impl Duplex,
     counters: [Counter; 2],
-    limits: &Limits,
+    meter: &RelayMeter,
+    limits: &mut Limits,
 ) -> RelayOutcome {
     let [client_to_backend, backend_to_client] = counters;
-    let last_activity = AtomicU64::new(monotonic_coarse_ns());
+    let last_activity = &meter.last_activity_ns;
     let (reason, up, down) = {
         let (client_read, client_write) = client.halves();
         let (backend_read, backend_write) = backend.halves();
@@ -114,13 +116,15 @@ pub async fn run(
             client_read,
             backend_write,
             client_to_backend,
-            &last_activity,
+            &meter.bytes[0],
+            last_activity,
         );
         let downstream = copy_half(
             backend_read,
             client_write,
             backend_to_client,
-            &last_activity,
+            &meter.bytes[1],
+            last_activity,
         );
         let limit = limits.reached(|| since_ns(last_activity.load(Ordering::Relaxed)));
         tokio::pin!(upstream, downstream, limit);
@@ -175,6 +179,7 @@ async fn copy_half(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     counter: Counter,
+    copied: &AtomicU64,
     last_activity: &AtomicU64,
 ) -> Result<u64, HalfError> {
     let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
@@ -195,5 +200,6 @@ async fn copy_half(
         to.flush().await.map_err(HalfError::Write)?;
         total += n as u64;
         counter.inc_by(n as u64);
+        copied.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

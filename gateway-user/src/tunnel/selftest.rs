@@ -56,8 +56,8 @@ async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), Strin
         max_backlog_bytes: budget_bytes,
         sndbuf_bytes: 0,
     };
-    let limits = Limits::new(settings, std::time::Instant::now(), Default::default());
-    let tunnel = async { spliced.run(&limits).await };
+    let mut limits = Limits::new(settings, std::time::Instant::now(), Default::default(), None);
+    let tunnel = async { spliced.run(&mut limits).await };
 
     // Client sends and half-closes; the backend reads to EOF, then answers and closes.
     let peers = async {

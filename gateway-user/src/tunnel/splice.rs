@@ -229,7 +229,15 @@ impl Spliced {
 
     /// Runs the tunnel to its end: both sides closed, a failure (both sockets are then
     /// reset), or a limit (both peers then get a FIN).
-    pub async fn run(mut self, limits: &Limits) -> SpliceOutcome {
+    pub fn keys(&self) -> TunnelKeys {
+        self.keys
+    }
+
+    pub fn ebpf(&self) -> &Arc<EbpfDataplane> {
+        &self.ebpf
+    }
+
+    pub async fn run(mut self, limits: &mut Limits) -> SpliceOutcome {
         // Idleness comes from the timestamps the verdict program keeps per direction.
         let (ebpf, keys, spliced_at) = (&self.ebpf, self.keys, self.spliced_at_ns);
         let limit = limits.reached(|| {

@@ -14,7 +14,8 @@ use std::{
 use http::{HeaderMap, HeaderValue};
 
 use crate::{
-    config::{BackendHost, BackendSettings, HostHeader},
+    config::{BackendHost, BackendSettings, HostHeader, LoadBalancing},
+    health::{BackendHealth, BackendKey, Health, Lease},
     proxy::client::{self, HttpClient},
     tls::{self, ClientConfig, ServerName, ServerNameError},
     tunnel,
@@ -22,7 +23,7 @@ use crate::{
 use affinity::AffinityKey;
 
 /// One backend server of a pool, resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Backend {
     pub addr: SocketAddr,
     /// The pool address's host as written (`app.internal`, `10.0.0.4`, `[fd00::4]`): the
@@ -33,6 +34,8 @@ pub struct Backend {
     /// For `https` settings: the name its certificate is verified against, also sent as SNI
     /// (see [`tls::backend_server_name`]); `None` for `http`.
     pub server_name: Option<ServerName<'static>>,
+    /// What probes and passive checks say about it; kept across reloads.
+    pub health: Arc<BackendHealth>,
 }
 
 /// A pool under one backend settings.
@@ -57,10 +60,20 @@ pub struct UpstreamTls {
     pub client: HttpClient,
 }
 
+/// Every backend of the pool is down (failed its probes, or ejected by passive checks).
+#[derive(Debug, thiserror::Error)]
+#[error("no healthy backend in pool {pool:?} ({count} backends, all failing their health checks)")]
+pub struct NoHealthyBackend {
+    pub pool: String,
+    pub count: usize,
+}
+
 /// The backend chosen for one request.
 #[derive(Debug)]
 pub struct Pick<'u> {
     pub backend: &'u Backend,
+    /// Counts the request (and the tunnel it may become) on the backend while held.
+    pub lease: Lease,
     /// The affinity cookie to set on the response: affinity is on and the request did not
     /// carry a valid cookie for a backend of this pool.
     pub set_cookie: Option<HeaderValue>,
@@ -69,13 +82,15 @@ pub struct Pick<'u> {
 impl Upstream {
     /// `resolved`: each address with the host name it was written with; must not be
     /// empty (the configuration refuses empty pools, and resolving yields at least one
-    /// address per entry).
+    /// address per entry). Each backend's health comes from `health` (the one it had
+    /// before a reload, when it was in the configuration already).
     pub fn new(
         pool: &str,
         settings: Arc<BackendSettings>,
         resolved: Vec<(SocketAddr, String)>,
         key: &AffinityKey,
         tunnel: tunnel::Settings,
+        health: &Health,
     ) -> Self {
         assert!(!resolved.is_empty(), "pool {pool:?} has no backend");
         let backends = resolved
@@ -85,6 +100,11 @@ impl Upstream {
                 host_name,
                 affinity_id: key.id(pool, addr),
                 server_name: None,
+                health: health.backend(BackendKey {
+                    pool: pool.to_owned(),
+                    settings: settings.name.clone(),
+                    addr,
+                }),
             })
             .collect();
         Self {
@@ -116,36 +136,56 @@ impl Upstream {
         &self.backends
     }
 
-    /// The backend for a request with `headers` on a listener that is https or not: the
-    /// one its affinity cookie names, when affinity is on and that backend is in the pool;
-    /// else the next one, round-robin.
-    pub fn pick(&self, headers: &HeaderMap, https: bool) -> Pick<'_> {
+    /// The backend for a request with `headers` on a listener that is https or not,
+    /// among those that take traffic (see [`BackendHealth::takes_traffic`]): the one its
+    /// affinity cookie names, when affinity is on and that backend is in the pool and
+    /// healthy; else one by the settings' `load_balancing` (and a new cookie for it).
+    pub fn pick(&self, headers: &HeaderMap, https: bool) -> Result<Pick<'_>, NoHealthyBackend> {
         let Some(cookie) = &self.settings.affinity_cookie else {
-            return Pick {
-                backend: self.round_robin(),
-                set_cookie: None,
-            };
-        };
-        let pinned = affinity::cookie_values(headers, cookie)
-            .find_map(|id| self.backends.iter().find(|b| b.affinity_id == id));
-        match pinned {
-            Some(backend) => Pick {
+            let backend = self.balance()?;
+            return Ok(Pick {
+                lease: backend.health.lease(),
                 backend,
                 set_cookie: None,
-            },
+            });
+        };
+        let pinned = affinity::cookie_values(headers, cookie)
+            .find_map(|id| self.backends.iter().find(|b| b.affinity_id == id))
+            .filter(|backend| backend.health.takes_traffic());
+        let (backend, set_cookie) = match pinned {
+            Some(backend) => (backend, None),
             None => {
-                let backend = self.round_robin();
-                Pick {
-                    backend,
-                    set_cookie: affinity::set_cookie(cookie, &backend.affinity_id, https),
-                }
+                let backend = self.balance()?;
+                let cookie = affinity::set_cookie(cookie, &backend.affinity_id, https);
+                (backend, cookie)
             }
-        }
+        };
+        Ok(Pick {
+            lease: backend.health.lease(),
+            backend,
+            set_cookie,
+        })
     }
 
-    fn round_robin(&self) -> &Backend {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.backends[i % self.backends.len()]
+    /// A backend that takes traffic, by the settings' `load_balancing`.
+    fn balance(&self) -> Result<&Backend, NoHealthyBackend> {
+        let n = self.backends.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // In turn from `start`, skipping those that take no traffic.
+        let candidates = (0..n)
+            .map(|i| &self.backends[(start + i) % n])
+            .filter(|backend| backend.health.takes_traffic());
+        let chosen = match self.settings.load_balancing {
+            LoadBalancing::RoundRobin => candidates.into_iter().next(),
+            // The first with the fewest (ties: in turn, as `min_by_key` keeps the first).
+            LoadBalancing::LeastConnections => {
+                candidates.min_by_key(|backend| backend.health.active())
+            }
+        };
+        chosen.ok_or_else(|| NoHealthyBackend {
+            pool: self.pool.clone(),
+            count: n,
+        })
     }
 
     /// The `Host` to send `backend`: the client's (`client_host`, as received), the

@@ -110,6 +110,47 @@ fn draining_timeout_out_of_range() {
 }
 
 #[test]
+fn draining_conflicts_and_leftovers() {
+    let text = base_with(
+        "port = 3000",
+        "port = 3000\nconnection_draining = true\non_backend_down = \"close\"",
+    );
+    only_problem(
+        &text,
+        "backend_settings[0].connection_draining",
+        "remove connection_draining",
+    );
+    let text = base_with(
+        "port = 3000",
+        "port = 3000\non_backend_down = \"keep\"\ndraining_timeout_secs = 10",
+    );
+    only_problem(
+        &text,
+        "backend_settings[0].draining_timeout_secs",
+        "remove draining_timeout_secs",
+    );
+    let text = base_with(
+        "port = 3000",
+        "port = 3000\non_backend_down = \"sometimes\"",
+    );
+    let error = only_problem(&text, "backend_settings[0].on_backend_down", "expected");
+    assert!(error.problem.contains("keep"), "{error}");
+}
+
+#[test]
+fn passive_checks_off_with_an_ejection_time() {
+    let text = base_with(
+        "port = 3000",
+        "port = 3000\npassive_failures = 0\npassive_ejection_secs = 10",
+    );
+    only_problem(
+        &text,
+        "backend_settings[0].passive_ejection_secs",
+        "passive_failures to 1",
+    );
+}
+
+#[test]
 fn unknown_probe() {
     let text = base_with("port = 3000", "port = 3000\nprobe = \"health\"");
     let error = only_problem(

@@ -6,8 +6,9 @@ use std::{sync::Arc, time::Duration};
 use super::*;
 use crate::{
     config::{
-        defaults, load as load_sources, shortcut, BackendHost, HostHeader, HostMatch, Overrides,
-        ProbeHost, RedirectTarget, Route, RuleAction, Sources,
+        defaults, load as load_sources, shortcut, BackendHost, HostHeader, HostMatch,
+        LoadBalancing, OnBackendDown, Overrides, PassiveHealth, ProbeHost, RedirectTarget, Route,
+        RuleAction, Sources,
     },
     dataplane::DataplaneMode,
 };
@@ -34,7 +35,16 @@ fn defaults_are_applied() {
     let settings = &config.backend_settings[0];
     assert_eq!(settings.request_timeout, Duration::from_secs(30));
     assert_eq!(settings.affinity_cookie, None);
-    assert_eq!(settings.draining_timeout, None);
+    assert_eq!(settings.on_backend_down, OnBackendDown::Keep);
+    assert_eq!(settings.load_balancing, LoadBalancing::RoundRobin);
+    assert_eq!(
+        settings.passive,
+        PassiveHealth {
+            failures: 3,
+            ejection: Duration::from_secs(30)
+        }
+    );
+    assert!(global.default_probes);
     assert_eq!(settings.host_header, HostHeader::Preserve);
     assert_eq!(settings.tunnel.idle_timeout, Duration::from_secs(300));
     assert_eq!(settings.tunnel.max_lifetime, None);
@@ -73,7 +83,26 @@ fn affinity_draining_and_redirect_defaults() {
         settings.affinity_cookie.as_deref(),
         Some("ApplicationGatewayAffinity")
     );
-    assert_eq!(settings.draining_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(
+        settings.on_backend_down,
+        OnBackendDown::Drain(Duration::from_secs(60))
+    );
+    let text = base_with(
+        "port = 3000",
+        "port = 3000\non_backend_down = \"drain\"\ndraining_timeout_secs = 5\n\
+         load_balancing = \"least_connections\"\npassive_failures = 0",
+    );
+    let config = load(&text).expect("valid");
+    let settings = &config.backend_settings[0];
+    assert_eq!(
+        settings.on_backend_down,
+        OnBackendDown::Drain(Duration::from_secs(5))
+    );
+    assert_eq!(settings.load_balancing, LoadBalancing::LeastConnections);
+    assert_eq!(settings.passive.failures, 0);
+    let text = base_with("port = 3000", "port = 3000\non_backend_down = \"close\"");
+    let config = load(&text).expect("valid");
+    assert_eq!(config.backend_settings[0].on_backend_down, OnBackendDown::Close);
 
     let config =
         load(&std::fs::read_to_string(examples_dir().join("gateway.toml")).expect("example"))

@@ -7,7 +7,10 @@ use crate::config::{
     defaults,
     document::{Element, Origin},
     matching::{BackendAddress, HostPattern},
-    model::{BackendSettings, HostHeader, Pool, Probe, Protocol, TunnelLimits},
+    model::{
+        BackendSettings, HostHeader, OnBackendDown, OnBackendDownKind, PassiveHealth, Pool,
+        Probe, Protocol, TunnelLimits,
+    },
     pem::{self, PemKind},
     raw::{RawPool, RawSettings},
 };
@@ -91,7 +94,8 @@ fn one_settings(
         defaults::REQUEST_TIMEOUT_SECS,
     );
     let affinity_cookie = affinity(origin, raw, c);
-    let draining_timeout = draining(origin, raw, c);
+    let on_backend_down = on_backend_down(origin, raw, c);
+    let passive = passive(origin, raw, c);
     let host_header = host_header(origin, raw, c);
     let trusted_ca = raw.trusted_ca.as_ref().map(|path| {
         let resolved = pem::resolve(c.base_dir(), path);
@@ -137,7 +141,9 @@ fn one_settings(
         protocol: raw.protocol,
         request_timeout,
         affinity_cookie,
-        draining_timeout,
+        on_backend_down,
+        load_balancing: raw.load_balancing.unwrap_or_default(),
+        passive,
         host_header,
         trusted_ca,
         tunnel: TunnelLimits {
@@ -178,17 +184,36 @@ fn affinity(origin: &Origin, raw: &RawSettings, c: &mut Checker<'_>) -> Option<S
     Some(name)
 }
 
-fn draining(origin: &Origin, raw: &RawSettings, c: &mut Checker<'_>) -> Option<Duration> {
-    if raw.connection_draining != Some(true) {
+/// `on_backend_down`, with Azure's `connection_draining` as another way to ask for `drain`.
+fn on_backend_down(origin: &Origin, raw: &RawSettings, c: &mut Checker<'_>) -> OnBackendDown {
+    let kind = match (raw.on_backend_down, raw.connection_draining) {
+        (Some(kind @ (OnBackendDownKind::Keep | OnBackendDownKind::Close)), Some(true)) => {
+            c.error(
+                origin,
+                "connection_draining",
+                format!(
+                    "connection_draining = true asks to drain, but on_backend_down = \"{}\"",
+                    OnBackendDown::from_kind(kind).as_str()
+                ),
+                "keep one: remove connection_draining, or set on_backend_down = \"drain\"",
+            );
+            kind
+        }
+        (Some(kind), _) => kind,
+        (None, Some(true)) => OnBackendDownKind::Drain,
+        (None, _) => OnBackendDownKind::Keep,
+    };
+    if kind != OnBackendDownKind::Drain {
         if raw.draining_timeout_secs.is_some() {
             c.error(
                 origin,
                 "draining_timeout_secs",
-                "draining_timeout_secs is set but connection_draining is off",
-                "set connection_draining = true, or remove draining_timeout_secs",
+                "draining_timeout_secs is set but nothing drains",
+                "set on_backend_down = \"drain\" (or connection_draining = true), or remove \
+                 draining_timeout_secs",
             );
         }
-        return None;
+        return OnBackendDown::from_kind(kind);
     }
     let secs = raw
         .draining_timeout_secs
@@ -205,7 +230,26 @@ fn draining(origin: &Origin, raw: &RawSettings, c: &mut Checker<'_>) -> Option<D
             ),
         );
     }
-    Some(Duration::from_secs(secs))
+    OnBackendDown::Drain(Duration::from_secs(secs))
+}
+
+fn passive(origin: &Origin, raw: &RawSettings, c: &mut Checker<'_>) -> PassiveHealth {
+    let failures = raw.passive_failures.unwrap_or(defaults::PASSIVE_FAILURES);
+    if failures == 0 && raw.passive_ejection_secs.is_some() {
+        c.error(
+            origin,
+            "passive_ejection_secs",
+            "passive_ejection_secs is set but passive_failures = 0 turns passive checks off",
+            "remove passive_ejection_secs, or set passive_failures to 1 or more",
+        );
+    }
+    let ejection = c.positive_secs(
+        origin,
+        "passive_ejection_secs",
+        raw.passive_ejection_secs,
+        defaults::PASSIVE_EJECTION_SECS,
+    );
+    PassiveHealth { failures, ejection }
 }
 
 fn host_header(origin: &Origin, raw: &RawSettings, c: &mut Checker<'_>) -> HostHeader {

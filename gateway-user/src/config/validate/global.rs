@@ -55,6 +55,7 @@ pub fn check(element: Option<&Element<RawGlobal>>, c: &mut Checker<'_>) -> Globa
         tunnel_sndbuf_bytes: raw
             .tunnel_sndbuf_bytes
             .unwrap_or(defaults::TUNNEL_SNDBUF_BYTES),
+        default_probes: raw.default_probes.unwrap_or(defaults::DEFAULT_PROBES),
     }
 }
 
@@ -69,17 +70,41 @@ pub fn check_log_level(level: &str) -> Result<(), String> {
 }
 
 fn parse_admin(text: &str, origin: &Origin, c: &mut Checker<'_>) -> Option<SocketAddr> {
-    match text.parse() {
+    match admin_addr(text) {
         Ok(addr) => Some(addr),
-        Err(_) => {
+        Err(problem) => {
             c.error(
                 origin,
                 "admin",
-                format!("admin {text:?} is not an IP:PORT address"),
-                "write e.g. \"127.0.0.1:9090\" (keep it on loopback), or remove the key to \
-                 serve no metrics",
+                problem,
+                "write a port (\"9090\", on loopback) or IP:PORT (\"127.0.0.1:9090\"; keep it \
+                 on loopback), or remove the key to run no admin listener",
             );
             None
         }
+    }
+}
+
+/// The admin listener's address: `PORT` alone binds loopback (`127.0.0.1:PORT`), as the
+/// admin API can reload the configuration; `IP:PORT` binds where it says.
+pub fn admin_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("admin {text:?} is neither a port nor an IP:PORT address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_addr;
+
+    #[test]
+    fn a_bare_admin_port_is_on_loopback() {
+        assert_eq!(admin_addr("9090").unwrap().to_string(), "127.0.0.1:9090");
+        assert_eq!(admin_addr("[::1]:9090").unwrap().to_string(), "[::1]:9090");
+        assert_eq!(admin_addr("0.0.0.0:1").unwrap().to_string(), "0.0.0.0:1");
+        assert!(admin_addr("localhost:9090").is_err());
+        assert!(admin_addr("99999").is_err());
     }
 }

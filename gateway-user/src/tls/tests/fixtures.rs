@@ -169,7 +169,12 @@ pub fn https_settings(trusted_ca: Option<PathBuf>, host_header: HostHeader) -> B
         protocol: Protocol::Https,
         request_timeout: Duration::from_secs(30),
         affinity_cookie: None,
-        draining_timeout: None,
+        on_backend_down: crate::config::OnBackendDown::Keep,
+        load_balancing: crate::config::LoadBalancing::RoundRobin,
+        passive: crate::config::PassiveHealth {
+            failures: 3,
+            ejection: Duration::from_secs(30),
+        },
         host_header,
         trusted_ca,
         tunnel: TunnelLimits {

@@ -1,0 +1,691 @@
+//! Backend health end to end: active probes (pass, a failing status, a hang, a slow answer,
+//! a closed connection, a body or status that does not match, https with the certificate
+//! checked, Azure's default probe) move each backend between `unknown`, `healthy` and
+//! `unhealthy` by the thresholds, as `/backends` and `/metrics` show; requests and WebSocket
+//! upgrades go only to backends that take traffic, and a pool with none answers `502` at
+//! once; passive checks eject a backend that refuses connections. The tunnel side
+//! (`on_backend_down`, least connections, `/tunnels`) is in `health/tunnels.rs`.
+//!
+//! Probes run every second with a 1 s timeout; every wait polls `/backends` for the state.
+
+// This file is the test crate's root, so its modules are named by path.
+#[path = "health/admin.rs"]
+mod admin;
+#[path = "health/backend.rs"]
+mod backend;
+#[path = "health/client.rs"]
+mod client;
+#[path = "health/tunnels.rs"]
+mod tunnels;
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use admin::{backend, wait_backend, wait_states};
+use backend::{HealthBackend, ProbeAnswer, PROBE_AGENT};
+use client::{get, get_ok, listener, pool, probe, rules, settings, upgrade_answer, Tunnel};
+use gateway_tests::{
+    data::seeded_rng,
+    http_backend::HttpBackend,
+    metrics::Metrics,
+    oneshot::ScratchDir,
+    tls::Ca,
+    wait::{eventually, within},
+    Gateway,
+};
+use rand::RngCore;
+
+/// Thresholds of the probes that check them: out after 2 failures, back after 2 successes.
+const THRESHOLDS_2: &str = "unhealthy_threshold = 2\nhealthy_threshold = 2\n";
+
+/// Bytes of the echo round trip each test tunnel makes.
+const ROUND_TRIP_BYTES: usize = 16 * 1024;
+
+/// Starts a gateway (userspace dataplane) on `config`, written to a scratch directory.
+fn start(test: &str, config: &str) -> (Gateway, ScratchDir) {
+    let dir = ScratchDir::new(test);
+    let path = dir.write("gateway.toml", config);
+    (Gateway::builder().config(path).start(), dir)
+}
+
+/// Which backend answered each of `n` requests for `path`, counted by name.
+async fn spread(gateway: SocketAddr, path: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(get_ok(gateway, path).await).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Which backend took each of `n` WebSocket tunnels for `path` (each echoes a round trip
+/// and ends cleanly), counted by name.
+async fn spread_tunnels(
+    gateway: SocketAddr,
+    path: &str,
+    n: usize,
+    rng: &mut impl RngCore,
+) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let mut tunnel = Tunnel::open(gateway, path).await;
+        tunnel
+            .round_trip(rng, ROUND_TRIP_BYTES, "a tunnel's round trip")
+            .await;
+        *seen.entry(tunnel.backend.clone()).or_insert(0) += 1;
+        tunnel.finish().await;
+    }
+    seen
+}
+
+/// The names in `seen`, sorted.
+fn names(seen: &BTreeMap<String, usize>) -> Vec<&str> {
+    seen.keys().map(String::as_str).collect()
+}
+
+/// `gateway_backend_state{pool, backend, state}`.
+fn state_metric(metrics: &Metrics, pool: &str, addr: SocketAddr, state: &str) -> f64 {
+    let addr = addr.to_string();
+    metrics.metric(
+        "gateway_backend_state",
+        &[("pool", pool), ("backend", &addr), ("state", state)],
+    )
+}
+
+/// `gateway_backend_probes_total{pool, backend, result}`.
+fn probes_metric(metrics: &Metrics, pool: &str, addr: SocketAddr, result: &str) -> f64 {
+    let addr = addr.to_string();
+    metrics.metric(
+        "gateway_backend_probes_total",
+        &[("pool", pool), ("backend", &addr), ("result", result)],
+    )
+}
+
+/// A pool of three; `a` answers 500 for a while: healthy → unhealthy on the second failure
+/// in a row (not the first), back on the second success in a row (not the first), with
+/// `/backends` (streaks, last probe, `since`) and `/metrics` following; meanwhile requests
+/// and upgrades go to `b` and `c` only, and to all three again once `a` is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_leaves_after_the_threshold_and_comes_back() {
+    let test = "a_failing_backend_leaves_after_the_threshold_and_comes_back";
+    let a = HealthBackend::start("a", ProbeAnswer::Pass).await;
+    let b = HealthBackend::start("b", ProbeAnswer::Pass).await;
+    let c = HealthBackend::start("c", ProbeAnswer::Pass).await;
+    let config = listener()
+        + &pool("pool", &[a.addr(), b.addr(), c.addr()])
+        + &probe("health", THRESHOLDS_2)
+        + &settings("s", "probe = \"health\"")
+        + &rules(("pool", "s"), &[]);
+    let (gateway, _dir) = start(test, &config);
+    let listen = gateway.listen_addr();
+    let mut rng = seeded_rng(test);
+
+    // The first probe decides: all three healthy.
+    let which = [("pool", a.addr()), ("pool", b.addr()), ("pool", c.addr())];
+    let up = wait_states(&gateway, &which, "healthy").await;
+    let first = &up[0];
+    assert_eq!(first.probe.as_deref(), Some("health"), "{}", first.json);
+    assert!(first.takes_traffic, "{}", first.json);
+    assert_eq!(first.consecutive_failures, 0, "{}", first.json);
+    assert!(first.consecutive_successes >= 1, "{}", first.json);
+    let last = first.last();
+    assert!(
+        last.passed && last.status == Some(200) && last.error.is_none(),
+        "{}",
+        first.json
+    );
+    let sent = a.probes();
+    let probe_head = sent.first().expect("a was probed");
+    assert_eq!(probe_head.path(), "/health", "{}", probe_head.text());
+    assert_eq!(
+        probe_head.header("host"),
+        Some("health.test"),
+        "{}",
+        probe_head.text()
+    );
+    assert!(
+        probe_head
+            .header("user-agent")
+            .is_some_and(|ua| ua.starts_with(PROBE_AGENT)),
+        "{}",
+        probe_head.text()
+    );
+    assert_eq!(names(&spread(listen, "/", 6).await), ["a", "b", "c"]);
+
+    a.set(ProbeAnswer::Status(500));
+    // One failure is not enough to take it out.
+    let once = wait_backend(
+        &gateway,
+        "pool",
+        a.addr(),
+        "a's first failed probe",
+        |view| view.consecutive_failures >= 1,
+    )
+    .await;
+    assert_eq!(once.state, "healthy", "one failure: {}", once.json);
+    assert_eq!(once.consecutive_failures, 1, "{}", once.json);
+    assert_eq!(once.consecutive_successes, 0, "{}", once.json);
+    assert!(once.takes_traffic, "{}", once.json);
+    let last = once.last();
+    assert!(!last.passed && last.status == Some(500), "{}", once.json);
+    assert_eq!(
+        last.error.as_deref(),
+        Some("status 500 not in 200-399"),
+        "{}",
+        once.json
+    );
+    let down = wait_backend(&gateway, "pool", a.addr(), "a unhealthy", |view| {
+        view.state == "unhealthy"
+    })
+    .await;
+    assert!(down.consecutive_failures >= 2, "{}", down.json);
+    assert!(!down.takes_traffic, "{}", down.json);
+    assert!(
+        down.since_unix > first.since_unix,
+        "since moves with the state: {} then {}",
+        first.json,
+        down.json
+    );
+
+    // Only b and c get requests and tunnels while a is down.
+    let a_requests = a.requests();
+    assert_eq!(names(&spread(listen, "/", 9).await), ["b", "c"]);
+    assert_eq!(
+        names(&spread_tunnels(listen, "/ws", 4, &mut rng).await),
+        ["b", "c"]
+    );
+    assert_eq!(a.requests(), a_requests, "a got requests while down");
+    let metrics = gateway.metrics();
+    assert_eq!(state_metric(&metrics, "pool", a.addr(), "unhealthy"), 1.0);
+    assert_eq!(state_metric(&metrics, "pool", a.addr(), "healthy"), 0.0);
+    assert_eq!(state_metric(&metrics, "pool", b.addr(), "healthy"), 1.0);
+    let failed = probes_metric(&metrics, "pool", a.addr(), "failed");
+    assert!(
+        failed >= 2.0,
+        "failed probes of a: {failed}\n{}",
+        metrics.text
+    );
+    assert!(probes_metric(&metrics, "pool", a.addr(), "passed") >= 1.0);
+    eventually(Duration::from_secs(5), "failed probes of a grow", || {
+        let now = probes_metric(&gateway.metrics(), "pool", a.addr(), "failed");
+        if now > failed {
+            Ok(())
+        } else {
+            Err(format!("{now}"))
+        }
+    })
+    .await;
+
+    a.set(ProbeAnswer::Pass);
+    // One success is not enough to bring it back.
+    let once = wait_backend(
+        &gateway,
+        "pool",
+        a.addr(),
+        "a's first passed probe",
+        |view| view.consecutive_successes >= 1,
+    )
+    .await;
+    assert_eq!(once.state, "unhealthy", "one success: {}", once.json);
+    assert_eq!(once.consecutive_successes, 1, "{}", once.json);
+    assert_eq!(once.consecutive_failures, 0, "{}", once.json);
+    assert!(!once.takes_traffic, "{}", once.json);
+    assert!(
+        once.last().passed && once.last().status == Some(200),
+        "{}",
+        once.json
+    );
+    let back = wait_backend(&gateway, "pool", a.addr(), "a healthy again", |view| {
+        view.state == "healthy"
+    })
+    .await;
+    assert!(back.consecutive_successes >= 2, "{}", back.json);
+    assert!(back.takes_traffic, "{}", back.json);
+    assert!(
+        back.since_unix > down.since_unix,
+        "{} then {}",
+        down.json,
+        back.json
+    );
+    assert_eq!(names(&spread(listen, "/", 9).await), ["a", "b", "c"]);
+    assert_eq!(
+        names(&spread_tunnels(listen, "/ws", 3, &mut rng).await),
+        ["a", "b", "c"]
+    );
+    let metrics = gateway.metrics();
+    assert_eq!(state_metric(&metrics, "pool", a.addr(), "healthy"), 1.0);
+    assert_eq!(state_metric(&metrics, "pool", a.addr(), "unhealthy"), 0.0);
+}
+
+/// Every way a probe fails, each on its own backend at once: no answer (a hang), an answer
+/// after the timeout, a connection closed without an answer, a body without the
+/// `match_body` text, a status outside `match_status_codes` (a 302 against `200-204`, which
+/// the default range would take). Each backend goes down, its pool's traffic goes to the
+/// pool's healthy backend, and all come back when they pass again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hangs_slow_answers_closes_bodies_and_statuses_fail_probes() {
+    let test = "hangs_slow_answers_closes_bodies_and_statuses_fail_probes";
+    let hang = HealthBackend::start("hang", ProbeAnswer::Pass).await;
+    let slow = HealthBackend::start("slow", ProbeAnswer::Pass).await;
+    let close = HealthBackend::start("close", ProbeAnswer::Pass).await;
+    let fine = HealthBackend::start("fine", ProbeAnswer::Pass).await;
+    let body = HealthBackend::start("body", ProbeAnswer::Pass).await;
+    let body_ok = HealthBackend::start("body-ok", ProbeAnswer::Pass).await;
+    let found = HealthBackend::start("found", ProbeAnswer::Pass).await;
+    let found_ok = HealthBackend::start("found-ok", ProbeAnswer::Pass).await;
+    let config = listener()
+        + &pool(
+            "modes",
+            &[hang.addr(), slow.addr(), close.addr(), fine.addr()],
+        )
+        + &pool("bodies", &[body.addr(), body_ok.addr()])
+        + &pool("codes", &[found.addr(), found_ok.addr()])
+        + &probe("health", THRESHOLDS_2)
+        + &probe("body", &format!("{THRESHOLDS_2}match_body = \"all good\""))
+        + &probe(
+            "codes",
+            &format!("{THRESHOLDS_2}match_status_codes = [\"200-204\"]"),
+        )
+        + &settings("s-modes", "probe = \"health\"")
+        + &settings("s-bodies", "probe = \"body\"")
+        + &settings("s-codes", "probe = \"codes\"")
+        + &rules(
+            ("modes", "s-modes"),
+            &[
+                ("bodies", "bodies", "s-bodies"),
+                ("codes", "codes", "s-codes"),
+            ],
+        );
+    let (gateway, _dir) = start(test, &config);
+    let listen = gateway.listen_addr();
+    let mut rng = seeded_rng(test);
+
+    let every: Vec<(&str, &HealthBackend)> = vec![
+        ("modes", &hang),
+        ("modes", &slow),
+        ("modes", &close),
+        ("modes", &fine),
+        ("bodies", &body),
+        ("bodies", &body_ok),
+        ("codes", &found),
+        ("codes", &found_ok),
+    ];
+    let all: Vec<(&str, SocketAddr)> = every.iter().map(|(p, b)| (*p, b.addr())).collect();
+    wait_states(&gateway, &all, "healthy").await;
+
+    // (pool, backend, answer, the last probe's status and error once it is down)
+    let timeout = "no answer within 1s";
+    let victims = [
+        ("modes", &hang, ProbeAnswer::Hang, None, timeout),
+        ("modes", &slow, ProbeAnswer::Slow, None, timeout),
+        (
+            "modes",
+            &close,
+            ProbeAnswer::Close,
+            None,
+            "closed before answering",
+        ),
+        (
+            "bodies",
+            &body,
+            ProbeAnswer::Body("status: degraded"),
+            Some(200),
+            "body does not contain \"all good\"",
+        ),
+        (
+            "codes",
+            &found,
+            ProbeAnswer::Status(302),
+            Some(302),
+            "status 302 not in 200-204",
+        ),
+    ];
+    for (_, backend, answer, _, _) in &victims {
+        backend.set(answer.clone());
+    }
+    let down: Vec<(&str, SocketAddr)> = victims.iter().map(|v| (v.0, v.1.addr())).collect();
+    let views = wait_states(&gateway, &down, "unhealthy").await;
+    for ((_, backend, _, status, error), view) in victims.iter().zip(&views) {
+        let name = backend.name();
+        assert!(view.consecutive_failures >= 2, "{name}: {}", view.json);
+        assert!(!view.takes_traffic, "{name}: {}", view.json);
+        let last = view.last();
+        assert!(!last.passed, "{name}: {}", view.json);
+        assert_eq!(last.status, *status, "{name}'s last status: {}", view.json);
+        assert!(
+            view.error().starts_with(error),
+            "{name}'s last error, expected {error:?}: {}",
+            view.json
+        );
+    }
+
+    // Each pool's traffic goes to its healthy backend only.
+    for (path, healthy) in [
+        ("/", "fine"),
+        ("/bodies/x", "body-ok"),
+        ("/codes/x", "found-ok"),
+    ] {
+        assert_eq!(names(&spread(listen, path, 4).await), [healthy], "{path}");
+        let ws = path.replace('x', "ws");
+        assert_eq!(
+            names(&spread_tunnels(listen, &ws, 2, &mut rng).await),
+            [healthy],
+            "{ws}"
+        );
+    }
+
+    for (_, backend, _, _, _) in &victims {
+        backend.set(ProbeAnswer::Pass);
+    }
+    for view in wait_states(&gateway, &down, "healthy").await {
+        assert!(view.consecutive_successes >= 2, "{}", view.json);
+    }
+    assert_eq!(
+        names(&spread(listen, "/", 8).await),
+        ["close", "fine", "hang", "slow"]
+    );
+    assert_eq!(
+        names(&spread(listen, "/bodies/x", 2).await),
+        ["body", "body-ok"]
+    );
+    assert_eq!(
+        names(&spread(listen, "/codes/x", 2).await),
+        ["found", "found-ok"]
+    );
+}
+
+/// A pool whose backends all fail their first probe (the first result decides, on one
+/// failure) answers requests and upgrades `502` "no healthy backend" at once, logs it, and
+/// counts the `502`s; the backends see only probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_with_no_healthy_backend_answers_502_at_once() {
+    let test = "a_pool_with_no_healthy_backend_answers_502_at_once";
+    let a = HealthBackend::start("a", ProbeAnswer::Status(503)).await;
+    let b = HealthBackend::start("b", ProbeAnswer::Status(500)).await;
+    let config = listener()
+        + &pool("pool", &[a.addr(), b.addr()])
+        + &probe("health", THRESHOLDS_2)
+        + &settings("s", "probe = \"health\"")
+        + &rules(("pool", "s"), &[]);
+    let (gateway, _dir) = start(test, &config);
+    let listen = gateway.listen_addr();
+
+    let views = wait_states(
+        &gateway,
+        &[("pool", a.addr()), ("pool", b.addr())],
+        "unhealthy",
+    )
+    .await;
+    for (view, status) in views.iter().zip([503, 500]) {
+        assert_eq!(
+            view.consecutive_failures, 1,
+            "the first failure decides: {}",
+            view.json
+        );
+        assert_eq!(view.last().status, Some(status), "{}", view.json);
+    }
+
+    let limit = Duration::from_secs(2);
+    let reply = within(
+        limit,
+        "a request to a pool with no healthy backend",
+        get(listen, "/"),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(502), "{}", reply.text());
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(text.contains("no healthy backend"), "{text}");
+    assert!(text.contains("\"pool\""), "names the pool: {text}");
+    let reply = within(limit, "an upgrade to a pool with no healthy backend", {
+        upgrade_answer(listen, "/ws")
+    })
+    .await;
+    assert_eq!(reply.status(), Some(502), "{}", reply.text());
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("no healthy backend"),
+        "{}",
+        reply.text()
+    );
+
+    assert_eq!(a.requests() + b.requests(), 0, "the backends got requests");
+    assert!(a.tunnel_records().is_empty() && b.tunnel_records().is_empty());
+    gateway
+        .logged("the 502 is logged", |stderr| {
+            stderr
+                .lines()
+                .any(|line| line.contains("no healthy backend") && line.contains("pool"))
+        })
+        .await;
+    let metrics = gateway.metrics();
+    let answered = metrics.metric("gateway_requests_total", &[("status", "502")]);
+    assert_eq!(answered, 2.0, "{}", metrics.text);
+    assert_eq!(state_metric(&metrics, "pool", a.addr(), "unhealthy"), 1.0);
+    assert_eq!(state_metric(&metrics, "pool", b.addr(), "unhealthy"), 1.0);
+}
+
+/// Without a probe, a backend whose listener is gone is ejected after `passive_failures`
+/// connect failures in a row: it gets no request while ejected, `/backends` and
+/// `/metrics` say so, and once it listens again and the 1 s ejection is over it gets
+/// requests again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_eject_a_backend_until_the_ejection_ends() {
+    let test = "refused_connections_eject_a_backend_until_the_ejection_ends";
+    let a = HealthBackend::start("a", ProbeAnswer::Pass).await;
+    let mut b = HealthBackend::start("b", ProbeAnswer::Pass).await;
+    let config = listener()
+        + &pool("pool", &[a.addr(), b.addr()])
+        + &settings("s", "passive_failures = 2\npassive_ejection_secs = 1")
+        + &rules(("pool", "s"), &[]);
+    let (gateway, _dir) = start(test, &config);
+    let listen = gateway.listen_addr();
+
+    let view = backend(&gateway, "pool", b.addr());
+    assert_eq!(view.probe, None, "not probed: {}", view.json);
+    assert_eq!(view.state, "unknown", "{}", view.json);
+    assert_eq!(names(&spread(listen, "/", 4).await), ["a", "b"]);
+
+    b.stop().await;
+    let mut refused = 0;
+    for _ in 0..8 {
+        let reply = get(listen, "/").await;
+        match reply.status() {
+            Some(200) => assert_eq!(reply.header("x-backend"), Some("a"), "{}", reply.text()),
+            Some(502) => {
+                let text = String::from_utf8_lossy(&reply.body);
+                assert!(text.contains("connect refused"), "{text}");
+                refused += 1;
+                if refused == 2 {
+                    break;
+                }
+            }
+            _ => panic!("unexpected answer:\n{}", reply.text()),
+        }
+    }
+    assert_eq!(refused, 2, "two requests went to b and failed");
+    let ejected = backend(&gateway, "pool", b.addr());
+    assert!(ejected.ejected, "{}", ejected.json);
+    assert!(!ejected.takes_traffic, "{}", ejected.json);
+    assert_eq!(ejected.ejections_total, 1, "{}", ejected.json);
+    assert!(ejected.ejected_for_secs <= 1.0, "{}", ejected.json);
+    assert_eq!(
+        ejected.state, "unknown",
+        "no probe changed it: {}",
+        ejected.json
+    );
+    // While ejected, every request goes to a (each a new connection: b would refuse it).
+    assert_eq!(names(&spread(listen, "/", 4).await), ["a"]);
+    let metrics = gateway.metrics();
+    assert_eq!(
+        state_metric(&metrics, "pool", b.addr(), "ejected"),
+        1.0,
+        "{}",
+        metrics.text
+    );
+    let addr = b.addr().to_string();
+    let ejections = metrics.metric("gateway_backend_ejections_total", &[("backend", &addr)]);
+    assert_eq!(ejections, 1.0, "{}", metrics.text);
+    let still = backend(&gateway, "pool", b.addr());
+    assert!(
+        still.ejected,
+        "the requests above ran while b was ejected: {}",
+        still.json
+    );
+    gateway
+        .logged("the ejection is logged", |stderr| {
+            stderr.contains("backend ejected") && stderr.contains(&addr)
+        })
+        .await;
+
+    b.restart().await;
+    let before = b.requests();
+    let mut answered_by_b = false;
+    for _ in 0..200 {
+        if get_ok(listen, "/").await == "b" {
+            answered_by_b = true;
+            break;
+        }
+        // Pacing: the ejection runs out on the gateway's clock, not on a signal we can see.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered_by_b, "b never got a request again");
+    assert_eq!(b.requests(), before + 1);
+    let back = backend(&gateway, "pool", b.addr());
+    assert!(!back.ejected && back.takes_traffic, "{}", back.json);
+    assert_eq!(back.passive_failures, 0, "{}", back.json);
+    assert_eq!(names(&spread(listen, "/", 4).await), ["a", "b"]);
+}
+
+/// An https probe verifies the backend's certificate against the name it probes: with the
+/// settings' host (the certificate's name) the backend is healthy; with a probe `host` the
+/// certificate does not cover it is unhealthy, with the TLS error in `last_probe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_probes_check_the_certificate_against_the_probed_name() {
+    let test = "https_probes_check_the_certificate_against_the_probed_name";
+    let ca = Ca::new("backend CA");
+    let tls = HttpBackend::start_tls("tls", ca.leaf(&["api.test"]).server()).await;
+    let dir = ScratchDir::new(test);
+    let ca_path = ca.write(&dir, "backend-ca.pem");
+    let https = |name: &str, probe: &str| {
+        settings(name, "").replace(
+            "port = 80\nprotocol = \"http\"",
+            "port = 443\nprotocol = \"https\"",
+        ) + &format!(
+            "trusted_ca = \"{}\"\nhost_header = \"api.test\"\nprobe = \"{probe}\"\n\n",
+            ca_path.display()
+        )
+    };
+    let https_probe = |name: &str, host: &str| {
+        probe(name, "unhealthy_threshold = 1\nhealthy_threshold = 1")
+            .replace("protocol = \"http\"", "protocol = \"https\"")
+            .replace("host = \"health.test\"", host)
+    };
+    let config = listener()
+        + &pool("good", &[tls.addr()])
+        + &pool("bad", &[tls.addr()])
+        + &https_probe(
+            "settings-host",
+            "pick_host_name_from_backend_settings = true",
+        )
+        + &https_probe("other-host", "host = \"other.test\"")
+        + &https("tls-good", "settings-host")
+        + &https("tls-bad", "other-host")
+        + &rules(("good", "tls-good"), &[("bad", "bad", "tls-bad")]);
+    let path = dir.write("gateway.toml", &config);
+    let gateway = Gateway::builder().config(path).start();
+    let listen = gateway.listen_addr();
+
+    let good = wait_backend(
+        &gateway,
+        "good",
+        tls.addr(),
+        "the https probe passes",
+        |view| view.state == "healthy",
+    )
+    .await;
+    assert_eq!(good.last().status, Some(200), "{}", good.json);
+    let bad = wait_backend(
+        &gateway,
+        "bad",
+        tls.addr(),
+        "the misnamed probe fails",
+        |view| view.state == "unhealthy",
+    )
+    .await;
+    assert_eq!(bad.last().status, None, "{}", bad.json);
+    assert!(
+        bad.error()
+            .contains("certificate is not valid for the server name"),
+        "a TLS error: {}",
+        bad.json
+    );
+    let probed = tls.seen();
+    let probe_seen = probed
+        .iter()
+        .find(|seen| seen.head.path() == "/health")
+        .expect("the backend saw the https probe");
+    assert_eq!(probe_seen.sni.as_deref(), Some("api.test"));
+    assert_eq!(probe_seen.head.header("host"), Some("api.test"));
+
+    assert_eq!(get_ok(listen, "/").await, "tls");
+    let reply = get(listen, "/bad/x").await;
+    assert_eq!(reply.status(), Some(502), "{}", reply.text());
+    assert!(String::from_utf8_lossy(&reply.body).contains("no healthy backend"));
+}
+
+/// With default probes on and no `probe` in the settings, every backend gets Azure's
+/// `GET /` on the settings' protocol: one answering 200 is healthy, one answering 404 is
+/// unhealthy after that first probe (the first result decides, whatever the threshold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_probes_get_slash_and_the_first_result_decides() {
+    let test = "default_probes_get_slash_and_the_first_result_decides";
+    let ok = HealthBackend::start("ok", ProbeAnswer::Pass).await;
+    let missing = HealthBackend::start("missing", ProbeAnswer::Status(404)).await;
+    let config = listener()
+        + &pool("ok", &[ok.addr()])
+        + &pool("missing", &[missing.addr()])
+        + &settings("plain", "")
+        + &rules(("ok", "plain"), &[("missing", "missing", "plain")]);
+    let dir = ScratchDir::new(test);
+    let path = dir.write("gateway.toml", &config);
+    let gateway = Gateway::builder().config(path).default_probes().start();
+
+    let healthy = wait_backend(
+        &gateway,
+        "ok",
+        ok.addr(),
+        "the default probe passes",
+        |view| view.state == "healthy",
+    )
+    .await;
+    assert_eq!(
+        healthy.probe.as_deref(),
+        Some("default"),
+        "{}",
+        healthy.json
+    );
+    assert_eq!(healthy.last().status, Some(200), "{}", healthy.json);
+    let down = wait_backend(
+        &gateway,
+        "missing",
+        missing.addr(),
+        "the 404 fails",
+        |view| view.state == "unhealthy",
+    )
+    .await;
+    assert_eq!(down.probe.as_deref(), Some("default"), "{}", down.json);
+    assert_eq!(
+        down.consecutive_failures, 1,
+        "one failure decides: {}",
+        down.json
+    );
+    assert_eq!(down.last().status, Some(404), "{}", down.json);
+    assert_eq!(down.error(), "status 404 not in 200-399", "{}", down.json);
+    for backend in [&ok, &missing] {
+        let probes = backend.probes();
+        let head = probes.first().expect("probed");
+        assert_eq!(head.method(), "GET", "{}", head.text());
+        assert_eq!(head.path(), "/", "{}", head.text());
+        assert!(head.header("host").is_some(), "{}", head.text());
+    }
+    assert_eq!(get_ok(gateway.listen_addr(), "/").await, "ok");
+    let reply = get(gateway.listen_addr(), "/missing/x").await;
+    assert_eq!(reply.status(), Some(502), "{}", reply.text());
+}
