@@ -1,10 +1,10 @@
 //! Backend health end to end: active probes (pass, a failing status, a hang, a slow answer,
-//! a closed connection, a body or status that does not match, https with the certificate
-//! checked, Azure's default probe) move each backend between `unknown`, `healthy` and
-//! `unhealthy` by the thresholds, as `/backends` and `/metrics` show; requests and WebSocket
-//! upgrades go only to backends that take traffic, and a pool with none answers `502` at
-//! once; passive checks eject a backend that refuses connections. The tunnel side
-//! (`on_backend_down`, least connections, `/tunnels`) is in `health/tunnels.rs`.
+//! a closed connection, a body or status that does not match) move each backend between
+//! `unknown`, `healthy` and `unhealthy` by the thresholds, as `/backends` and `/metrics`
+//! show; requests and WebSocket upgrades go only to backends that take traffic, and a pool
+//! with none answers `502` at once. Elsewhere: passive ejection (`health/passive.rs`), https
+//! and default probes (`health/probe_kinds.rs`), and live tunnels (`on_backend_down`, least
+//! connections, `/tunnels`: `health/tunnels.rs`).
 //!
 //! Probes run every second with a 1 s timeout; every wait polls `/backends` for the state.
 
@@ -15,20 +15,22 @@ mod admin;
 mod backend;
 #[path = "health/client.rs"]
 mod client;
+#[path = "health/passive.rs"]
+mod passive;
+#[path = "health/probe_kinds.rs"]
+mod probe_kinds;
 #[path = "health/tunnels.rs"]
 mod tunnels;
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use admin::{backend, wait_backend, wait_states};
+use admin::{wait_backend, wait_states};
 use backend::{HealthBackend, ProbeAnswer, PROBE_AGENT};
 use client::{get, get_ok, listener, pool, probe, rules, settings, upgrade_answer, Tunnel};
 use gateway_tests::{
     data::seeded_rng,
-    http_backend::HttpBackend,
     metrics::Metrics,
     oneshot::ScratchDir,
-    tls::Ca,
     wait::{eventually, within},
     Gateway,
 };
@@ -123,6 +125,7 @@ async fn a_failing_backend_leaves_after_the_threshold_and_comes_back() {
     let up = wait_states(&gateway, &which, "healthy").await;
     let first = &up[0];
     assert_eq!(first.probe.as_deref(), Some("health"), "{}", first.json);
+    assert_eq!(first.settings, "s", "{}", first.json);
     assert!(first.takes_traffic, "{}", first.json);
     assert_eq!(first.consecutive_failures, 0, "{}", first.json);
     assert!(first.consecutive_successes >= 1, "{}", first.json);
@@ -177,6 +180,7 @@ async fn a_failing_backend_leaves_after_the_threshold_and_comes_back() {
     })
     .await;
     assert!(down.consecutive_failures >= 2, "{}", down.json);
+    assert!(down.probes_failed >= 2, "{}", down.json);
     assert!(!down.takes_traffic, "{}", down.json);
     assert!(
         down.since_unix > first.since_unix,
@@ -459,233 +463,4 @@ async fn a_pool_with_no_healthy_backend_answers_502_at_once() {
     assert_eq!(answered, 2.0, "{}", metrics.text);
     assert_eq!(state_metric(&metrics, "pool", a.addr(), "unhealthy"), 1.0);
     assert_eq!(state_metric(&metrics, "pool", b.addr(), "unhealthy"), 1.0);
-}
-
-/// Without a probe, a backend whose listener is gone is ejected after `passive_failures`
-/// connect failures in a row: it gets no request while ejected, `/backends` and
-/// `/metrics` say so, and once it listens again and the 1 s ejection is over it gets
-/// requests again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_connections_eject_a_backend_until_the_ejection_ends() {
-    let test = "refused_connections_eject_a_backend_until_the_ejection_ends";
-    let a = HealthBackend::start("a", ProbeAnswer::Pass).await;
-    let mut b = HealthBackend::start("b", ProbeAnswer::Pass).await;
-    let config = listener()
-        + &pool("pool", &[a.addr(), b.addr()])
-        + &settings("s", "passive_failures = 2\npassive_ejection_secs = 1")
-        + &rules(("pool", "s"), &[]);
-    let (gateway, _dir) = start(test, &config);
-    let listen = gateway.listen_addr();
-
-    let view = backend(&gateway, "pool", b.addr());
-    assert_eq!(view.probe, None, "not probed: {}", view.json);
-    assert_eq!(view.state, "unknown", "{}", view.json);
-    assert_eq!(names(&spread(listen, "/", 4).await), ["a", "b"]);
-
-    b.stop().await;
-    let mut refused = 0;
-    for _ in 0..8 {
-        let reply = get(listen, "/").await;
-        match reply.status() {
-            Some(200) => assert_eq!(reply.header("x-backend"), Some("a"), "{}", reply.text()),
-            Some(502) => {
-                let text = String::from_utf8_lossy(&reply.body);
-                assert!(text.contains("connect refused"), "{text}");
-                refused += 1;
-                if refused == 2 {
-                    break;
-                }
-            }
-            _ => panic!("unexpected answer:\n{}", reply.text()),
-        }
-    }
-    assert_eq!(refused, 2, "two requests went to b and failed");
-    let ejected = backend(&gateway, "pool", b.addr());
-    assert!(ejected.ejected, "{}", ejected.json);
-    assert!(!ejected.takes_traffic, "{}", ejected.json);
-    assert_eq!(ejected.ejections_total, 1, "{}", ejected.json);
-    assert!(ejected.ejected_for_secs <= 1.0, "{}", ejected.json);
-    assert_eq!(
-        ejected.state, "unknown",
-        "no probe changed it: {}",
-        ejected.json
-    );
-    // While ejected, every request goes to a (each a new connection: b would refuse it).
-    assert_eq!(names(&spread(listen, "/", 4).await), ["a"]);
-    let metrics = gateway.metrics();
-    assert_eq!(
-        state_metric(&metrics, "pool", b.addr(), "ejected"),
-        1.0,
-        "{}",
-        metrics.text
-    );
-    let addr = b.addr().to_string();
-    let ejections = metrics.metric("gateway_backend_ejections_total", &[("backend", &addr)]);
-    assert_eq!(ejections, 1.0, "{}", metrics.text);
-    let still = backend(&gateway, "pool", b.addr());
-    assert!(
-        still.ejected,
-        "the requests above ran while b was ejected: {}",
-        still.json
-    );
-    gateway
-        .logged("the ejection is logged", |stderr| {
-            stderr.contains("backend ejected") && stderr.contains(&addr)
-        })
-        .await;
-
-    b.restart().await;
-    let before = b.requests();
-    let mut answered_by_b = false;
-    for _ in 0..200 {
-        if get_ok(listen, "/").await == "b" {
-            answered_by_b = true;
-            break;
-        }
-        // Pacing: the ejection runs out on the gateway's clock, not on a signal we can see.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(answered_by_b, "b never got a request again");
-    assert_eq!(b.requests(), before + 1);
-    let back = backend(&gateway, "pool", b.addr());
-    assert!(!back.ejected && back.takes_traffic, "{}", back.json);
-    assert_eq!(back.passive_failures, 0, "{}", back.json);
-    assert_eq!(names(&spread(listen, "/", 4).await), ["a", "b"]);
-}
-
-/// An https probe verifies the backend's certificate against the name it probes: with the
-/// settings' host (the certificate's name) the backend is healthy; with a probe `host` the
-/// certificate does not cover it is unhealthy, with the TLS error in `last_probe`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_probes_check_the_certificate_against_the_probed_name() {
-    let test = "https_probes_check_the_certificate_against_the_probed_name";
-    let ca = Ca::new("backend CA");
-    let tls = HttpBackend::start_tls("tls", ca.leaf(&["api.test"]).server()).await;
-    let dir = ScratchDir::new(test);
-    let ca_path = ca.write(&dir, "backend-ca.pem");
-    let https = |name: &str, probe: &str| {
-        settings(name, "").replace(
-            "port = 80\nprotocol = \"http\"",
-            "port = 443\nprotocol = \"https\"",
-        ) + &format!(
-            "trusted_ca = \"{}\"\nhost_header = \"api.test\"\nprobe = \"{probe}\"\n\n",
-            ca_path.display()
-        )
-    };
-    let https_probe = |name: &str, host: &str| {
-        probe(name, "unhealthy_threshold = 1\nhealthy_threshold = 1")
-            .replace("protocol = \"http\"", "protocol = \"https\"")
-            .replace("host = \"health.test\"", host)
-    };
-    let config = listener()
-        + &pool("good", &[tls.addr()])
-        + &pool("bad", &[tls.addr()])
-        + &https_probe(
-            "settings-host",
-            "pick_host_name_from_backend_settings = true",
-        )
-        + &https_probe("other-host", "host = \"other.test\"")
-        + &https("tls-good", "settings-host")
-        + &https("tls-bad", "other-host")
-        + &rules(("good", "tls-good"), &[("bad", "bad", "tls-bad")]);
-    let path = dir.write("gateway.toml", &config);
-    let gateway = Gateway::builder().config(path).start();
-    let listen = gateway.listen_addr();
-
-    let good = wait_backend(
-        &gateway,
-        "good",
-        tls.addr(),
-        "the https probe passes",
-        |view| view.state == "healthy",
-    )
-    .await;
-    assert_eq!(good.last().status, Some(200), "{}", good.json);
-    let bad = wait_backend(
-        &gateway,
-        "bad",
-        tls.addr(),
-        "the misnamed probe fails",
-        |view| view.state == "unhealthy",
-    )
-    .await;
-    assert_eq!(bad.last().status, None, "{}", bad.json);
-    assert!(
-        bad.error()
-            .contains("certificate is not valid for the server name"),
-        "a TLS error: {}",
-        bad.json
-    );
-    let probed = tls.seen();
-    let probe_seen = probed
-        .iter()
-        .find(|seen| seen.head.path() == "/health")
-        .expect("the backend saw the https probe");
-    assert_eq!(probe_seen.sni.as_deref(), Some("api.test"));
-    assert_eq!(probe_seen.head.header("host"), Some("api.test"));
-
-    assert_eq!(get_ok(listen, "/").await, "tls");
-    let reply = get(listen, "/bad/x").await;
-    assert_eq!(reply.status(), Some(502), "{}", reply.text());
-    assert!(String::from_utf8_lossy(&reply.body).contains("no healthy backend"));
-}
-
-/// With default probes on and no `probe` in the settings, every backend gets Azure's
-/// `GET /` on the settings' protocol: one answering 200 is healthy, one answering 404 is
-/// unhealthy after that first probe (the first result decides, whatever the threshold).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_probes_get_slash_and_the_first_result_decides() {
-    let test = "default_probes_get_slash_and_the_first_result_decides";
-    let ok = HealthBackend::start("ok", ProbeAnswer::Pass).await;
-    let missing = HealthBackend::start("missing", ProbeAnswer::Status(404)).await;
-    let config = listener()
-        + &pool("ok", &[ok.addr()])
-        + &pool("missing", &[missing.addr()])
-        + &settings("plain", "")
-        + &rules(("ok", "plain"), &[("missing", "missing", "plain")]);
-    let dir = ScratchDir::new(test);
-    let path = dir.write("gateway.toml", &config);
-    let gateway = Gateway::builder().config(path).default_probes().start();
-
-    let healthy = wait_backend(
-        &gateway,
-        "ok",
-        ok.addr(),
-        "the default probe passes",
-        |view| view.state == "healthy",
-    )
-    .await;
-    assert_eq!(
-        healthy.probe.as_deref(),
-        Some("default"),
-        "{}",
-        healthy.json
-    );
-    assert_eq!(healthy.last().status, Some(200), "{}", healthy.json);
-    let down = wait_backend(
-        &gateway,
-        "missing",
-        missing.addr(),
-        "the 404 fails",
-        |view| view.state == "unhealthy",
-    )
-    .await;
-    assert_eq!(down.probe.as_deref(), Some("default"), "{}", down.json);
-    assert_eq!(
-        down.consecutive_failures, 1,
-        "one failure decides: {}",
-        down.json
-    );
-    assert_eq!(down.last().status, Some(404), "{}", down.json);
-    assert_eq!(down.error(), "status 404 not in 200-399", "{}", down.json);
-    for backend in [&ok, &missing] {
-        let probes = backend.probes();
-        let head = probes.first().expect("probed");
-        assert_eq!(head.method(), "GET", "{}", head.text());
-        assert_eq!(head.path(), "/", "{}", head.text());
-        assert!(head.header("host").is_some(), "{}", head.text());
-    }
-    assert_eq!(get_ok(gateway.listen_addr(), "/").await, "ok");
-    let reply = get(gateway.listen_addr(), "/missing/x").await;
-    assert_eq!(reply.status(), Some(502), "{}", reply.text());
 }

@@ -87,3 +87,63 @@ async fn close_line_is_json(dataplane: Dataplane, test: &str) {
 }
 
 dataplane_tests!(close_line_is_json => tunnel_close_line_is_json_ebpf, tunnel_close_line_is_json_userspace);
+
+/// A tunnel the gateway closes (here: idle timeout) logs the bytes it carried, not 0: a
+/// direction cut off by a limit has no end-of-stream total of its own.
+async fn a_limit_close_logs_the_bytes_carried(dataplane: Dataplane, test: &str) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let backend = EchoBackend::start().await;
+    let gateway = Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(dataplane)
+        .arg("--log-format")
+        .arg("json")
+        .arg("--tunnel-idle-timeout-secs")
+        .arg("1")
+        .start();
+    let mut ws = within(
+        Duration::from_secs(10),
+        "WebSocket upgrade",
+        client::ws_connect(gateway.listen_addr(), "/idle"),
+    )
+    .await;
+    let payload = vec![7u8; MESSAGE_BYTES];
+    for _ in 0..MESSAGES {
+        ws.send(Message::Binary(payload.clone().into()))
+            .await
+            .expect("send");
+        match within(Duration::from_secs(10), "an echo", ws.next()).await {
+            Some(Ok(Message::Binary(echo))) => assert_eq!(echo.len(), MESSAGE_BYTES),
+            other => panic!("expected an echo, got {other:?}"),
+        }
+    }
+    // Idle now: the gateway closes the tunnel after a second.
+    within(Duration::from_secs(10), "the idle close", async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    let stderr = gateway
+        .logged("the tunnel's close line", |text| {
+            text.contains("\"tunnel closed\"")
+        })
+        .await;
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("\"tunnel closed\""))
+        .expect("the close line");
+    let json: Value = serde_json::from_str(line).expect("JSON");
+    let fields = &json["fields"];
+    assert_eq!(fields["close_reason"], "idle_timeout", "{line}");
+    let payload = (MESSAGES * MESSAGE_BYTES) as u64;
+    for key in ["client_to_backend_bytes", "backend_to_client_bytes"] {
+        let bytes = fields[key].as_u64().unwrap_or_else(|| panic!("{key}: {line}"));
+        assert!(bytes >= payload, "{key} = {bytes} < {payload}: {line}");
+    }
+}
+
+dataplane_tests!(a_limit_close_logs_the_bytes_carried => limit_close_logs_bytes_ebpf, limit_close_logs_bytes_userspace);

@@ -109,7 +109,7 @@ pub async fn run(
 ) -> RelayOutcome {
     let [client_to_backend, backend_to_client] = counters;
     let last_activity = &meter.last_activity_ns;
-    let (reason, up, down) = {
+    let reason = {
         let (client_read, client_write) = client.halves();
         let (backend_read, backend_write) = backend.halves();
         let upstream = copy_half(
@@ -148,7 +148,7 @@ pub async fn run(
                 break CloseReason::Done;
             }
         };
-        (reason, up, down)
+        reason
     };
     if reason.closing() == Closing::Graceful {
         // A TLS peer reads a FIN without `close_notify` as a truncation: say goodbye first,
@@ -161,8 +161,10 @@ pub async fn run(
     close_both(&reason, client.socket(), backend.socket());
     RelayOutcome {
         reason,
-        client_to_backend: up.unwrap_or_default(),
-        backend_to_client: down.unwrap_or_default(),
+        // The meter: a direction still copying when a limit or an error ended the tunnel
+        // has no total of its own, but every byte it copied was counted.
+        client_to_backend: meter.bytes[0].load(Ordering::Relaxed),
+        backend_to_client: meter.bytes[1].load(Ordering::Relaxed),
     }
 }
 
