@@ -72,8 +72,9 @@ fn key_of_another_certificate() {
     let dir = std::env::temp_dir().join(format!("gateway-config-key-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create a temporary directory");
     let other = dir.join("other.key");
-    let key = rcgen::KeyPair::generate().expect("a key");
-    std::fs::write(&other, key.serialize_pem()).expect("write the key");
+    // Any other certificate's key.
+    let leaf = test_pki::Ca::new("other").leaf(&["other.test"]);
+    std::fs::write(&other, &leaf.key_pem).expect("write the key");
     let tls = HTTPS.replace("certs/example.key", &other.display().to_string());
     let text = base_with("protocol = \"http\"", &tls);
     let error = only_problem(&text, "listeners[0].private_key", "issued for");

@@ -11,11 +11,8 @@ use std::{
     time::Duration,
 };
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use rustls::{
-    pki_types::{CertificateDer, ServerName},
+    pki_types::ServerName,
     ClientConfig, RootCertStore, SupportedProtocolVersion,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -56,63 +53,20 @@ impl Drop for TempDir {
     }
 }
 
-/// A test CA.
-pub struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+pub use test_pki::{Ca, Leaf};
+
+/// Where a [`Leaf`] goes in a listener's configuration.
+pub trait LeafFiles {
+    /// Writes the certificate and key to `NAME.crt` and `NAME.key` in `dir`.
+    fn files(&self, dir: &TempDir, name: &str) -> TlsFiles;
 }
 
-/// A certificate signed by a [`Ca`], with its key.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: CertificateDer<'static>,
-}
-
-impl Ca {
-    pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        Self {
-            issuer: CertifiedIssuer::self_signed(params, key).expect("self-signed CA"),
-        }
-    }
-
-    pub fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A server certificate for `names` (DNS names, `*.` wildcards, or IP addresses).
-    pub fn leaf(&self, names: &[&str]) -> Leaf {
-        let sans: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).expect("leaf params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign the leaf");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    /// Only this CA as a root store.
-    pub fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).expect("add the CA");
-        roots
-    }
-}
-
-impl Leaf {
-    pub fn files(&self, dir: &TempDir, name: &str) -> TlsFiles {
+impl LeafFiles for Leaf {
+    fn files(&self, dir: &TempDir, name: &str) -> TlsFiles {
+        let (certificate, private_key) = self.write(&dir.0, name);
         TlsFiles {
-            certificate: dir.write(&format!("{name}.crt"), &self.cert_pem),
-            private_key: dir.write(&format!("{name}.key"), &self.key_pem),
+            certificate,
+            private_key,
         }
     }
 }

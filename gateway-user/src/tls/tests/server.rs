@@ -12,7 +12,8 @@ use tokio::{
 };
 
 use super::fixtures::{
-    client, handshake, https_bind, listen, one_site_acceptor, path_text, site, Ca, TempDir,
+    client, handshake, https_bind, listen, one_site_acceptor, path_text, site, Ca, LeafFiles,
+    TempDir,
 };
 use crate::{
     config::model::{Protocol, TlsFiles},

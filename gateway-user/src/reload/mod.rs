@@ -25,6 +25,10 @@ use prometheus_client::{
 use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+mod diff;
+
+pub use diff::{needs_restart, BindDiff};
+
 use crate::{
     config::{self, Bind, ConfigErrors, Global, Sources},
     plan::{self, Plan},
@@ -85,71 +89,6 @@ impl ReloadError {
             Self::ShuttingDown => None,
         }
     }
-}
-
-/// Which binds a reload keeps, adds and removes, by [`BindId`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BindDiff {
-    /// In the new configuration's order.
-    pub kept: Vec<BindId>,
-    /// In the new configuration's order.
-    pub added: Vec<BindId>,
-    /// In the running order.
-    pub removed: Vec<BindId>,
-}
-
-impl BindDiff {
-    pub fn new(running: &[BindId], wanted: &[BindId]) -> Self {
-        let (kept, added) = wanted.iter().cloned().partition(|id| running.contains(id));
-        let removed = running
-            .iter()
-            .filter(|id| !wanted.contains(id))
-            .cloned()
-            .collect();
-        Self {
-            kept,
-            added,
-            removed,
-        }
-    }
-}
-
-/// The `[global]` keys that only apply at start, which `new` changes from `started`: one
-/// warning each.
-pub fn needs_restart(started: &Global, new: &Global) -> Vec<String> {
-    let mut changed = Vec::new();
-    let mut check = |key: &str, old: String, new: String| {
-        if old != new {
-            changed.push(format!(
-                "global.{key} changed ({old} -> {new}) but needs a restart; still running with {old}"
-            ));
-        }
-    };
-    let lower = |value: &dyn std::fmt::Debug| format!("{value:?}").to_lowercase();
-    check(
-        "dataplane",
-        lower(&started.dataplane),
-        lower(&new.dataplane),
-    );
-    let admin =
-        |addr: Option<SocketAddr>| addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
-    check("admin", admin(started.admin), admin(new.admin));
-    check(
-        "log_level",
-        started.log_level.clone(),
-        new.log_level.clone(),
-    );
-    check(
-        "log_format",
-        lower(&started.log_format),
-        lower(&new.log_format),
-    );
-    check(
-        "default_probes",
-        started.default_probes.to_string(),
-        new.default_probes.to_string(),
-    );
-    changed
 }
 
 /// `gateway_reloads_total{result}` and `gateway_config_generation`.
@@ -260,29 +199,25 @@ impl Reloader {
         metrics: ReloadMetrics,
     ) -> Arc<Self> {
         let snapshot = shared.snapshot.load_full();
-        let reloader = Arc::new(Self {
+        let died = CancellationToken::new();
+        let listeners = snapshot
+            .config
+            .binds
+            .iter()
+            .zip(opened)
+            .map(|(bind, opened)| listen(&shared, &died, bind, opened))
+            .collect();
+        Arc::new(Self {
             started: snapshot.config.global.clone(),
             shared,
             sources,
             metrics,
             state: Mutex::new(State {
                 generation: 1,
-                listeners: Vec::new(),
+                listeners,
             }),
-            died: CancellationToken::new(),
-        });
-        let listeners = snapshot
-            .config
-            .binds
-            .iter()
-            .zip(opened)
-            .map(|(bind, opened)| reloader.listen(bind, opened))
-            .collect();
-        // Nothing else holds the lock yet.
-        if let Ok(mut state) = reloader.state.try_lock() {
-            state.listeners = listeners;
-        }
-        reloader
+            died,
+        })
     }
 
     /// Resolves when a listener task died.
@@ -428,7 +363,10 @@ impl Reloader {
             if let Some(at) = listeners.iter().position(|l| l.id == id) {
                 state.listeners.push(listeners.remove(at));
             } else if let Some(at) = opened.iter().position(|o| o.id == id) {
-                state.listeners.push(self.listen(bind, opened.remove(at)));
+                let opened = opened.remove(at);
+                state
+                    .listeners
+                    .push(listen(&self.shared, &self.died, bind, opened));
             }
         }
         state.generation += 1;
@@ -456,39 +394,6 @@ impl Reloader {
         })
     }
 
-    /// Serves `opened`, the socket of `bind`, in a task that stops on its own token (a
-    /// child of the drain's).
-    fn listen(&self, bind: &Bind, opened: Opened) -> ListenerTask {
-        let names: Vec<&str> = bind.sites.iter().map(|s| s.listener.as_str()).collect();
-        tracing::info!(
-            listeners = %names.join(","),
-            bind = %opened.local,
-            protocol = bind.protocol.as_str(),
-            "listening"
-        );
-        let stop = self.shared.lifecycle.draining.child_token();
-        let serve = tokio::spawn(proxy::serve(
-            opened.listener,
-            self.shared.clone(),
-            opened.id.clone(),
-            stop.clone(),
-        ));
-        let died = self.died.clone();
-        let id = opened.id.clone();
-        let task = tokio::spawn(async move {
-            if let Err(error) = serve.await {
-                tracing::error!(bind = %id, %error, "a listener task died");
-                died.cancel();
-            }
-        });
-        ListenerTask {
-            id: opened.id,
-            local: opened.local,
-            stop,
-            task,
-        }
-    }
-
     /// For the shutdown, once the drain began (which stops every listener): waits until
     /// every listener task has returned, closing its socket. A reload still running
     /// finishes first; later ones are refused.
@@ -501,106 +406,40 @@ impl Reloader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn id(addr: &str, listener: Option<&str>) -> BindId {
-        BindId {
-            addr: addr.parse().expect("addr"),
-            listener: listener.map(Arc::from),
+/// Serves `opened`, the socket of `bind`, in a task that stops on its own token (a child
+/// of the drain's); cancels `died` if the task panics.
+fn listen(
+    shared: &Arc<Shared>,
+    died: &CancellationToken,
+    bind: &Bind,
+    opened: Opened,
+) -> ListenerTask {
+    let names: Vec<&str> = bind.sites.iter().map(|s| s.listener.as_str()).collect();
+    tracing::info!(
+        listeners = %names.join(","),
+        bind = %opened.local,
+        protocol = bind.protocol.as_str(),
+        "listening"
+    );
+    let stop = shared.lifecycle.draining.child_token();
+    let serve = tokio::spawn(proxy::serve(
+        opened.listener,
+        shared.clone(),
+        opened.id.clone(),
+        stop.clone(),
+    ));
+    let died = died.clone();
+    let id = opened.id.clone();
+    let task = tokio::spawn(async move {
+        if let Err(error) = serve.await {
+            tracing::error!(bind = %id, %error, "a listener task died");
+            died.cancel();
         }
-    }
-
-    #[test]
-    fn binds_are_kept_added_and_removed_by_configured_address() {
-        let running = [id("127.0.0.1:8080", None), id("127.0.0.1:8443", None)];
-        let wanted = [id("127.0.0.1:9000", None), id("127.0.0.1:8080", None)];
-        assert_eq!(
-            BindDiff::new(&running, &wanted),
-            BindDiff {
-                kept: vec![id("127.0.0.1:8080", None)],
-                added: vec![id("127.0.0.1:9000", None)],
-                removed: vec![id("127.0.0.1:8443", None)],
-            }
-        );
-        // Same binds in another order: nothing to do.
-        let reordered = [running[1].clone(), running[0].clone()];
-        let diff = BindDiff::new(&running, &reordered);
-        assert_eq!(diff.kept, reordered);
-        assert!(diff.added.is_empty() && diff.removed.is_empty());
-    }
-
-    #[test]
-    fn port_zero_binds_are_told_apart_by_their_listener() {
-        let running = [id("127.0.0.1:0", Some("a")), id("127.0.0.1:0", Some("b"))];
-        let wanted = [id("127.0.0.1:0", Some("c")), id("127.0.0.1:0", Some("a"))];
-        assert_eq!(
-            BindDiff::new(&running, &wanted),
-            BindDiff {
-                kept: vec![id("127.0.0.1:0", Some("a"))],
-                added: vec![id("127.0.0.1:0", Some("c"))],
-                removed: vec![id("127.0.0.1:0", Some("b"))],
-            }
-        );
-    }
-
-    /// A fixed-port bind and a port-0 one.
-    const TWO_BINDS: &str = "[global]\nadmin = \"127.0.0.1:9090\"\n\
-        [[listeners]]\nname = \"fixed\"\nbind = \"127.0.0.1:18080\"\nprotocol = \"http\"\n\
-        [[listeners]]\nname = \"eph\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
-        [[backend_pools]]\nname = \"p\"\naddresses = [\"10.0.0.1\"]\n\
-        [[backend_settings]]\nname = \"s\"\nport = 80\nprotocol = \"http\"\n\
-        [[rules]]\nname = \"r1\"\nkind = \"basic\"\nlistener = \"fixed\"\n\
-        backend_pool = \"p\"\nbackend_settings = \"s\"\n\
-        [[rules]]\nname = \"r2\"\nkind = \"basic\"\nlistener = \"eph\"\n\
-        backend_pool = \"p\"\nbackend_settings = \"s\"\n";
-
-    fn two_binds() -> config::Config {
-        config::from_toml(TWO_BINDS, "t.toml", std::path::Path::new(".")).expect("valid")
-    }
-
-    #[test]
-    fn bind_ids_follow_the_configuration() {
-        let config = two_binds();
-        let ids: Vec<BindId> = config.binds.iter().map(BindId::of).collect();
-        assert_eq!(
-            ids,
-            [id("127.0.0.1:18080", None), id("127.0.0.1:0", Some("eph"))]
-        );
-    }
-
-    #[test]
-    fn keys_that_need_a_restart_are_named() {
-        let started = two_binds().global;
-        assert_eq!(started.dataplane, crate::dataplane::DataplaneMode::Auto);
-        assert_eq!(started.log_level, "info");
-        // Applied live: no warning.
-        let live = Global {
-            shutdown_drain: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(5),
-            tunnel_sndbuf_bytes: 1 << 20,
-            ..started.clone()
-        };
-        assert!(needs_restart(&started, &live).is_empty());
-        let restart = Global {
-            dataplane: crate::dataplane::DataplaneMode::Userspace,
-            admin: None,
-            log_level: "debug".to_owned(),
-            ..started.clone()
-        };
-        assert_eq!(
-            needs_restart(&started, &restart),
-            [
-                "global.dataplane changed (auto -> userspace) but needs a restart; still running \
-                 with auto",
-                "global.admin changed (127.0.0.1:9090 -> none) but needs a restart; still \
-                 running with 127.0.0.1:9090",
-                "global.log_level changed (info -> debug) but needs a restart; still running \
-                 with info",
-            ]
-        );
+    });
+    ListenerTask {
+        id: opened.id,
+        local: opened.local,
+        stop,
+        task,
     }
 }
