@@ -72,7 +72,9 @@ async fn close_line_is_json(dataplane: Dataplane, test: &str) {
     let payload = (MESSAGES * MESSAGE_BYTES) as u64;
     let most = payload + (MESSAGES as u64 + 1) * MAX_FRAME_OVERHEAD + 4;
     for key in ["client_to_backend_bytes", "backend_to_client_bytes"] {
-        let bytes = fields[key].as_u64().unwrap_or_else(|| panic!("{key}: {line}"));
+        let bytes = fields[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {line}"));
         assert!(
             (payload..=most).contains(&bytes),
             "{key} = {bytes}, expected {payload}..={most}: {line}"
@@ -80,7 +82,11 @@ async fn close_line_is_json(dataplane: Dataplane, test: &str) {
     }
 
     // Every stderr line is one JSON object.
-    for line in gateway.stderr_text().lines().filter(|l| !l.trim().is_empty()) {
+    for line in gateway
+        .stderr_text()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
         let parsed: Result<Value, _> = serde_json::from_str(line);
         assert!(parsed.is_ok(), "not a JSON line: {line}");
     }
@@ -141,7 +147,9 @@ async fn a_limit_close_logs_the_bytes_carried(dataplane: Dataplane, test: &str) 
     assert_eq!(fields["close_reason"], "idle_timeout", "{line}");
     let payload = (MESSAGES * MESSAGE_BYTES) as u64;
     for key in ["client_to_backend_bytes", "backend_to_client_bytes"] {
-        let bytes = fields[key].as_u64().unwrap_or_else(|| panic!("{key}: {line}"));
+        let bytes = fields[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {line}"));
         assert!(bytes >= payload, "{key} = {bytes} < {payload}: {line}");
     }
 }

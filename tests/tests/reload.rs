@@ -4,7 +4,8 @@
 //! problem and the old one keeps serving; kept listeners keep their sockets (port 0 too) and
 //! never refuse a connect, removed ones stop accepting while their open connections get
 //! their answers, added ones serve; a tunnel whose backend left the configuration survives;
-//! a new bind that cannot be bound refuses the whole reload.
+//! a new bind that cannot be bound refuses the whole reload; during the shutdown drain
+//! reloads are refused.
 
 use std::{
     io,
@@ -765,4 +766,34 @@ async fn sighup_without_a_file_changes_nothing() {
         "the log says a reload without a file changes nothing"
     );
     assert_eq!(backend_of(listen, "/x").await, "alpha");
+}
+
+/// During the shutdown drain (kept going by an open tunnel) `POST /reload` answers 503 and
+/// SIGHUP is ignored; both say so in the log, and the drain goes on to a clean exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_are_refused_during_the_drain() {
+    let alpha = HttpBackend::start("alpha").await;
+    let mut gateway = Gateway::builder()
+        .backend(alpha.addr())
+        .shutdown_drain_secs(60)
+        .start();
+    let (ws, _) = ws_connect_as(gateway.listen_addr(), "x.test", "/ws", None).await;
+    gateway.terminate();
+    gateway
+        .logged("the drain starts", |text| text.contains("draining"))
+        .await;
+
+    let reply = post_reload(&gateway).await;
+    assert_eq!(reply.status(), Some(503), "{}", reply.text());
+    sighup(&gateway);
+    gateway
+        .logged("SIGHUP ignored", |text| {
+            text.contains("SIGHUP ignored: the gateway is shutting down")
+        })
+        .await;
+    assert_eq!(generation(&gateway), 1.0);
+
+    drop(ws);
+    let status = gateway.wait_exit(STEP_TIMEOUT).await;
+    assert!(status.success(), "exit status {status}");
 }

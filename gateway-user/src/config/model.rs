@@ -238,9 +238,9 @@ impl OnBackendDown {
     pub fn from_kind(kind: OnBackendDownKind) -> Self {
         match kind {
             OnBackendDownKind::Keep => Self::Keep,
-            OnBackendDownKind::Drain => Self::Drain(Duration::from_secs(
-                super::defaults::DRAINING_TIMEOUT_SECS,
-            )),
+            OnBackendDownKind::Drain => {
+                Self::Drain(Duration::from_secs(super::defaults::DRAINING_TIMEOUT_SECS))
+            }
             OnBackendDownKind::Close => Self::Close,
         }
     }

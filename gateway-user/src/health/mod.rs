@@ -26,12 +26,12 @@ use std::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use self::{passive::Passive, state::Streak};
 pub use self::{
     probe::{ProbeOutcome, ProbeSpec},
     report::BackendReport,
     state::State,
 };
-use self::{passive::Passive, state::Streak};
 use crate::{snapshot::Upstreams, tls::ClientConfig};
 
 /// Which backend: a pool's server under one backend settings.
@@ -135,7 +135,9 @@ impl BackendHealth {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Detail> {
-        self.detail.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.detail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Moves to `state` (when it differs), logging the transition with `why`.
@@ -180,7 +182,11 @@ impl BackendHealth {
     /// The backend left the configuration: final, its tunnels apply `on_backend_down`.
     fn remove(&self) {
         let mut detail = self.lock();
-        self.set_state(&mut detail, State::Removed, "removed from the configuration");
+        self.set_state(
+            &mut detail,
+            State::Removed,
+            "removed from the configuration",
+        );
     }
 
     /// A connect failure or reset seen by real traffic (see [`passive`]).
@@ -248,7 +254,9 @@ impl Health {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BackendKey, Tracked>> {
-        self.tracked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tracked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The health of `key`: the one already tracked (a reload keeps it), or a new one.

@@ -50,7 +50,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<
     let index = conn.requests.fetch_add(1, Ordering::Relaxed);
     let mut routed = None;
     let mut resp = respond(req, &conn, index, &mut routed).await;
-    let route = routed.as_ref().map(|(l, r): &(String, String)| (l.as_str(), r.as_str()));
+    let route = routed
+        .as_ref()
+        .map(|(l, r): &(String, String)| (l.as_str(), r.as_str()));
     conn.shared.metrics.request(route, resp.status().as_u16());
     if conn.shared.lifecycle.draining.is_cancelled()
         && resp.status() != StatusCode::SWITCHING_PROTOCOLS
@@ -190,10 +192,7 @@ async fn forward(
         Err(none) => {
             // Azure answers 502 when no backend of the pool is healthy.
             tracing::warn!(pool = %none.pool, backends = none.count, "no healthy backend");
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &format!("bad gateway: {none}"),
-            );
+            return text(StatusCode::BAD_GATEWAY, &format!("bad gateway: {none}"));
         }
     };
     let backend = pick.backend;

@@ -15,6 +15,8 @@
 //! one at a time, and each runs in a task of its own, so a client that hangs up on
 //! `POST /reload` cannot leave one half-applied.
 
+mod diff;
+
 use std::{net::SocketAddr, sync::Arc};
 
 use prometheus_client::{
@@ -24,8 +26,6 @@ use prometheus_client::{
 };
 use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-
-mod diff;
 
 pub use diff::{needs_restart, BindDiff};
 
@@ -231,23 +231,15 @@ impl Reloader {
     pub async fn reload(self: &Arc<Self>, trigger: Trigger) -> Result<Reloaded, ReloadError> {
         let this = Arc::clone(self);
         let task = tokio::spawn(async move { this.reload_now(trigger).await });
-        let result = match task.await {
+        match task.await {
             Ok(result) => result,
             Err(error) => {
                 let error = ReloadError::Panicked(error.to_string());
                 tracing::error!(trigger = trigger.as_str(), %error, "configuration reload failed");
+                self.metrics.count("failed");
                 Err(error)
             }
-        };
-        match &result {
-            Ok(_) => self.metrics.count("ok"),
-            Err(error) => {
-                if let Some(label) = error.result() {
-                    self.metrics.count(label);
-                }
-            }
         }
-        result
     }
 
     async fn reload_now(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
@@ -272,6 +264,14 @@ impl Reloader {
             );
         }
         let result = self.apply(&mut state).await;
+        match &result {
+            Ok(_) => self.metrics.count("ok"),
+            Err(error) => {
+                if let Some(label) = error.result() {
+                    self.metrics.count(label);
+                }
+            }
+        }
         match &result {
             Ok(done) => tracing::info!(
                 trigger = trigger.as_str(),

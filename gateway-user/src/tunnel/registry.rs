@@ -128,7 +128,9 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Entry>>> {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn len(&self) -> usize {
@@ -212,7 +214,11 @@ impl Entry {
                     Meter::Spliced(ebpf, keys) => {
                         let (up, down) = ebpf.flow_stats(*keys);
                         let last = up.last_activity_ns.max(down.last_activity_ns);
-                        let idle = if last == 0 { age } else { since_ns(last).min(age) };
+                        let idle = if last == 0 {
+                            age
+                        } else {
+                            since_ns(last).min(age)
+                        };
                         ([up.bytes, down.bytes], idle)
                     }
                 };

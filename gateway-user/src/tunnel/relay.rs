@@ -15,12 +15,12 @@ use tokio::{
 };
 use tokio_util::either::Either;
 
+use super::registry::RelayMeter;
 use super::{
     close_both,
     limits::{monotonic_coarse_ns, since_ns, Limits},
     CloseReason, Closing,
 };
-use super::registry::RelayMeter;
 use crate::tls::{MaybeTls, TlsOverTcp};
 
 const RELAY_BUFFER_BYTES: usize = 64 * 1024;

@@ -56,7 +56,12 @@ async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), Strin
         max_backlog_bytes: budget_bytes,
         sndbuf_bytes: 0,
     };
-    let mut limits = Limits::new(settings, std::time::Instant::now(), Default::default(), None);
+    let mut limits = Limits::new(
+        settings,
+        std::time::Instant::now(),
+        Default::default(),
+        None,
+    );
     let tunnel = async { spliced.run(&mut limits).await };
 
     // Client sends and half-closes; the backend reads to EOF, then answers and closes.

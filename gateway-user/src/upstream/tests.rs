@@ -75,7 +75,9 @@ fn without_affinity_backends_take_turns_and_no_cookie_is_set() {
     let up = upstream(None, HostHeader::Preserve);
     let picks: Vec<SocketAddr> = (0..4)
         .map(|_| {
-            let pick = up.pick(&HeaderMap::new(), false).expect("a healthy backend");
+            let pick = up
+                .pick(&HeaderMap::new(), false)
+                .expect("a healthy backend");
             assert!(pick.set_cookie.is_none());
             pick.backend.addr
         })
@@ -87,7 +89,9 @@ fn without_affinity_backends_take_turns_and_no_cookie_is_set() {
 #[test]
 fn a_valid_cookie_pins_the_backend() {
     let up = upstream(Some("Aff"), HostHeader::Preserve);
-    let first = up.pick(&HeaderMap::new(), false).expect("a healthy backend");
+    let first = up
+        .pick(&HeaderMap::new(), false)
+        .expect("a healthy backend");
     let set = first.set_cookie.expect("a cookie for a new client");
     let id = &first.backend.affinity_id;
     assert_eq!(set, format!("Aff={id}; Path=/; HttpOnly").as_str());
@@ -107,7 +111,9 @@ fn a_valid_cookie_pins_the_backend() {
 #[test]
 fn an_unknown_cookie_is_replaced() {
     let up = upstream(Some("Aff"), HostHeader::Preserve);
-    let pick = up.pick(&cookie("Aff=0123456789abcdef0123456789abcdef"), true).expect("a healthy backend");
+    let pick = up
+        .pick(&cookie("Aff=0123456789abcdef0123456789abcdef"), true)
+        .expect("a healthy backend");
     let set = pick.set_cookie.expect("a fresh cookie");
     let text = set.to_str().expect("ASCII");
     assert!(text.contains(&pick.backend.affinity_id), "{text}");
@@ -154,10 +160,18 @@ fn backends_that_are_down_are_skipped_and_none_left_is_an_error() {
     eject(&up, 1);
     let addrs: Vec<SocketAddr> = up.backends().iter().map(|b| b.addr).collect();
     let picks: Vec<SocketAddr> = (0..4)
-        .map(|_| up.pick(&HeaderMap::new(), false).expect("healthy").backend.addr)
+        .map(|_| {
+            up.pick(&HeaderMap::new(), false)
+                .expect("healthy")
+                .backend
+                .addr
+        })
         .collect();
     assert!(!picks.contains(&addrs[1]), "{picks:?}");
-    assert!(picks.contains(&addrs[0]) && picks.contains(&addrs[2]), "{picks:?}");
+    assert!(
+        picks.contains(&addrs[0]) && picks.contains(&addrs[2]),
+        "{picks:?}"
+    );
     eject(&up, 0);
     eject(&up, 2);
     let err = up.pick(&HeaderMap::new(), false).expect_err("none healthy");
@@ -171,12 +185,21 @@ fn a_cookie_for_a_backend_that_is_down_is_replaced() {
     let first = up.pick(&HeaderMap::new(), false).expect("healthy");
     let (id, pinned) = (first.backend.affinity_id.clone(), first.backend.addr);
     drop(first);
-    let i = up.backends().iter().position(|b| b.addr == pinned).expect("in the pool");
+    let i = up
+        .backends()
+        .iter()
+        .position(|b| b.addr == pinned)
+        .expect("in the pool");
     eject(&up, i);
-    let again = up.pick(&cookie(&format!("Aff={id}")), false).expect("healthy");
+    let again = up
+        .pick(&cookie(&format!("Aff={id}")), false)
+        .expect("healthy");
     assert_ne!(again.backend.addr, pinned);
     let set = again.set_cookie.expect("a cookie for the new backend");
-    assert!(set.to_str().expect("ASCII").contains(&again.backend.affinity_id));
+    assert!(set
+        .to_str()
+        .expect("ASCII")
+        .contains(&again.backend.affinity_id));
 }
 
 #[test]

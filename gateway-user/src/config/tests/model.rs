@@ -102,7 +102,10 @@ fn affinity_draining_and_redirect_defaults() {
     assert_eq!(settings.passive.failures, 0);
     let text = base_with("port = 3000", "port = 3000\non_backend_down = \"close\"");
     let config = load(&text).expect("valid");
-    assert_eq!(config.backend_settings[0].on_backend_down, OnBackendDown::Close);
+    assert_eq!(
+        config.backend_settings[0].on_backend_down,
+        OnBackendDown::Close
+    );
 
     let config =
         load(&std::fs::read_to_string(examples_dir().join("gateway.toml")).expect("example"))

@@ -8,8 +8,8 @@ use crate::config::{
     document::{Element, Origin},
     matching::{BackendAddress, HostPattern},
     model::{
-        BackendSettings, HostHeader, OnBackendDown, OnBackendDownKind, PassiveHealth, Pool,
-        Probe, Protocol, TunnelLimits,
+        BackendSettings, HostHeader, OnBackendDown, OnBackendDownKind, PassiveHealth, Pool, Probe,
+        Protocol, TunnelLimits,
     },
     pem::{self, PemKind},
     raw::{RawPool, RawSettings},

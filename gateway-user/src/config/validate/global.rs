@@ -101,9 +101,18 @@ mod tests {
 
     #[test]
     fn a_bare_admin_port_is_on_loopback() {
-        assert_eq!(admin_addr("9090").expect("valid").to_string(), "127.0.0.1:9090");
-        assert_eq!(admin_addr("[::1]:9090").expect("valid").to_string(), "[::1]:9090");
-        assert_eq!(admin_addr("0.0.0.0:1").expect("valid").to_string(), "0.0.0.0:1");
+        assert_eq!(
+            admin_addr("9090").expect("valid").to_string(),
+            "127.0.0.1:9090"
+        );
+        assert_eq!(
+            admin_addr("[::1]:9090").expect("valid").to_string(),
+            "[::1]:9090"
+        );
+        assert_eq!(
+            admin_addr("0.0.0.0:1").expect("valid").to_string(),
+            "0.0.0.0:1"
+        );
         assert!(admin_addr("localhost:9090").is_err());
         assert!(admin_addr("99999").is_err());
     }

@@ -11,10 +11,7 @@ use std::{
     time::Duration,
 };
 
-use rustls::{
-    pki_types::ServerName,
-    ClientConfig, RootCertStore, SupportedProtocolVersion,
-};
+use rustls::{pki_types::ServerName, ClientConfig, RootCertStore, SupportedProtocolVersion};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
