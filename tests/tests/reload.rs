@@ -700,6 +700,115 @@ async fn a_tunnel_survives_its_backend_leaving(dataplane: Dataplane, test: &str)
 
 dataplane_tests!(a_tunnel_survives_its_backend_leaving => a_tunnel_survives_its_backend_leaving_ebpf, a_tunnel_survives_its_backend_leaving_userspace);
 
+/// With `on_backend_down = "close"`, a tunnel whose pool a reload removes is closed at once
+/// (after carrying every byte sent before), counted as `backend_down`, and logged as
+/// removed; with `"drain"` it keeps carrying bytes until the draining time is over.
+async fn a_removed_backend_closes_or_drains_its_tunnels(dataplane: Dataplane, test: &str) {
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let (alpha, beta, gamma) = (
+        HttpBackend::start("alpha").await,
+        HttpBackend::start("beta").await,
+        HttpBackend::start("gamma").await,
+    );
+    // Two settings: "plain" closes, "slow" drains for 2 s.
+    let settings = |named: &[(&str, SocketAddr)]| {
+        pools(named, 30).replace(
+            "request_timeout_secs = 30\n",
+            "request_timeout_secs = 30\non_backend_down = \"close\"\n",
+        ) + "[[backend_settings]]\nname = \"slow\"\nport = 80\nprotocol = \"http\"\n\
+             on_backend_down = \"drain\"\ndraining_timeout_secs = 2\n\n"
+    };
+    let drain_site = "[[listeners]]\nname = \"d\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\n\
+        [[rules]]\nname = \"d-rule\"\nkind = \"basic\"\nlistener = \"d\"\n\
+        backend_pool = \"drained\"\nbackend_settings = \"slow\"\n\n";
+    let config = ConfigFile::new(
+        test,
+        &(site("web", "127.0.0.1:0", "old", &[])
+            + drain_site
+            + &settings(&[("old", alpha.addr()), ("drained", gamma.addr())])),
+    );
+    let gateway = start(&config, dataplane);
+    let (web, drained_listener) = (gateway.listen_addrs()[0], gateway.listen_addrs()[1]);
+    let (closing, _) = ws_connect_as(web, "x.test", "/ws", None).await;
+    let (draining, _) = ws_connect_as(drained_listener, "x.test", "/ws", None).await;
+    let mut rng = seeded_rng(test);
+    let (closing, sent, received) = exchange_on(closing, &mut rng).await;
+    assert_eq!(received, sent, "bytes before the reload");
+    let (draining, sent, received) = exchange_on(draining, &mut rng).await;
+    assert_eq!(received, sent, "bytes before the reload");
+
+    // Both pools leave: "old" for "new", "drained" for "fresh".
+    let drain_site = drain_site.replace("\"drained\"", "\"fresh\"");
+    config.rewrite(
+        &(site("web", "127.0.0.1:0", "new", &[])
+            + &drain_site
+            + &settings(&[("new", beta.addr()), ("fresh", beta.addr())])),
+    );
+    let reply = post_reload(&gateway).await;
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+
+    within(STEP_TIMEOUT, "the closing tunnel ends", ended(closing)).await;
+    // The draining one still carries bytes right after the reload, then ends.
+    let (draining, sent, received) = exchange_on(draining, &mut rng).await;
+    assert_eq!(received, sent, "bytes while draining");
+    within(STEP_TIMEOUT, "the draining tunnel ends", ended(draining)).await;
+
+    let mode = dataplane.tunnel_mode();
+    eventually(STEP_TIMEOUT, "both closes counted", || {
+        let closed = gateway.metrics().metric(
+            "gateway_tunnels_closed_total",
+            &[("mode", mode), ("reason", "backend_down")],
+        );
+        if closed == 2.0 {
+            Ok(())
+        } else {
+            Err(format!("{closed} tunnels closed for backend_down"))
+        }
+    })
+    .await;
+    gateway
+        .logged("the close lines", |text| {
+            text.matches("backend removed from the configuration")
+                .count()
+                >= 2
+        })
+        .await;
+}
+
+dataplane_tests!(a_removed_backend_closes_or_drains_its_tunnels => removed_backend_closes_or_drains_ebpf, removed_backend_closes_or_drains_userspace);
+
+/// Sends 64 random messages of up to 4 KiB and reads their echoes; returns the stream
+/// and the length + SHA-256 of what went out and what came back.
+async fn exchange_on(
+    mut ws: WebSocketStream<TcpStream>,
+    rng: &mut StdRng,
+) -> (WebSocketStream<TcpStream>, Summary, Summary) {
+    let (mut sent, mut received) = (Hasher::default(), Hasher::default());
+    within(STEP_TIMEOUT, "an echo exchange", async {
+        for _ in 0..64 {
+            let len = rng.random_range(1..=4096);
+            let message = random_bytes(rng, len);
+            sent.update(&message);
+            ws.send(Message::Binary(message.into()))
+                .await
+                .expect("send");
+            match ws.next().await {
+                Some(Ok(Message::Binary(echo))) => received.update(&echo),
+                other => panic!("expected an echo, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    (ws, sent.finish(), received.finish())
+}
+
+/// Resolves when the gateway has ended the tunnel (end of stream, or an error after it).
+async fn ended(mut ws: WebSocketStream<TcpStream>) {
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
 // ---------------------------------------------------------------------------------------
 // e. A reload that cannot be applied, and one without a file.
 
