@@ -231,7 +231,7 @@ pub struct Health {
     tracked: Mutex<HashMap<BackendKey, Tracked>>,
     /// Whether pool/settings pairs without a `probe` get Azure's default one.
     default_probes: bool,
-    /// Stops every prober (the gateway is shutting down).
+    /// Parent of every prober's token: dropping the registry stops them all.
     stop: CancellationToken,
     /// System roots, for https probes of http settings (built on first use).
     system_roots: OnceLock<Option<Arc<ClientConfig>>>,
@@ -312,11 +312,6 @@ impl Health {
                 entry.prober = Some(stop);
             }
         }
-    }
-
-    /// Stops every prober.
-    pub fn stop(&self) {
-        self.stop.cancel();
     }
 
     fn system_roots(&self) -> Option<Arc<ClientConfig>> {

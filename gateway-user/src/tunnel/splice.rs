@@ -99,6 +99,9 @@ struct Half {
     attention: bool,
     /// Passed bytes wait in `from`'s queue to be forwarded.
     outstanding: bool,
+    /// The last attempt to forward passed bytes found none readable yet: they wait in
+    /// `from`'s psock queue behind bytes redirected *to* `from` (see `flow_step`).
+    stuck: bool,
     /// `from` has sent FIN.
     eof: bool,
     /// `to` has been shut down for writing (FIN forwarded).
@@ -119,6 +122,7 @@ impl Half {
             throttled: false,
             attention: true,
             outstanding: false,
+            stuck: false,
             eof: false,
             shut: false,
         }
@@ -390,6 +394,7 @@ impl Supervisor<'_> {
         let to = 1 - from;
         let mut delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);
         let mut moved = false;
+        half.stuck = false;
         if delivered >= flow.bytes {
             // Everything redirected so far is in `to`: there is room for a full budget
             // again, and passed bytes may follow now.
@@ -443,8 +448,21 @@ impl Supervisor<'_> {
         // backlog within the limit) it must reopen: the verdict only clears `paused` when
         // the next segment arrives, and behind a shut window that would be a zero-window
         // probe, hundreds of milliseconds later.
+        //
+        // Except while the passed bytes are stuck. The kernel queues a passed segment in
+        // `from`'s psock (`ingress_skb`) whenever that queue is not empty, and the same
+        // queue holds the segments the other flow redirects *to* `from`, which wait there
+        // for room in `from`'s send buffer, i.e. for `from`'s peer to read. A peer that
+        // stops reading while it cannot write (an echo server, request/response) would
+        // then wait on our shut window, and we on it: the tunnel stalls for good. So while
+        // nothing passed is readable yet, the window stays open: the peer can finish its
+        // write and read again, which moves the queue. What it sends meanwhile is still
+        // bounded, by `from`'s receive buffer (passed segments stay charged to it); a cap
+        // of one budget here was measured to still stall an echo peer under load.
         let caught_up = !half.outstanding && flow.bytes + MAX_SEGMENT_BYTES <= control.limit;
-        let clamp = half.throttled || half.outstanding || (flow.paused != 0 && !caught_up);
+        let stuck = half.stuck;
+        let clamp =
+            half.throttled || (!stuck && (half.outstanding || (flow.paused != 0 && !caught_up)));
         self.clamp(half, from, clamp)?;
         watch
             .want_writable(to, half.throttled || half.outstanding)
@@ -482,7 +500,10 @@ impl Supervisor<'_> {
         let peeked = match recv_nonblocking(self.socks[from], &mut half.buf, libc::MSG_PEEK)
             .map_err(on(from))?
         {
-            Some(0) | None => return Ok(false),
+            Some(0) | None => {
+                half.stuck = true;
+                return Ok(false);
+            }
             Some(n) => n,
         };
         let Some(sent) = send_nonblocking(self.socks[to], &half.buf[..peeked]).map_err(on(to))?
