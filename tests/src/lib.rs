@@ -12,6 +12,7 @@
 //! - [`tls`]: test certificates (rcgen), TLS backends' server configs, TLS clients.
 //! - [`maps`]: the gateway's eBPF maps and file descriptors, read through `/proc`.
 //! - [`wait`]: deadlines and polling, so no test sleeps for readiness.
+//! - [`busy`]: WebSocket tunnels kept busy both ways until told to finish, bytes summed.
 //! - [`ends`]: reading and writing until a stream ends, and how it ended (EOF or an error).
 //! - [`exchange`]: one end of a raw tunnel sends random bytes, half-closes, reads to EOF.
 //! - [`oneshot`]: `gateway check` and refused runs: exit code and output; scratch files.
@@ -22,6 +23,7 @@
 //! - [`traffic`]: random traffic for one side of a tunnel (sizes, pauses, slow reads, half-close).
 
 pub mod backend;
+pub mod busy;
 pub mod client;
 pub mod data;
 pub mod gateway;

@@ -8,30 +8,20 @@
 //! other way, which waited for the echo backend to read, which waited for the window the
 //! pause had shut. See docs/dataplane.md, "Passed bytes queue behind the other direction".
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use gateway_tests::{
-    data::{random_bytes, seeded_rng, Hasher, Summary},
+    busy::{wait_flowing, BusyTunnel},
+    data::{seeded_rng, Summary},
     dataplane_tests,
     http_backend::HttpBackend,
     http_client::{ws_connect_as, KeepAlive},
     oneshot::ScratchDir,
     skip_unprivileged,
-    wait::{eventually, within},
+    wait::within,
     Dataplane, Gateway,
 };
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
-use tokio::{net::TcpStream, sync::watch, task::JoinHandle};
-use tokio_tungstenite::{tungstenite::Message, WebSocketStream};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A busy tunnel that moves no byte for this long has stalled.
@@ -44,8 +34,6 @@ const ROUNDS: usize = 10;
 const BACKLOG_BYTES: u64 = 256 * 1024;
 /// Bytes each busy tunnel must echo before the rounds and after them.
 const FLOWING_BYTES: u64 = 256 << 10;
-/// Largest message a busy tunnel sends.
-const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 
 /// One `http` listener: `/ws` to pool `busy`, `/other` (plain requests and the dropped
 /// tunnels) to pool `other`.
@@ -61,88 +49,6 @@ fn config(busy: SocketAddr, other: SocketAddr) -> String {
          [[backend_pools]]\nname = \"busy\"\naddresses = [\"{busy}\"]\n\n\
          [[backend_pools]]\nname = \"other\"\naddresses = [\"{other}\"]\n\n"
     )
-}
-
-/// A WebSocket tunnel kept busy both ways: random messages out, their echoes in, until told
-/// to finish; then a Close.
-struct Busy {
-    echoed: Arc<AtomicU64>,
-    finish: watch::Sender<bool>,
-    task: JoinHandle<(Summary, Summary)>,
-}
-
-impl Busy {
-    fn start(ws: WebSocketStream<TcpStream>, mut rng: StdRng) -> Self {
-        let echoed = Arc::new(AtomicU64::new(0));
-        let (finish, finished) = watch::channel(false);
-        let counter = echoed.clone();
-        let task = tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let sender = async move {
-                let mut sent = Hasher::default();
-                while !*finished.borrow() {
-                    let len = rng.random_range(1..=MAX_MESSAGE_BYTES);
-                    let message = random_bytes(&mut rng, len);
-                    sent.update(&message);
-                    sink.send(Message::Binary(message.into()))
-                        .await
-                        .expect("send a message through the tunnel");
-                }
-                sink.send(Message::Close(None)).await.expect("send Close");
-                sent.finish()
-            };
-            let receiver = async move {
-                let mut received = Hasher::default();
-                loop {
-                    match stream.next().await {
-                        Some(Ok(Message::Binary(bytes))) => {
-                            received.update(&bytes);
-                            counter.fetch_add(bytes.len() as u64, Ordering::SeqCst);
-                        }
-                        Some(Ok(Message::Close(_))) => break received.finish(),
-                        Some(Ok(other)) => panic!("unexpected message {other:?}"),
-                        Some(Err(error)) => panic!("read an echoed message: {error}"),
-                        None => panic!("the tunnel ended before the Close reply"),
-                    }
-                }
-            };
-            tokio::join!(sender, receiver)
-        });
-        Self {
-            echoed,
-            finish,
-            task,
-        }
-    }
-
-    fn echoed(&self) -> u64 {
-        self.echoed.load(Ordering::SeqCst)
-    }
-
-    async fn finish(self) -> (Summary, Summary) {
-        let _ = self.finish.send(true);
-        within(STEP_TIMEOUT, "a busy tunnel finishes", self.task)
-            .await
-            .expect("busy tunnel task")
-    }
-}
-
-/// Waits until every tunnel echoed `more` bytes past what it had echoed on the call.
-async fn wait_flowing(tunnels: &[Busy], more: u64, what: &str) {
-    let targets: Vec<u64> = tunnels.iter().map(|t| t.echoed() + more).collect();
-    eventually(STALL_TIMEOUT, what, || {
-        for (i, (tunnel, target)) in tunnels.iter().zip(&targets).enumerate() {
-            let echoed = tunnel.echoed();
-            if tunnel.task.is_finished() {
-                return Err(format!("tunnel {i} ended after {echoed} bytes"));
-            }
-            if echoed < *target {
-                return Err(format!("tunnel {i}: {echoed} bytes echoed of {target}"));
-            }
-        }
-        Ok(())
-    })
-    .await;
 }
 
 /// One request on a fresh client connection (the gateway forwards it over its pooled
@@ -196,9 +102,9 @@ async fn teardown_leaves_neighbours_alone(dataplane: Dataplane, test: &str) {
         )
         .await;
         assert_eq!(response.status().as_u16(), 101);
-        tunnels.push(Busy::start(ws, StdRng::seed_from_u64(seeds.random())));
+        tunnels.push(BusyTunnel::start(ws, StdRng::seed_from_u64(seeds.random())));
     }
-    wait_flowing(&tunnels, FLOWING_BYTES, "busy tunnels flow").await;
+    wait_flowing(&tunnels, FLOWING_BYTES, STALL_TIMEOUT, "busy tunnels flow").await;
 
     for round in 0..ROUNDS {
         assert_eq!(backend_of(listen, "/other").await, "beta", "round {round}");
@@ -216,11 +122,18 @@ async fn teardown_leaves_neighbours_alone(dataplane: Dataplane, test: &str) {
         drop(ws);
         // The dropped tunnel's record at its backend: it ended without a close handshake.
         let _ = beta.next_ws_record().await;
-        wait_flowing(&tunnels, 1, &format!("busy tunnels flow in round {round}")).await;
+        wait_flowing(
+            &tunnels,
+            1,
+            STALL_TIMEOUT,
+            &format!("busy tunnels flow in round {round}"),
+        )
+        .await;
     }
     wait_flowing(
         &tunnels,
         FLOWING_BYTES,
+        STALL_TIMEOUT,
         "busy tunnels flow after the rounds",
     )
     .await;

@@ -12,7 +12,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -20,6 +20,7 @@ use std::{
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use gateway_tests::{
+    busy::{wait_flowing, BusyTunnel},
     data::{random_bytes, seeded_rng, Hasher, Summary},
     dataplane_tests,
     http::{self, Head},
@@ -44,8 +45,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const TUNNELS: usize = 4;
 /// Bytes each tunnel must echo after the reload before it is finished.
 const AFTER_RELOAD_BYTES: u64 = 2 << 20;
-/// Largest message a busy tunnel sends.
-const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 
 // ---------------------------------------------------------------------------------------
 // Helpers.
@@ -237,72 +236,8 @@ impl ConnectLoop {
     }
 }
 
-/// A WebSocket tunnel kept busy both ways: random messages out, their echoes in, until told
-/// to finish; then a Close.
-struct Busy {
-    echoed: Arc<AtomicU64>,
-    finish: watch::Sender<bool>,
-    task: JoinHandle<(Summary, Summary)>,
-}
-
-impl Busy {
-    fn start(ws: WebSocketStream<TcpStream>, mut rng: StdRng) -> Self {
-        let echoed = Arc::new(AtomicU64::new(0));
-        let (finish, finished) = watch::channel(false);
-        let counter = echoed.clone();
-        let task = tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let sender = async move {
-                let mut sent = Hasher::default();
-                while !*finished.borrow() {
-                    let len = rng.random_range(1..=MAX_MESSAGE_BYTES);
-                    let message = random_bytes(&mut rng, len);
-                    sent.update(&message);
-                    sink.send(Message::Binary(message.into()))
-                        .await
-                        .expect("send a message through the tunnel");
-                }
-                sink.send(Message::Close(None)).await.expect("send Close");
-                sent.finish()
-            };
-            let receiver = async move {
-                let mut received = Hasher::default();
-                loop {
-                    match stream.next().await {
-                        Some(Ok(Message::Binary(bytes))) => {
-                            received.update(&bytes);
-                            counter.fetch_add(bytes.len() as u64, Ordering::SeqCst);
-                        }
-                        Some(Ok(Message::Close(_))) => break received.finish(),
-                        Some(Ok(other)) => panic!("unexpected message {other:?}"),
-                        Some(Err(error)) => panic!("read an echoed message: {error}"),
-                        None => panic!("the tunnel ended before the Close reply"),
-                    }
-                }
-            };
-            tokio::join!(sender, receiver)
-        });
-        Self {
-            echoed,
-            finish,
-            task,
-        }
-    }
-
-    fn echoed(&self) -> u64 {
-        self.echoed.load(Ordering::SeqCst)
-    }
-
-    async fn finish(self) -> (Summary, Summary) {
-        let _ = self.finish.send(true);
-        within(STEP_TIMEOUT, "a busy tunnel finishes", self.task)
-            .await
-            .expect("busy tunnel task")
-    }
-}
-
 /// Opens `count` WebSocket tunnels to `path` and keeps them busy.
-async fn busy_tunnels(gateway: &Gateway, path: &str, count: usize, test: &str) -> Vec<Busy> {
+async fn busy_tunnels(gateway: &Gateway, path: &str, count: usize, test: &str) -> Vec<BusyTunnel> {
     let mut seeds = seeded_rng(test);
     let mut tunnels = Vec::new();
     for _ in 0..count {
@@ -313,29 +248,14 @@ async fn busy_tunnels(gateway: &Gateway, path: &str, count: usize, test: &str) -
         )
         .await;
         assert_eq!(response.status().as_u16(), 101);
-        tunnels.push(Busy::start(ws, StdRng::seed_from_u64(seeds.random())));
+        tunnels.push(BusyTunnel::start(ws, StdRng::seed_from_u64(seeds.random())));
     }
     tunnels
 }
 
-/// Waits until every tunnel echoed `more` bytes past what it had echoed on the call.
-async fn wait_flowing(tunnels: &[Busy], more: u64, what: &str) {
-    let targets: Vec<u64> = tunnels.iter().map(|t| t.echoed() + more).collect();
-    eventually(STEP_TIMEOUT, what, || {
-        for (i, (tunnel, target)) in tunnels.iter().zip(&targets).enumerate() {
-            let echoed = tunnel.echoed();
-            if echoed < *target {
-                return Err(format!("tunnel {i}: {echoed} bytes echoed of {target}"));
-            }
-        }
-        Ok(())
-    })
-    .await;
-}
-
 /// Finishes every tunnel and checks its bytes at both ends: what the client sent is what
 /// the backend received and what came back.
-async fn finish_and_check(tunnels: Vec<Busy>, backend: &HttpBackend) {
+async fn finish_and_check(tunnels: Vec<BusyTunnel>, backend: &HttpBackend) {
     let mut sent_all = Vec::new();
     for tunnel in tunnels {
         let (sent, received) = tunnel.finish().await;
@@ -402,7 +322,13 @@ async fn tunnels_span_a_reload(dataplane: Dataplane, test: &str) {
     assert_eq!(backend_of(listen, "/beta/x").await, "alpha");
 
     let tunnels = busy_tunnels(&gateway, "/ws", TUNNELS, test).await;
-    wait_flowing(&tunnels, 256 << 10, "tunnels flow before the reload").await;
+    wait_flowing(
+        &tunnels,
+        256 << 10,
+        STEP_TIMEOUT,
+        "tunnels flow before the reload",
+    )
+    .await;
     let mode = dataplane.tunnel_mode();
     let other = if mode == "spliced" {
         "userspace"
@@ -433,6 +359,7 @@ async fn tunnels_span_a_reload(dataplane: Dataplane, test: &str) {
     wait_flowing(
         &tunnels,
         AFTER_RELOAD_BYTES,
+        STEP_TIMEOUT,
         "tunnels flow after the reload",
     )
     .await;
@@ -663,7 +590,13 @@ async fn a_tunnel_survives_its_backend_leaving(dataplane: Dataplane, test: &str)
     );
     let gateway = start(&config, dataplane);
     let tunnels = busy_tunnels(&gateway, "/ws", 2, test).await;
-    wait_flowing(&tunnels, 256 << 10, "tunnels flow before the reload").await;
+    wait_flowing(
+        &tunnels,
+        256 << 10,
+        STEP_TIMEOUT,
+        "tunnels flow before the reload",
+    )
+    .await;
 
     config.rewrite(&(site("web", "127.0.0.1:0", "new", &[]) + &pools(&[("new", beta.addr())], 30)));
     let reply = post_reload(&gateway).await;
@@ -687,6 +620,7 @@ async fn a_tunnel_survives_its_backend_leaving(dataplane: Dataplane, test: &str)
     wait_flowing(
         &tunnels,
         AFTER_RELOAD_BYTES,
+        STEP_TIMEOUT,
         "tunnels to the removed backend flow",
     )
     .await;
