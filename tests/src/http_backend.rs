@@ -42,6 +42,25 @@ use crate::{
 
 /// How long a test waits for the backend to report a finished WebSocket connection.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`backend_of`] waits for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `GET path` (`Host: x.test`) through the gateway at `gateway` on a fresh client
+/// connection, expects a 200, and returns which [`HttpBackend`] answered (its `X-Backend`).
+pub async fn backend_of(gateway: SocketAddr, path: &str) -> String {
+    let mut client = crate::http_client::KeepAlive::connect(gateway).await;
+    let reply = within(
+        REQUEST_TIMEOUT,
+        "a request through the gateway",
+        client.send("GET", path, "x.test", &[("Connection", "close")], b""),
+    )
+    .await;
+    assert_eq!(reply.status(), Some(200), "GET {path}:\n{}", reply.text());
+    reply
+        .header("x-backend")
+        .unwrap_or_else(|| panic!("no X-Backend:\n{}", reply.text()))
+        .to_owned()
+}
 
 /// One request the backend received.
 #[derive(Clone, Debug)]

@@ -14,8 +14,8 @@ use gateway_tests::{
     busy::{wait_flowing, BusyTunnel},
     data::{seeded_rng, Summary},
     dataplane_tests,
-    http_backend::HttpBackend,
-    http_client::{ws_connect_as, KeepAlive},
+    http_backend::{backend_of, HttpBackend},
+    http_client::ws_connect_as,
     oneshot::ScratchDir,
     skip_unprivileged,
     wait::within,
@@ -49,23 +49,6 @@ fn config(busy: SocketAddr, other: SocketAddr) -> String {
          [[backend_pools]]\nname = \"busy\"\naddresses = [\"{busy}\"]\n\n\
          [[backend_pools]]\nname = \"other\"\naddresses = [\"{other}\"]\n\n"
     )
-}
-
-/// One request on a fresh client connection (the gateway forwards it over its pooled
-/// keep-alive connection to the backend); which backend answered (`X-Backend`).
-async fn backend_of(gateway: SocketAddr, path: &str) -> String {
-    let mut client = KeepAlive::connect(gateway).await;
-    let reply = within(
-        STEP_TIMEOUT,
-        "a request through the gateway",
-        client.send("GET", path, "x.test", &[("Connection", "close")], b""),
-    )
-    .await;
-    assert_eq!(reply.status(), Some(200), "GET {path}:\n{}", reply.text());
-    reply
-        .header("x-backend")
-        .unwrap_or_else(|| panic!("no X-Backend:\n{}", reply.text()))
-        .to_owned()
 }
 
 /// Two busy tunnels to `alpha` (an echo backend: it stops reading while it cannot write);

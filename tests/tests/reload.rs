@@ -24,7 +24,7 @@ use gateway_tests::{
     data::{random_bytes, seeded_rng, Hasher, Summary},
     dataplane_tests,
     http::{self, Head},
-    http_backend::HttpBackend,
+    http_backend::{backend_of, HttpBackend},
     http_client::{free_port, ws_connect_as, ws_echo_exchange, KeepAlive, Reply},
     oneshot::{self, ScratchDir},
     skip_unprivileged,
@@ -150,22 +150,6 @@ fn reloads(gateway: &Gateway, result: &str) -> f64 {
 
 fn generation(gateway: &Gateway) -> f64 {
     gateway.metrics().metric("gateway_config_generation", &[])
-}
-
-/// One request on a fresh connection; which backend answered (`X-Backend`).
-async fn backend_of(gateway: SocketAddr, path: &str) -> String {
-    let mut client = KeepAlive::connect(gateway).await;
-    let reply = within(
-        STEP_TIMEOUT,
-        "a request through the gateway",
-        client.send("GET", path, "x.test", &[("Connection", "close")], b""),
-    )
-    .await;
-    assert_eq!(reply.status(), Some(200), "GET {path}:\n{}", reply.text());
-    reply
-        .header("x-backend")
-        .unwrap_or_else(|| panic!("no X-Backend:\n{}", reply.text()))
-        .to_owned()
 }
 
 /// One request on a fresh connection, every failure returned rather than panicking.

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use rustls::{pki_types::ServerName, ClientConfig, RootCertStore, SupportedProtocolVersion};
+use rustls::{pki_types::ServerName, ClientConfig};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
         BackendSettings, Bind, HostHeader, HostMatch, HostPattern, Protocol, Redirect,
         RedirectTarget, Rule, RuleAction, Site, TlsFiles, TunnelLimits,
     },
-    tls::{accept, provider, Acceptor, HandshakeInfo, TlsAcceptError},
+    tls::{accept, Acceptor, HandshakeInfo, TlsAcceptError},
 };
 
 /// A directory of its own under the system's temporary directory, removed on drop.
@@ -138,19 +138,7 @@ pub fn https_settings(trusted_ca: Option<PathBuf>, host_header: HostHeader) -> B
 }
 
 /// A plain rustls client trusting `roots`, offering `versions` and `alpn`.
-pub fn client(
-    roots: RootCertStore,
-    versions: &[&'static SupportedProtocolVersion],
-    alpn: &[&[u8]],
-) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .expect("client versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
+pub use test_pki::client_config as client;
 
 pub async fn listen() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0")
