@@ -59,6 +59,19 @@ fn import(input: &Path, args: &[&str]) -> Finished {
     oneshot::gateway(&all, EXIT_LIMIT)
 }
 
+/// Imports `input` to `output`, which must be written with problems left to fix (the
+/// certificate placeholders): exit code 2.
+fn import_with_problems(input: &Path, output: &Path) -> Finished {
+    let done = import(input, &["--output", path_str(output)]);
+    assert_eq!(
+        done.code(),
+        Some(EXIT_CHECK_PROBLEMS),
+        "stderr:\n{}",
+        done.stderr
+    );
+    done
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
@@ -67,16 +80,7 @@ fn read(path: &Path) -> String {
 fn full_template_passes_check_once_certificates_are_in_place() {
     let dir = ScratchDir::new("import_full_template");
     let output = dir.path().join("gateway.toml");
-    let done = import(
-        &fixture("full-template.json"),
-        &["--output", path_str(&output)],
-    );
-    assert_eq!(
-        done.code(),
-        Some(EXIT_CHECK_PROBLEMS),
-        "stderr:\n{}",
-        done.stderr
-    );
+    let done = import_with_problems(&fixture("full-template.json"), &output);
     let stderr = &done.stderr;
     for expected in [
         "an ARM template, application gateway \"appgw-contoso\"",
@@ -128,16 +132,7 @@ fn full_template_passes_check_once_certificates_are_in_place() {
 fn seed_fragment_is_imported_with_what_it_lacks_listed() {
     let dir = ScratchDir::new("import_seed_fragment");
     let output = dir.path().join("gateway.toml");
-    let done = import(
-        &fixture("seed-websocket-fragment.json"),
-        &["--output", path_str(&output)],
-    );
-    assert_eq!(
-        done.code(),
-        Some(EXIT_CHECK_PROBLEMS),
-        "stderr:\n{}",
-        done.stderr
-    );
+    let done = import_with_problems(&fixture("seed-websocket-fragment.json"), &output);
     let stderr = &done.stderr;
     for expected in [
         "application gateway collections",
