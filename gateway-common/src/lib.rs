@@ -64,8 +64,37 @@ pub mod counter {
     pub const RESUMES: u32 = 9;
     /// Events that did not fit in the `EVENTS` ring buffer.
     pub const EVENTS_LOST: u32 = 10;
+    /// Segments that repeated bytes the verdict had already seen: a retransmission that
+    /// partly overlaps data already received reaches the verdict whole (`tcp_read_skb`
+    /// ignores sequence numbers), so the repeated head is cut off (or the segment dropped
+    /// when every byte is old) before it is redirected or passed.
+    pub const OVERLAP_SEGMENTS: u32 = 11;
+    /// Bytes cut off by [`OVERLAP_SEGMENTS`].
+    pub const OVERLAP_BYTES: u32 = 12;
+    /// Segments whose sequence numbers made no sense (unreadable, a length that disagrees
+    /// with `end_seq - seq`, a gap after the bytes seen so far) or whose repeated head
+    /// could not be cut off. The flow is marked ([`FlowStats::seq_state`]) and the daemon
+    /// resets the tunnel rather than deliver a stream it cannot vouch for.
+    pub const SEQ_ANOMALIES: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 14;
+}
+
+/// Where the kernel keeps a TCP segment's sequence numbers: `TCP_SKB_CB(skb)->seq` and
+/// `->end_seq`, the first 8 bytes of `struct sk_buff`'s `cb` (at byte 40 of `sk_buff` on
+/// 64-bit kernels since 4.x). The verdict checks every segment against them
+/// (`end_seq - seq` must be its length, plus one for a FIN), so a kernel where the offset
+/// differs shows up as [`counter::SEQ_ANOMALIES`] in the start-up self-test, not as a
+/// corrupt stream.
+pub const SKB_CB_OFFSET: usize = 40;
+
+/// Bits of [`FlowStats::seq_state`].
+pub mod seq_state {
+    /// `FlowStats::next_seq` holds the sequence number after the last byte seen.
+    pub const KNOWN: u32 = 1;
+    /// A segment's sequence numbers made no sense, or repeated bytes could not be cut off:
+    /// the stream can no longer be vouched for.
+    pub const ANOMALY: u32 = 2;
 }
 
 /// Per-direction state of one spliced tunnel, written only by the verdict program and
@@ -86,6 +115,14 @@ pub struct FlowStats {
     pub passed_bytes: u64,
     /// The [`FlowControl::notify_at`] value last notified, so each mark is announced once.
     pub notified_at: u64,
+    /// Bytes the kernel handed the verdict a second time (overlapping retransmissions),
+    /// cut off before they went anywhere; see [`counter::OVERLAP_BYTES`].
+    pub overlap_bytes: u64,
+    /// TCP sequence number after the last byte seen (valid once `seq_state` has
+    /// [`seq_state::KNOWN`]).
+    pub next_seq: u32,
+    /// Bits of [`seq_state`].
+    pub seq_state: u32,
     /// One of [`direction`].
     pub direction: u32,
     /// 1 while the flow passes instead of redirecting; see [`FlowControl`].
@@ -101,6 +138,9 @@ impl FlowStats {
             last_activity_ns: 0,
             passed_bytes: 0,
             notified_at: 0,
+            overlap_bytes: 0,
+            next_seq: 0,
+            seq_state: 0,
             direction,
             paused: 0,
         }
@@ -161,7 +201,7 @@ pub struct FlowEvent {
 }
 
 // SAFETY (all three): `repr(C)`, `Copy`, made only of integers, and without padding
-// (FlowStats: 5 × u64 + 2 × u32 = 48 bytes; FlowControl: 3 × u64 = 24; FlowEvent: u64 +
+// (FlowStats: 6 × u64 + 4 × u32 = 64 bytes; FlowControl: 3 × u64 = 24; FlowEvent: u64 +
 // 2 × u32 = 16; all 8-byte aligned), so every bit pattern is valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowStats {}

@@ -12,13 +12,14 @@
 
 use aya_ebpf::{
     bindings::sk_action::{SK_DROP, SK_PASS},
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_probe_read_kernel},
     macros::{map, stream_verdict},
     maps::{HashMap, PerCpuArray, RingBuf, SockHash},
     programs::SkBuffContext,
 };
 use gateway_common::{
-    counter, direction, event, FlowControl, FlowEvent, FlowStats, MAX_SPLICED_SOCKETS,
+    counter, direction, event, seq_state, FlowControl, FlowEvent, FlowStats, MAX_SPLICED_SOCKETS,
+    SKB_CB_OFFSET,
 };
 
 #[map(name = "PEERS")]
@@ -52,20 +53,13 @@ pub fn splice_verdict(ctx: SkBuffContext) -> u32 {
         bump(counter::DROPPED_EMPTY_SEGMENTS, 1);
         return SK_DROP;
     }
-    // Whatever happens next, the segment is either redirected or kept for userspace.
-    verdict(&ctx, len);
-    SK_PASS
-}
-
-#[inline(always)]
-fn verdict(ctx: &SkBuffContext, len: u64) {
     // SAFETY: the helper only reads the socket the skb belongs to; `skb` is the context
     // pointer the kernel handed us.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
     let Some(flow) = FLOWS.get_ptr_mut(cookie) else {
         bump(counter::PASSED_NO_FLOW, 1);
         bump(counter::PASSED_BYTES, len);
-        return;
+        return SK_PASS;
     };
     // SAFETY: `flow` points into a live map value that the kernel keeps valid while the
     // program runs. The entry is keyed by the *source* socket and the verdict for one socket
@@ -73,6 +67,120 @@ fn verdict(ctx: &SkBuffContext, len: u64) {
     // the only writer of it at any time; userspace only reads it (aligned u64 loads).
     let flow = unsafe { &mut *flow };
     flow.last_activity_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    let repeated = repeated_bytes(&ctx, flow, len);
+    let fresh = len - repeated;
+    if fresh > 0 {
+        // Whatever happens next, the segment is either redirected or kept for userspace.
+        verdict(&ctx, cookie, flow, fresh);
+    }
+    // The repeated head is cut off last, once nothing else needs deciding: the verifier
+    // then walks each exit of the trimming loop through a few instructions only.
+    if repeated > 0 && !trim_head(&ctx, repeated) {
+        // Part of the head may be gone already: what is left is not the stream.
+        anomaly(flow);
+    }
+    if fresh == 0 {
+        // Every byte was seen before and the segment is now empty: dropping an empty skb
+        // loses nothing (and moves no TCP counter).
+        return SK_DROP;
+    }
+    SK_PASS
+}
+
+/// Most bytes one `bpf_skb_adjust_room` call may remove (`sk_skb_adjust_room` refuses more).
+const TRIM_STEP_BYTES: u64 = 4095;
+/// Most full trimming steps for one segment: 64 × 4095 bytes, about 256 KiB of repeated
+/// bytes (two loopback MSS were seen); more marks the flow as an anomaly.
+const MAX_TRIM_STEPS: u32 = 64;
+
+/// How many bytes at the head of this segment the flow has already seen.
+///
+/// `tcp_read_skb` hands the verdict each queued skb whole, without looking at sequence
+/// numbers, and TCP queues a retransmission that partly overlaps bytes already received
+/// untrimmed (`tcp_data_queue`'s "partial packet": readers normally skip the old head by
+/// `copied_seq`). Redirected whole, its head would reach the destination twice. Seen here
+/// as 130 966 extra bytes (two loopback MSS) in the middle of a 1 GiB stream.
+#[inline(always)]
+fn repeated_bytes(ctx: &SkBuffContext, flow: &mut FlowStats, len: u64) -> u64 {
+    // SAFETY: the context pointer of an sk_skb program is the kernel's `struct sk_buff`;
+    // the helper reads 8 bytes of its control block and fails cleanly if it cannot.
+    let seqs = unsafe {
+        bpf_probe_read_kernel(
+            ctx.skb
+                .skb
+                .cast::<u8>()
+                .add(SKB_CB_OFFSET)
+                .cast::<[u32; 2]>(),
+        )
+    };
+    let Ok([seq, end_seq]) = seqs else {
+        anomaly(flow);
+        return 0;
+    };
+    // `end_seq` counts a FIN as one more.
+    let data_end = seq.wrapping_add(len as u32);
+    if end_seq != data_end && end_seq != data_end.wrapping_add(1) {
+        anomaly(flow);
+        return 0;
+    }
+    if flow.seq_state & seq_state::KNOWN == 0 {
+        flow.next_seq = data_end;
+        flow.seq_state |= seq_state::KNOWN;
+        return 0;
+    }
+    let behind = flow.next_seq.wrapping_sub(seq) as i32;
+    if behind <= 0 {
+        if behind < 0 {
+            // Bytes missing between the last segment and this one: TCP never does that.
+            anomaly(flow);
+        }
+        flow.next_seq = data_end;
+        return 0;
+    }
+    let repeated = (behind as u64).min(len);
+    flow.overlap_bytes += repeated;
+    bump(counter::OVERLAP_SEGMENTS, 1);
+    bump(counter::OVERLAP_BYTES, repeated);
+    if (data_end.wrapping_sub(flow.next_seq) as i32) > 0 {
+        flow.next_seq = data_end;
+    }
+    repeated
+}
+
+/// Removes the first `bytes` of the segment, in the steps `bpf_skb_adjust_room` allows;
+/// `false` if a step failed or `bytes` was beyond what [`MAX_TRIM_STEPS`] can remove.
+///
+/// Written for the verifier: the loop runs a constant number of times, and the step count
+/// is read back volatile on each turn so that LLVM cannot fold it into the trip count (an
+/// induction variable derived from an unknown value keeps the verifier from ever seeing
+/// the loop end).
+#[inline(always)]
+fn trim_head(ctx: &SkBuffContext, bytes: u64) -> bool {
+    let full_steps = bytes / TRIM_STEP_BYTES;
+    if full_steps > u64::from(MAX_TRIM_STEPS) {
+        return false;
+    }
+    let mut ok = true;
+    for step in 0..MAX_TRIM_STEPS {
+        // SAFETY: a read of a local.
+        let wanted = unsafe { core::ptr::read_volatile(&full_steps) };
+        if ok && u64::from(step) < wanted {
+            ok = ctx.adjust_room(-(TRIM_STEP_BYTES as i32), 0, 0).is_ok();
+        }
+    }
+    let rest = (bytes % TRIM_STEP_BYTES) as i32;
+    ok && (rest == 0 || ctx.adjust_room(-rest, 0, 0).is_ok())
+}
+
+/// Marks the flow as no longer trustworthy: the daemon resets its tunnel.
+#[inline(always)]
+fn anomaly(flow: &mut FlowStats) {
+    flow.seq_state |= seq_state::ANOMALY;
+    bump(counter::SEQ_ANOMALIES, 1);
+}
+
+#[inline(always)]
+fn verdict(ctx: &SkBuffContext, cookie: u64, flow: &mut FlowStats, len: u64) {
     // The daemon's side of the bargain; without it the flow is not flow-controlled.
     let control = match CONTROL.get_ptr(cookie) {
         // SAFETY: as above; the daemon rewrites the value whole with one map update.

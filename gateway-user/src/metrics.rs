@@ -162,6 +162,7 @@ pub struct Metrics {
     tls_handshake_failures: Family<KindLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     websocket_handshake: Histogram,
+    splice_integrity_errors: Counter,
 }
 
 /// Buckets of `gateway_websocket_handshake_seconds`: 0.25 ms to about 4 s.
@@ -181,6 +182,7 @@ impl Default for Metrics {
             tls_handshake_failures: Family::default(),
             requests: Family::default(),
             websocket_handshake: Histogram::new(handshake_buckets()),
+            splice_integrity_errors: Counter::default(),
         };
         for kind in TLS_HANDSHAKE_FAILURE_KINDS {
             metrics
@@ -235,7 +237,7 @@ impl Metrics {
         registry.register(
             "gateway_tunnels_closed",
             "WebSocket tunnels closed, by dataplane mode and reason (done, client_error, \
-             backend_error, internal, idle_timeout, max_lifetime, shutdown, backend_down)",
+             backend_error, internal, idle_timeout, max_lifetime, shutdown, backend_down, integrity_error)",
             self.tunnels_closed.clone(),
         );
         registry.register(
@@ -270,6 +272,13 @@ impl Metrics {
             "gateway_websocket_handshake_seconds",
             "Time from a WebSocket upgrade request to the backend's 101 (connect included)",
             self.websocket_handshake.clone(),
+        );
+        registry.register(
+            "gateway_splice_integrity_errors",
+            "Spliced tunnels reset because the bytes the kernel moved did not add up (more \
+             moved than received, more delivered than moved, or segments out of sequence); \
+             each is logged with both numbers. Any value above 0 is a kernel or gateway defect",
+            self.splice_integrity_errors.clone(),
         );
         registry.register_collector(Box::new(KernelCounters(ebpf)));
         registry
@@ -330,6 +339,11 @@ impl Metrics {
             .inc_by(bytes);
     }
 
+    /// A spliced tunnel was reset because its byte counts did not add up.
+    pub fn splice_integrity_error(&self) {
+        self.splice_integrity_errors.inc();
+    }
+
     pub fn upgrade_rejected(&self) {
         self.upgrades_rejected.inc();
     }
@@ -387,6 +401,7 @@ impl Collector for KernelCounters {
             ("passed_redirect_failed", counter::PASSED_REDIRECT_FAILED),
             ("dropped_empty", counter::DROPPED_EMPTY_SEGMENTS),
             ("passed_paused", counter::PASSED_PAUSED),
+            ("overlap_trimmed", counter::OVERLAP_SEGMENTS),
         ] {
             let labels = OutcomeLabels { outcome };
             ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
@@ -400,6 +415,18 @@ impl Collector for KernelCounters {
                 counter::PAUSES,
             ),
             ("gateway_splice_resumes", "Times a paused flow resumed splicing", counter::RESUMES),
+            (
+                "gateway_splice_overlap_bytes",
+                "Bytes the kernel handed the splice verdict a second time (a retransmission \
+                 overlapping bytes already received) and the verdict cut off",
+                counter::OVERLAP_BYTES,
+            ),
+            (
+                "gateway_splice_sequence_anomalies",
+                "Segments whose TCP sequence numbers the splice verdict could not vouch for; \
+                 their tunnels are reset",
+                counter::SEQ_ANOMALIES,
+            ),
             (
                 "gateway_splice_events_lost",
                 "Flow events that did not fit in the eBPF ring buffer (every tunnel is then checked)",

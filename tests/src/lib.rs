@@ -5,6 +5,7 @@
 //! - [`backend`]: a WebSocket echo backend and raw-TCP backends driven by a closure.
 //! - [`client`]: WebSocket and raw-TCP clients.
 //! - [`data`]: seeded random payloads and length + SHA-256 summaries of byte streams.
+//! - [`pattern`]: a stream whose every byte says where it belongs, checked by position.
 //! - [`http`]: just enough HTTP/1.1 to write upgrades by hand and read responses.
 //! - [`http_backend`]: a named keep-alive HTTP and WebSocket backend that reports who answered.
 //! - [`http_client`]: keep-alive requests and WebSocket clients with any `Host` and cookie.
@@ -32,6 +33,7 @@ pub mod http_backend;
 pub mod http_client;
 pub mod maps;
 pub mod metrics;
+pub mod pattern;
 pub mod sockstat;
 pub mod tls;
 pub mod wait;

@@ -91,6 +91,9 @@ pub enum CloseReason {
     /// Its backend failed its probes (or left the configuration, `removed`), and the
     /// backend settings' `on_backend_down` says close (at once, or after draining).
     BackendDown { removed: bool },
+    /// The bytes the kernel moved for a spliced tunnel did not add up (what, in the text):
+    /// the stream can no longer be vouched for, so both sides are reset.
+    SpliceIntegrity(String),
 }
 
 impl CloseReason {
@@ -105,6 +108,7 @@ impl CloseReason {
             Self::MaxLifetime => "max_lifetime",
             Self::Shutdown => "shutdown",
             Self::BackendDown { .. } => "backend_down",
+            Self::SpliceIntegrity(_) => "integrity_error",
         }
     }
 
@@ -117,7 +121,10 @@ impl CloseReason {
             Self::IdleTimeout | Self::MaxLifetime | Self::Shutdown | Self::BackendDown { .. } => {
                 Closing::Graceful
             }
-            Self::ClientError(_) | Self::BackendError(_) | Self::Internal(_) => Closing::Reset,
+            Self::ClientError(_)
+            | Self::BackendError(_)
+            | Self::Internal(_)
+            | Self::SpliceIntegrity(_) => Closing::Reset,
         }
     }
 }
@@ -161,6 +168,7 @@ impl fmt::Display for CloseReason {
             Self::BackendDown { removed: true } => {
                 f.write_str("backend removed from the configuration")
             }
+            Self::SpliceIntegrity(what) => write!(f, "splice integrity error: {what}"),
         }
     }
 }
@@ -257,6 +265,10 @@ pub async fn run(up: Upgraded, ctx: Context) {
         }
     };
     metrics.tunnel_closed(mode, reason.label());
+    if let CloseReason::SpliceIntegrity(what) = &reason {
+        metrics.splice_integrity_error();
+        tracing::error!(error = %what, "spliced tunnel reset: its bytes did not add up");
+    }
     drop(registered);
     drop(lease);
     let peers = &entry.peers;

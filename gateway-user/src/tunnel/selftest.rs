@@ -10,6 +10,8 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
+use gateway_common::counter;
+
 use super::{limits::Limits, splice::Spliced, CloseReason, Settings};
 use crate::dataplane::EbpfDataplane;
 
@@ -26,6 +28,7 @@ pub async fn run(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), Str
 }
 
 async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), String> {
+    let anomalies_before = ebpf.counter(counter::SEQ_ANOMALIES);
     let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io("bind"))?;
     let addr = listener.local_addr().map_err(io("local addr"))?;
@@ -103,6 +106,14 @@ async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), Strin
     }
     if !matches!(outcome.reason, CloseReason::Done) {
         return Err(format!("tunnel ended with {}", outcome.reason));
+    }
+    let anomalies = ebpf.counter(counter::SEQ_ANOMALIES) - anomalies_before;
+    if anomalies != 0 {
+        return Err(format!(
+            "the verdict found {anomalies} segments out of sequence: this kernel keeps TCP \
+             sequence numbers elsewhere than the program reads them (sk_buff cb at byte {})",
+            gateway_common::SKB_CB_OFFSET
+        ));
     }
     let left = ebpf.entry_counts();
     if left != [0; 4] {

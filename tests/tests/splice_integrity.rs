@@ -1,0 +1,222 @@
+//! Every byte of a spliced stream arrives once, in order, whatever the reader's pace.
+//!
+//! A backend floods a [`Pattern`] stream (every byte says where it belongs) through a
+//! tunnel; the client reads slowly for a while, then as fast as it can, and checks every
+//! byte by position. A flood against a slow reader is what drives the splice's flow
+//! control through its pauses and resumes; the fast phase after it is where the issue's
+//! duplicated bytes were seen. Run over the whole range of `--max-tunnel-backlog-bytes`.
+//!
+//! A failure names the seed, the budget and the first wrong offset, with where the bytes
+//! found there belong (a repeat of earlier bytes, or a gap).
+//!
+//! `GATEWAY_HUNT_BYTES` sets the bytes per tunnel (default below), `GATEWAY_HUNT_ROUNDS`
+//! how many times the set of budgets runs, for a longer soak, and `GATEWAY_HUNT_BUDGETS`
+//! (comma-separated bytes) which budgets.
+
+use std::time::Duration;
+
+use gateway_tests::{
+    backend::{RawBackend, RawConn},
+    client,
+    data::test_seed,
+    dataplane_tests,
+    pattern::{Mismatch, Pattern},
+    skip_unprivileged,
+    wait::within,
+    Dataplane, Gateway,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Budgets from a small fraction of one loopback segment to far more than a socket buffer.
+const BUDGETS: [u64; 7] = [
+    16 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+    64 << 20,
+];
+const DEFAULT_BYTES: u64 = 96 << 20;
+const SLOW_BYTES_PER_SEC: f64 = 4.0 * (1u64 << 20) as f64;
+const SLOW_PHASE: Duration = Duration::from_millis(600);
+const WRITE_BYTES: usize = 256 << 10;
+const READ_BYTES: usize = 256 << 10;
+const GO: u8 = b'g';
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number"))
+    })
+}
+
+/// The backend: waits for [`GO`], writes `len` pattern bytes as fast as the socket takes
+/// them, half-closes, and reads to EOF (nothing else is expected).
+async fn flood(mut conn: RawConn, seed: u64, len: u64) -> u64 {
+    conn.accept_upgrade().await;
+    if conn.leftover.is_empty() {
+        let mut go = [0u8; 1];
+        conn.stream
+            .read_exact(&mut go)
+            .await
+            .expect("backend reads the go byte");
+        conn.leftover.push(go[0]);
+    }
+    assert_eq!(conn.leftover, [GO], "what the client sent");
+    let pattern = Pattern::new(seed);
+    let mut chunk = vec![0; WRITE_BYTES];
+    let mut sent = 0;
+    while sent < len {
+        let now = usize::try_from(len - sent).map_or(WRITE_BYTES, |left| left.min(WRITE_BYTES));
+        pattern.fill(sent, &mut chunk[..now]);
+        conn.stream
+            .write_all(&chunk[..now])
+            .await
+            .expect("backend writes");
+        sent += now as u64;
+    }
+    conn.stream.shutdown().await.expect("backend half-closes");
+    let mut rest = Vec::new();
+    conn.stream
+        .read_to_end(&mut rest)
+        .await
+        .expect("backend reads to EOF");
+    assert!(
+        rest.is_empty(),
+        "the backend got {} bytes after go",
+        rest.len()
+    );
+    sent
+}
+
+/// One tunnel through `gateway`, its backend flooding: returns the bytes the client checked, or
+/// the first wrong one.
+async fn one_tunnel(
+    gateway: &Gateway,
+    backend: &mut RawBackend<u64>,
+    seed: u64,
+) -> Result<u64, Mismatch> {
+    let mut tunnel = within(
+        STEP_TIMEOUT,
+        "upgrade",
+        client::raw_upgrade(gateway.listen_addr(), "/hunt", &[]),
+    )
+    .await;
+    assert!(tunnel.leftover.is_empty(), "bytes before the go byte");
+    tunnel
+        .stream
+        .write_all(&[GO])
+        .await
+        .expect("client sends go");
+    let mut checker = Pattern::new(seed).checker();
+    let mut buf = vec![0; READ_BYTES];
+    let start = tokio::time::Instant::now();
+    // Slow: reads of at most 64 KiB, paced to SLOW_BYTES_PER_SEC.
+    while start.elapsed() < SLOW_PHASE {
+        let allowed_at =
+            start + Duration::from_secs_f64(checker.offset() as f64 / SLOW_BYTES_PER_SEC);
+        tokio::time::sleep_until(allowed_at).await;
+        let read = within(
+            STEP_TIMEOUT,
+            "slow read",
+            tunnel.stream.read(&mut buf[..64 << 10]),
+        )
+        .await
+        .expect("client reads");
+        assert_ne!(read, 0, "end of stream in the slow phase");
+        checker.check(&buf[..read])?;
+    }
+    // Fast: to the end.
+    let fast = async {
+        loop {
+            match tunnel.stream.read(&mut buf).await.expect("client reads") {
+                0 => return Ok(checker.offset()),
+                read => checker.check(&buf[..read])?,
+            }
+        }
+    };
+    let checked = within(TRANSFER_TIMEOUT, "client reads to EOF", fast).await?;
+    tunnel.stream.shutdown().await.expect("client half-closes");
+    let sent = backend.next_result().await;
+    assert_eq!(
+        checked, sent,
+        "bytes the client got of the {sent} the backend sent"
+    );
+    Ok(checked)
+}
+
+async fn slow_then_fast_reader_gets_every_byte_once(dataplane: Dataplane, test: &str) {
+    if skip_unprivileged(dataplane, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    let len = env_u64("GATEWAY_HUNT_BYTES", DEFAULT_BYTES);
+    let rounds = env_u64("GATEWAY_HUNT_ROUNDS", 1);
+    let budgets: Vec<u64> = std::env::var("GATEWAY_HUNT_BUDGETS").map_or(BUDGETS.to_vec(), |v| {
+        v.split(',')
+            .map(|b| b.trim().parse().expect("GATEWAY_HUNT_BUDGETS: numbers"))
+            .collect()
+    });
+    for round in 0..rounds {
+        for (i, &budget) in budgets.iter().enumerate() {
+            let stream_seed = seed.wrapping_add(round * 1000 + i as u64);
+            let mut backend =
+                RawBackend::start(move |conn: RawConn| flood(conn, stream_seed, len)).await;
+            let gateway = Gateway::builder()
+                .backend(backend.addr())
+                .dataplane(dataplane)
+                .arg("--max-tunnel-backlog-bytes")
+                .arg(budget.to_string())
+                .start();
+            let baseline_sockets = gateway.socket_fd_count();
+            if let Err(mismatch) = one_tunnel(&gateway, &mut backend, stream_seed).await {
+                panic!(
+                    "{test}: seed {seed}, round {round}, budget {budget}: {mismatch}\n\
+                     metrics:\n{}\nlog:\n{}",
+                    gateway.metrics().text,
+                    gateway.stderr_text()
+                );
+            }
+            let metrics = gateway.metrics();
+            assert_eq!(
+                metrics.metric(
+                    "gateway_tunnels_opened_total",
+                    &[("mode", dataplane.tunnel_mode())]
+                ),
+                1.0,
+                "budget {budget}: the tunnel ran in mode {}",
+                dataplane.tunnel_mode()
+            );
+            if dataplane == Dataplane::Ebpf {
+                let spliced = metrics.metric(
+                    "gateway_spliced_bytes_total",
+                    &[("direction", "backend_to_client")],
+                );
+                assert!(
+                    spliced > 0.0,
+                    "budget {budget}: nothing was spliced:\n{}",
+                    metrics.text
+                );
+                eprintln!(
+                    "{test}: round {round}, budget {budget}: {len} bytes, {spliced} spliced, \
+                     {} passed, {} pauses, {} retransmitted bytes cut off",
+                    metrics.metric("gateway_splice_passed_bytes_total", &[]),
+                    metrics.metric("gateway_splice_pauses_total", &[]),
+                    metrics.metric("gateway_splice_overlap_bytes_total", &[]),
+                );
+                assert_eq!(
+                    metrics.metric("gateway_splice_integrity_errors_total", &[]),
+                    0.0,
+                    "budget {budget}: the integrity witness fired:\n{}",
+                    gateway.stderr_text()
+                );
+            }
+            gateway.wait_tunnels_gone(baseline_sockets).await;
+        }
+    }
+}
+
+dataplane_tests!(slow_then_fast_reader_gets_every_byte_once => slow_then_fast_reader_gets_every_byte_once_ebpf, slow_then_fast_reader_gets_every_byte_once_userspace);
