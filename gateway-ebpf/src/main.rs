@@ -192,17 +192,20 @@ fn verdict(ctx: &SkBuffContext, cookie: u64, flow: &mut FlowStats, len: u64) {
         },
     };
 
+    // The limit is checked before the segment, not after it: a budget smaller than one
+    // segment (64 KiB on loopback) must still let segments through one at a time. The
+    // backlog can so exceed the budget by at most one segment.
     if flow.paused != 0 {
         // Resume only once every passed byte is in the destination (order), and the
         // destination has room again (budget).
-        if flow.passed_bytes == control.released && flow.bytes + len <= control.limit {
+        if flow.passed_bytes == control.released && flow.bytes < control.limit {
             flow.paused = 0;
             bump(counter::RESUMES, 1);
         } else {
             pass(flow, len, counter::PASSED_PAUSED);
             return;
         }
-    } else if flow.bytes + len > control.limit {
+    } else if flow.bytes >= control.limit {
         flow.paused = 1;
         bump(counter::PAUSES, 1);
         notify(cookie, event::PAUSED);

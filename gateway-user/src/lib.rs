@@ -168,13 +168,7 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
         tracing::warn!("{warning}");
     }
 
-    // The self-test runs a tunnel under the largest backlog budget any rule uses.
-    let budget_bytes = upstreams
-        .values()
-        .map(|upstream| upstream.tunnel.max_backlog_bytes)
-        .max()
-        .unwrap_or(config::defaults::MAX_TUNNEL_BACKLOG_BYTES);
-    let (dataplane, why) = Dataplane::start(global.dataplane, budget_bytes).await?;
+    let (dataplane, why) = Dataplane::start(global.dataplane).await?;
     let metrics = Metrics::default();
     let bound: Vec<SocketAddr> = opened.iter().map(|opened| opened.local).collect();
     let snapshot = Snapshot::new(config.clone(), &upstreams, &bound, &tls.acceptors);

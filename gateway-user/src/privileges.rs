@@ -1,7 +1,9 @@
 //! Dropping the capabilities start-up needed once [`crate::start`] has returned.
 //!
-//! Start-up needs `CAP_BPF` (create the maps, load the verdict program), `CAP_NET_ADMIN`
-//! (sockmaps and the `sk_skb` program type are networking objects) and, for ports below 1024,
+//! Start-up needs `CAP_BPF` (create the maps, load the verdict program), `CAP_PERFMON` (the
+//! verdict reads TCP sequence numbers with `bpf_probe_read_kernel`, which the verifier only
+//! allows a program loaded with it), `CAP_NET_ADMIN` (sockmaps and the `sk_skb` program type
+//! are networking objects) and, for ports below 1024,
 //! `CAP_NET_BIND_SERVICE`. Once the gateway serves, the maps are only used through descriptors
 //! it already holds, and the kernel checks no capability for that: since Linux 6.5,
 //! `kernel.unprivileged_bpf_disabled` only guards creating maps and loading programs, and
@@ -258,7 +260,7 @@ pub enum DropError {
 ///
 /// Dropping what the process does not hold is not an error: an unprivileged gateway (e.g. on
 /// the userspace dataplane) has nothing to drop. Without `CAP_SETPCAP` the bounding set stays
-/// as it is (under the systemd unit it is already the three capabilities of
+/// as it is (under the systemd unit it is already the four capabilities of
 /// `CapabilityBoundingSet=`); a capability out of the permitted set could only come back
 /// through `execve` of a file with capabilities, which `NoNewPrivileges=` forbids.
 ///

@@ -2,7 +2,7 @@
 //! was started with, then keeps only what serving needs (`CAP_NET_BIND_SERVICE`, and
 //! `CAP_NET_ADMIN` when `--tunnel-sndbuf-bytes` forces send buffers) on every thread, and
 //! still splices tunnels with every byte intact: using the maps it already holds needs none
-//! of the dropped capabilities. Run as root, and as an unprivileged user holding only the three
+//! of the dropped capabilities. Run as root, and as an unprivileged user holding only the four
 //! capabilities `deploy/gateway.service` grants (through `setpriv`, as systemd would).
 
 use std::{
@@ -31,6 +31,7 @@ const CAP_SETPCAP: u32 = 8;
 const CAP_NET_BIND_SERVICE: u32 = 10;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_BPF: u32 = 39;
+const CAP_PERFMON: u32 = 38;
 /// The unprivileged user of the systemd-like run (`nobody`).
 const NOBODY: u32 = 65534;
 /// Ports tried, in order, for the unprivileged gateway's listener below 1024.
@@ -330,13 +331,13 @@ fn free_low_port() -> u16 {
 }
 
 /// The systemd unit's way: user `nobody`, `NoNewPrivileges`, and only `CAP_BPF`,
-/// `CAP_NET_ADMIN` and `CAP_NET_BIND_SERVICE` (ambient, inheritable, bounding), set by
-/// `setpriv`. The gateway loads eBPF with them, binds a port below 1024, drops the first two
-/// (its bounding set stays the three: it lacks `CAP_SETPCAP`), and splices a tunnel through
-/// that port.
+/// `CAP_PERFMON`, `CAP_NET_ADMIN` and `CAP_NET_BIND_SERVICE` (ambient, inheritable,
+/// bounding), set by `setpriv`. The gateway loads eBPF with them, binds a port below 1024,
+/// drops the first three (its bounding set stays the four: it lacks `CAP_SETPCAP`), and
+/// splices a tunnel through that port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unprivileged_user_with_the_units_three_capabilities() {
-    let test = "unprivileged_user_with_the_units_three_capabilities";
+async fn unprivileged_user_with_the_units_four_capabilities() {
+    let test = "unprivileged_user_with_the_units_four_capabilities";
     if skip_unless_root(test) {
         return;
     }
@@ -347,7 +348,7 @@ async fn unprivileged_user_with_the_units_three_capabilities() {
     );
     let scratch = ScratchDir::new(test);
     let binary = executable_by_others(&binary_path(), &scratch);
-    let caps = "-all,+bpf,+net_admin,+net_bind_service";
+    let caps = "-all,+bpf,+perfmon,+net_admin,+net_bind_service";
     let wrapper = [
         "setpriv".to_owned(),
         format!("--reuid={NOBODY}"),
@@ -389,19 +390,19 @@ async fn unprivileged_user_with_the_units_three_capabilities() {
             .all(|uid| uid == NOBODY.to_string()),
         "the gateway runs as {NOBODY}: {uid_line}"
     );
-    let three = bit(CAP_BPF) | bit(CAP_NET_ADMIN) | bit(CAP_NET_BIND_SERVICE);
+    let four = bit(CAP_BPF) | bit(CAP_PERFMON) | bit(CAP_NET_ADMIN) | bit(CAP_NET_BIND_SERVICE);
     let keep = bit(CAP_NET_BIND_SERVICE);
     let expected = Caps {
         inheritable: keep,
         permitted: keep,
         effective: keep,
-        bounding: three,
+        bounding: four,
         ambient: keep,
     };
     assert_every_thread(&gateway, expected);
     let line = drop_log_line(&gateway).await;
     assert!(
-        line.contains("kept=CAP_NET_BIND_SERVICE dropped=CAP_NET_ADMIN,CAP_BPF "),
+        line.contains("kept=CAP_NET_BIND_SERVICE dropped=CAP_NET_ADMIN,CAP_PERFMON,CAP_BPF "),
         "the log says what was kept and dropped: {line}"
     );
 

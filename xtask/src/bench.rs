@@ -12,7 +12,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         privilege::can_load_ebpf(),
         "the benchmark loads the gateway's eBPF program: run `cargo xtask bench` as root \
-         (or with CAP_BPF and CAP_NET_ADMIN in the ambient set)"
+         (or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN in the ambient set)"
     );
     setup::run_with_bench_peers()?;
     let gateway = build::gateway(Profile::Release)?;

@@ -5,18 +5,21 @@ use std::fs;
 const CAP_NET_ADMIN: u32 = 12;
 /// `CAP_BPF` (Linux 5.8+), see capability.h.
 const CAP_BPF: u32 = 39;
+/// `CAP_PERFMON` (Linux 5.8+): the verdict program reads kernel memory
+/// (`bpf_probe_read_kernel`), which the verifier allows only with it.
+const CAP_PERFMON: u32 = 38;
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Root, or CAP_BPF and CAP_NET_ADMIN in the ambient set, so that the processes we start
-/// (cargo, the test binaries, the daemon) hold them too.
+/// Root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN in the ambient set, so that the
+/// processes we start (cargo, the test binaries, the daemon) hold them too.
 pub fn can_load_ebpf() -> bool {
     is_root()
         || fs::read_to_string("/proc/self/status")
-            .is_ok_and(|status| ambient_has(&status, &[CAP_BPF, CAP_NET_ADMIN]))
+            .is_ok_and(|status| ambient_has(&status, &[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]))
 }
 
 /// Whether the `CapAmb:` line of a `/proc/<pid>/status` text holds every capability in `caps`.

@@ -20,8 +20,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         println!("test: ================================================================");
     } else if !privilege::can_load_ebpf() {
         anyhow::bail!(
-            "the tests load eBPF programs: run `cargo xtask test` as root (or with CAP_BPF and \
-             CAP_NET_ADMIN in the ambient set), or set {UNPRIVILEGED}=1 to skip the eBPF tests"
+            "the tests load eBPF programs: run `cargo xtask test` as root (or with CAP_BPF, \
+             CAP_PERFMON and CAP_NET_ADMIN in the ambient set), or set {UNPRIVILEGED}=1 to skip the eBPF tests"
         );
     }
     setup::run_with_bench_peers()?;

@@ -18,7 +18,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ga
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "cannot load the eBPF object: {0}; the gateway needs root or CAP_BPF + CAP_NET_ADMIN, \
+        "cannot load the eBPF object: {0}; the gateway needs root or CAP_BPF + CAP_PERFMON + \
+         CAP_NET_ADMIN, \
          and a kernel with BPF sockmap support (CONFIG_BPF_STREAM_PARSER, CONFIG_NET_SOCK_MSG)"
     )]
     Object(#[source] EbpfError),
@@ -64,7 +65,13 @@ fn permission_hint(err: &ProgramError) -> &'static str {
     };
     match io_error.and_then(io::Error::raw_os_error) {
         Some(libc::EPERM) | Some(libc::EACCES) => {
-            " (permission denied: run as root or grant CAP_BPF and CAP_NET_ADMIN)"
+            " (permission denied: run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+        }
+        // The verifier offers `bpf_probe_read_kernel` only to programs loaded with
+        // CAP_PERFMON; without it the program is refused as invalid.
+        Some(libc::EINVAL) if verifier_log(err).contains("cannot use helper") => {
+            " (the verdict reads TCP sequence numbers with bpf_probe_read_kernel, which needs \
+             CAP_PERFMON at load time: run as root or grant CAP_PERFMON too)"
         }
         Some(libc::EINVAL) => " (the kernel rejected it: is CONFIG_BPF_STREAM_PARSER enabled?)",
         _ => "",

@@ -39,19 +39,16 @@ pub enum StartError {
 
 impl Dataplane {
     /// Sets up the dataplane `mode` asks for. eBPF must also pass a start-up self-test
-    /// (`tunnel::selftest`): a real tunnel on loopback with a checksum and half-closes.
-    /// Returns the dataplane and, in words, why it was chosen.
-    pub async fn start(
-        mode: DataplaneMode,
-        budget_bytes: u64,
-    ) -> Result<(Self, String), StartError> {
+    /// (`tunnel::selftest`): a real tunnel on loopback with a checksum, half-closes and a
+    /// flow-control pause. Returns the dataplane and, in words, why it was chosen.
+    pub async fn start(mode: DataplaneMode) -> Result<(Self, String), StartError> {
         match mode {
             DataplaneMode::Userspace => Ok((Self::Userspace, "--dataplane userspace".to_owned())),
             DataplaneMode::Ebpf => {
-                let dataplane = Self::checked(budget_bytes).await?;
+                let dataplane = Self::checked().await?;
                 Ok((dataplane, "eBPF loaded and self-test passed".to_owned()))
             }
-            DataplaneMode::Auto => match Self::checked(budget_bytes).await {
+            DataplaneMode::Auto => match Self::checked().await {
                 Ok(dataplane) => Ok((dataplane, "eBPF loaded and self-test passed".to_owned())),
                 Err(err) => {
                     tracing::warn!(
@@ -64,10 +61,10 @@ impl Dataplane {
         }
     }
 
-    async fn checked(budget_bytes: u64) -> Result<Self, StartError> {
+    async fn checked() -> Result<Self, StartError> {
         let dataplane = Self::loaded(EbpfDataplane::load()?);
         if let Self::Ebpf(ebpf) = &dataplane {
-            crate::tunnel::selftest::run(ebpf, budget_bytes)
+            crate::tunnel::selftest::run(ebpf)
                 .await
                 .map_err(StartError::SelfTest)?;
             ebpf.reset_counters();

@@ -138,28 +138,8 @@ pub fn take_socket_error(sock: &impl AsRawFd) -> io::Result<Option<io::Error>> {
     Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
 }
 
-/// `TCP_WINDOW_CLAMP`: the most the socket will advertise as its receive window.
-pub fn window_clamp(sock: &impl AsRawFd) -> io::Result<u32> {
-    let mut value: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` are valid for writes of the sizes we pass.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_WINDOW_CLAMP,
-            (&raw mut value).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(u32::try_from(value).unwrap_or(0))
-}
-
-/// Sets `TCP_WINDOW_CLAMP`. The kernel raises tiny values to its minimum
-/// (`SOCK_MIN_RCVBUF / 2`) and never retracts a window it already advertised.
+/// Sets `TCP_WINDOW_CLAMP`, the largest receive window the socket may advertise. The kernel
+/// never retracts a window it already advertised.
 pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
     let value = libc::c_int::try_from(clamp).unwrap_or(libc::c_int::MAX);
     // SAFETY: `value` is a valid int of the size passed.
@@ -182,8 +162,19 @@ pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
 /// Sets the send buffer: `SO_SNDBUFFORCE` (ignores `wmem_max`, needs CAP_NET_ADMIN), else
 /// `SO_SNDBUF` (capped by `net.core.wmem_max`).
 pub fn set_send_buffer(sock: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    set_buffer(sock, bytes, [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF])
+}
+
+/// Sets the receive buffer, and with it turns off its autotuning: `SO_RCVBUFFORCE`
+/// (ignores `rmem_max`, needs CAP_NET_ADMIN), else `SO_RCVBUF` (capped by
+/// `net.core.rmem_max`). The kernel doubles the value for its bookkeeping.
+pub fn set_receive_buffer(sock: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    set_buffer(sock, bytes, [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF])
+}
+
+fn set_buffer(sock: &impl AsRawFd, bytes: u32, options: [libc::c_int; 2]) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for option in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+    for option in options {
         // SAFETY: `value` is a valid int of the size passed.
         let rc = unsafe {
             libc::setsockopt(

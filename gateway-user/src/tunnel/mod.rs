@@ -390,7 +390,8 @@ const RELAY_SPLICE_REFUSED: &str = "splice_refused";
 
 /// What carries a tunnel's bytes.
 enum Carrier {
-    Spliced(splice::Spliced),
+    /// Boxed: its flow-control state is several times the size of the other variants.
+    Spliced(Box<splice::Spliced>),
     /// Two plain sockets relayed in userspace, and why (one of the `RELAY_*` reasons).
     Relay(TcpStream, TcpStream, &'static str),
     /// TLS on at least one side: always relayed.
@@ -422,7 +423,7 @@ impl Carrier {
             }
         }
         match splice::Spliced::start(ebpf, client, backend, settings.max_backlog_bytes) {
-            Ok(spliced) => Some(Self::Spliced(spliced)),
+            Ok(spliced) => Some(Self::Spliced(Box::new(spliced))),
             Err(refused) if refused.can_relay => {
                 tracing::info!(error = %refused.error, "kernel refused the splice; relaying");
                 let (client, backend) = from_std(refused.client, refused.backend)

@@ -1,7 +1,9 @@
 //! The start-up check of the kernel splice: one real tunnel on loopback through the same
 //! code every tunnel uses, with bytes queued before the splice, a few MiB each way compared
-//! byte for byte, and a half-close each way. A kernel that misbehaves is caught here, at
-//! start, not under traffic.
+//! byte for byte, a half-close each way, and a flow-control pause and resume (a small
+//! budget, and a backend that reads nothing until the client's direction has paused). The
+//! verdict must find every segment in sequence and the integrity witness must agree at the
+//! end. A kernel that misbehaves is caught here, at start, not under traffic.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,20 +17,27 @@ use gateway_common::counter;
 use super::{limits::Limits, splice::Spliced, CloseReason, Settings};
 use crate::dataplane::EbpfDataplane;
 
-/// Bytes each way; queued-before-splice bytes come on top.
-const PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes each way (queued-before-splice bytes come on top): more than a spliced socket's
+/// receive buffer (8 MiB), so that the client's direction still has bytes to send after
+/// its pause has caught up, and resumes.
+const PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 const QUEUED_BYTES: usize = 64 * 1024;
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The budget of the check's tunnel: far below what the client sends, so that its direction
+/// pauses while the backend does not read. (Not the configured budget: the check must see a
+/// pause and a resume whatever the configuration.)
+const BUDGET_BYTES: u64 = 256 * 1024;
+
 /// Runs the check; `Err` says what went wrong.
-pub async fn run(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), String> {
-    tokio::time::timeout(DEADLINE, check(ebpf, budget_bytes))
+pub async fn run(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
+    tokio::time::timeout(DEADLINE, check(ebpf))
         .await
         .map_err(|_| format!("no result within {DEADLINE:?}"))?
 }
 
-async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), String> {
-    let anomalies_before = ebpf.counter(counter::SEQ_ANOMALIES);
+async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
+    let before = ebpf.counters();
     let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io("bind"))?;
     let addr = listener.local_addr().map_err(io("local addr"))?;
@@ -50,13 +59,13 @@ async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), Strin
         ebpf.clone(),
         client.into_std().map_err(io("into_std"))?,
         backend.into_std().map_err(io("into_std"))?,
-        budget_bytes,
+        BUDGET_BYTES,
     )
     .map_err(|refused| format!("splice refused: {}", refused.error))?;
     let settings = Settings {
         idle_timeout: DEADLINE,
         max_lifetime: None,
-        max_backlog_bytes: budget_bytes,
+        max_backlog_bytes: BUDGET_BYTES,
         sndbuf_bytes: 0,
     };
     let mut limits = Limits::new(
@@ -75,6 +84,10 @@ async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), Strin
             client_write.shutdown().await
         };
         let backend = async {
+            // Nothing read until the client's direction has paused: the bytes back up.
+            while ebpf.counter(counter::PAUSES) == before[counter::PAUSES as usize] {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let mut got = Vec::with_capacity(up.len());
             backend_far.read_to_end(&mut got).await?;
             backend_far.write_all(&down).await?;
@@ -107,12 +120,25 @@ async fn check(ebpf: &Arc<EbpfDataplane>, budget_bytes: u64) -> Result<(), Strin
     if !matches!(outcome.reason, CloseReason::Done) {
         return Err(format!("tunnel ended with {}", outcome.reason));
     }
-    let anomalies = ebpf.counter(counter::SEQ_ANOMALIES) - anomalies_before;
+    let moved = |index: u32| ebpf.counter(index).saturating_sub(before[index as usize]);
+    let anomalies = moved(counter::SEQ_ANOMALIES);
     if anomalies != 0 {
         return Err(format!(
             "the verdict found {anomalies} segments out of sequence: this kernel keeps TCP \
              sequence numbers elsewhere than the program reads them (sk_buff cb at byte {})",
             gateway_common::SKB_CB_OFFSET
+        ));
+    }
+    tracing::debug!(
+        pauses = moved(counter::PAUSES),
+        resumes = moved(counter::RESUMES),
+        passed_bytes = moved(counter::PASSED_BYTES),
+        "splice self-test: flow control"
+    );
+    if moved(counter::RESUMES) == 0 {
+        return Err(format!(
+            "the client's direction paused {} times but never resumed splicing",
+            moved(counter::PAUSES)
         ));
     }
     let left = ebpf.entry_counts();

@@ -32,13 +32,15 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 /// Longest pause between checks of a flow that is paused but fully caught up: it resumes
 /// on the sender's next segment, and the check only guards against a missed event.
 const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
-/// Most passed bytes peeked at once for one flow. A flow's passed bytes are bounded by its
-/// source's receive buffer (`tcp_rmem` max, 6 MiB by default), so this takes them all.
+/// Most passed bytes taken into userspace at once for one flow. Passed bytes waiting in the
+/// source's queue are charged to its receive buffer, which the splice sizes from the
+/// budget (see [`receive_buffer`]), so one block normally takes them all.
 const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
-/// Bound on one segment as the verdict sees it (a GRO-merged skb on loopback is at most
-/// 64 KiB; BIG TCP can go beyond): a paused flow whose limit leaves this much room resumes
-/// with its next segment.
-const MAX_SEGMENT_BYTES: u64 = 256 * 1024;
+/// Passed bytes a flow may owe before its tunnel is reset. They are bounded by the source's
+/// receive buffer while they can be read; while they are stuck behind bytes for the source
+/// itself (see `Supervisor::forward`) nothing bounds them but this: a peer that keeps
+/// writing without ever reading what it is sent.
+const MAX_OWED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What a spliced tunnel moved, for the close log.
 #[derive(Debug)]
@@ -89,19 +91,15 @@ struct Half {
     control: FlowControl,
     /// What this flow's `CONTROL` entry holds now.
     published: FlowControl,
-    /// Scratch space for forwarding passed bytes; emptied once the flow is caught up.
+    /// Scratch space for peeking passed bytes; freed once the flow is caught up.
     buf: Vec<u8>,
-    /// `from`'s window is clamped nearly shut (see `clamp`).
-    window_shut: bool,
-    /// The backlog went past half the budget: the sender is held back (see `flow_step`).
-    throttled: bool,
+    /// Passed bytes at the head of `from`'s queue already written to `to` but not yet
+    /// taken off `from` (see `Supervisor::forward`).
+    written: usize,
     /// The flow may need us: paused, passed bytes to forward, or a watermark crossed.
     attention: bool,
     /// Passed bytes wait in `from`'s queue to be forwarded.
     outstanding: bool,
-    /// The last attempt to forward passed bytes found none readable yet: they wait in
-    /// `from`'s psock queue behind bytes redirected *to* `from` (see `flow_step`).
-    stuck: bool,
     /// `from` has sent FIN.
     eof: bool,
     /// `to` has been shut down for writing (FIN forwarded).
@@ -118,11 +116,9 @@ impl Half {
             control: FlowControl::new(budget),
             published: FlowControl::new(budget),
             buf: Vec::new(),
-            window_shut: false,
-            throttled: false,
+            written: 0,
             attention: true,
             outstanding: false,
-            stuck: false,
             eof: false,
             shut: false,
         }
@@ -194,9 +190,14 @@ impl Spliced {
                 })
             }
         };
-        let clamped = sockopt::set_window_clamp(&client, open_window(budget))
-            .and_then(|()| sockopt::set_window_clamp(&backend, open_window(budget)));
-        if let Err(error) = clamped {
+        let sized = [&client, &backend].into_iter().try_for_each(|sock| {
+            sockopt::set_receive_buffer(sock, receive_buffer(budget))?;
+            // A fixed receive buffer stops autotuning, which is also what raises the
+            // window clamp; left at its value from the handshake (about two loopback MSS)
+            // it would cap the window at 128 KiB. The clamp is a ceiling here, not a brake.
+            sockopt::set_window_clamp(sock, 2 * receive_buffer(budget))
+        });
+        if let Err(error) = sized {
             return Err(Refused {
                 client,
                 backend,
@@ -458,14 +459,14 @@ impl Supervisor<'_> {
         Ok(None)
     }
 
-    /// Looks after one flow. Two brakes keep its kernel backlog (bytes redirected but not
-    /// yet in the destination's send queue) within budget:
-    /// - *throttle*: past half the budget, the source's advertised TCP window is clamped
-    ///   shut, so the sender slows to the destination's pace while every byte stays in the
-    ///   kernel; below a quarter it reopens;
-    /// - *pause* (the verdict's hard cap at the full budget): segments are passed to the
-    ///   source's own queue, and are forwarded here once everything redirected before them
-    ///   has reached the destination.
+    /// Looks after one flow. Its kernel backlog (bytes redirected but not yet in the
+    /// destination's send queue) is bounded by the verdict's pause at the flow's limit:
+    /// from there on segments are *passed* to the source's own queue, where they are
+    /// charged to its receive buffer, so TCP closes the sender's window by itself once the
+    /// buffer is full. Here the limit is raised as the destination takes bytes, and passed
+    /// bytes are forwarded once everything redirected before them has reached the
+    /// destination (order); taking them off the source reopens its window with an
+    /// ordinary window update.
     ///
     /// Returns whether any byte moved.
     fn flow_step(
@@ -478,7 +479,6 @@ impl Supervisor<'_> {
         let to = 1 - from;
         let mut delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);
         let mut moved = false;
-        half.stuck = false;
         if delivered >= flow.bytes {
             // Everything redirected so far is in `to`: there is room for a full budget
             // again, and passed bytes may follow now.
@@ -488,68 +488,45 @@ impl Supervisor<'_> {
                 delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);
             }
         }
-        let backlog = flow.bytes.saturating_sub(delivered);
         tracing::trace!(
             from,
             delivered,
-            backlog,
+            backlog = flow.bytes.saturating_sub(delivered),
             bytes = flow.bytes,
             passed = flow.passed_bytes,
             released = half.control.released,
             paused = flow.paused,
-            throttled = half.throttled,
             "flow step"
         );
-        if backlog >= self.budget / 2 {
-            half.throttled = true;
-        } else if backlog <= self.budget / 4 {
-            half.throttled = false;
-        }
-        // While throttled no watermark is needed: the destination's room (EPOLLOUT) wakes
-        // us instead. Otherwise, announce the backlog reaching half the budget.
-        let notify_at = if half.throttled {
-            u64::MAX
-        } else {
-            delivered + self.budget / 2
-        };
+        // The limit follows the destination; a watermark half a budget ahead wakes us in
+        // time to raise it before the flow pauses.
         let control = FlowControl {
             limit: half.control.limit.max(delivered + self.budget),
-            notify_at,
+            notify_at: delivered + self.budget / 2,
             released: half.control.released,
         };
         self.publish(half, control)?;
 
         let after = self.ebpf.flow_stats(self.keys);
         let flow = if from == 0 { after.0 } else { after.1 };
-        half.outstanding = flow.passed_bytes > half.control.released;
-        half.attention = flow.paused != 0 || half.outstanding || half.throttled;
-        if !half.outstanding && !half.buf.is_empty() {
-            half.buf = Vec::new();
+        let owed = flow.passed_bytes - half.control.released;
+        if owed > MAX_OWED_BYTES {
+            return Err(Failure {
+                side: Some(from),
+                error: io::Error::other(format!(
+                    "the peer sent {owed} bytes more than the gateway could pass on without it \
+                     reading what it is sent"
+                )),
+            });
         }
-        // While paused the window stays shut: the sender goes quiet, so forwarding the
-        // passed bytes catches up and the flow can resume; and memory stays bounded by the
-        // budget plus what was in flight. Once caught up (every passed byte released, the
-        // backlog within the limit) it must reopen: the verdict only clears `paused` when
-        // the next segment arrives, and behind a shut window that would be a zero-window
-        // probe, hundreds of milliseconds later.
-        //
-        // Except while the passed bytes are stuck. The kernel queues a passed segment in
-        // `from`'s psock (`ingress_skb`) whenever that queue is not empty, and the same
-        // queue holds the segments the other flow redirects *to* `from`, which wait there
-        // for room in `from`'s send buffer, i.e. for `from`'s peer to read. A peer that
-        // stops reading while it cannot write (an echo server, request/response) would
-        // then wait on our shut window, and we on it: the tunnel stalls for good. So while
-        // nothing passed is readable yet, the window stays open: the peer can finish its
-        // write and read again, which moves the queue. What it sends meanwhile is still
-        // bounded, by `from`'s receive buffer (passed segments stay charged to it); a cap
-        // of one budget here was measured to still stall an echo peer under load.
-        let caught_up = !half.outstanding && flow.bytes + MAX_SEGMENT_BYTES <= control.limit;
-        let stuck = half.stuck;
-        let clamp =
-            half.throttled || (!stuck && (half.outstanding || (flow.paused != 0 && !caught_up)));
-        self.clamp(half, from, clamp)?;
+        half.outstanding = owed > 0;
+        half.attention = flow.paused != 0 || half.outstanding;
+        if !half.outstanding && half.buf.capacity() > 0 {
+            half.buf = Vec::new();
+            half.written = 0;
+        }
         watch
-            .want_writable(to, half.throttled || half.outstanding)
+            .want_writable(to, half.outstanding)
             .map_err(|error| Failure { side: None, error })?;
         Ok(moved)
     }
@@ -569,15 +546,21 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    /// Forwards passed bytes from `from` to `to`. A round peeks *every* outstanding passed
-    /// byte, writes what `to` takes, publishes it as released, and only then takes it off
-    /// `from`. Taking bytes reopens the sender's TCP window; if that happened chunk by
-    /// chunk, the sender would refill the queue as fast as it drained and `released` would
-    /// never catch up with `passed` for the flow to resume. Returns whether any byte moved.
+    /// Forwards passed bytes from `from` to `to`, and lets the flow resume.
+    ///
+    /// The verdict resumes only when every passed byte has been forwarded, and a sender
+    /// that keeps sending passes new bytes as fast as they are forwarded. So forwarded
+    /// bytes are *not* taken off `from` at once: they stay charged to its receive buffer
+    /// until it is full and TCP has stopped the sender. Each round peeks everything owed
+    /// (a peek always starts at the head of the queue), writes what `to` has not been
+    /// given yet, and once nothing more was passed meanwhile, publishes the total as
+    /// released and takes it all: the flow has caught up, its next segment resumes the
+    /// splice, and taking the bytes sends the sender a window update. Returns whether any
+    /// byte moved.
     fn forward(&self, half: &mut Half, flow: &FlowStats, from: usize) -> Result<bool, Failure> {
         let to = 1 - from;
-        let outstanding = flow.passed_bytes - half.control.released;
-        let want = usize::try_from(outstanding)
+        let owed = flow.passed_bytes - half.control.released;
+        let want = usize::try_from(owed)
             .unwrap_or(usize::MAX)
             .min(MAX_CATCH_UP_BYTES);
         half.buf.resize(want, 0);
@@ -585,52 +568,79 @@ impl Supervisor<'_> {
             .map_err(on(from))?
         {
             Some(0) | None => {
-                half.stuck = true;
+                // Stuck: the kernel queued them in `from`'s psock behind bytes the other
+                // flow redirects *to* `from`, which wait for `from`'s peer to read
+                // (`sk_psock_verdict_apply`). They follow once it does.
+                tracing::trace!(from, "passed bytes not readable yet");
                 return Ok(false);
             }
-            Some(n) => n,
+            Some(peeked) => peeked,
         };
-        let Some(sent) = send_nonblocking(self.socks[to], &half.buf[..peeked]).map_err(on(to))?
-        else {
-            return Ok(false);
+        let mut sent = 0;
+        if peeked > half.written {
+            sent = send_nonblocking(self.socks[to], &half.buf[half.written..peeked])
+                .map_err(on(to))?
+                .unwrap_or(0);
+            half.written += sent;
+            half.forwarded += sent as u64;
+        }
+        let written = half.written as u64;
+        let passed_now = {
+            let (up, down) = self.ebpf.flow_stats(self.keys);
+            if from == 0 { up } else { down }.passed_bytes
         };
-        half.forwarded += sent as u64;
+        let caught_up = passed_now - half.control.released == written;
+        // Held bytes past the catch-up limit are taken anyway (the flow then stays paused):
+        // the re-peek per round must stay bounded.
+        if !caught_up && half.written < MAX_CATCH_UP_BYTES {
+            return Ok(sent > 0);
+        }
         let control = FlowControl {
-            released: half.control.released + sent as u64,
+            released: half.control.released + written,
             ..half.control
         };
         self.publish(half, control)?;
-        let taken =
-            recv_nonblocking(self.socks[from], &mut half.buf[..sent], 0).map_err(on(from))?;
-        if taken != Some(sent) {
+        let taken = recv_nonblocking(self.socks[from], &mut half.buf[..half.written], 0)
+            .map_err(on(from))?;
+        if taken != Some(half.written) {
             return Err(Failure {
                 side: None,
                 error: io::Error::other(format!(
-                    "took {taken:?} of {sent} peeked bytes off the source"
+                    "took {taken:?} of {} forwarded bytes off the source",
+                    half.written
                 )),
             });
         }
-        tracing::trace!(bytes = sent, from, "forwarded passed bytes");
-        Ok(sent > 0)
-    }
-
-    /// Clamps `from`'s advertised receive window nearly shut (`TCP_WINDOW_CLAMP`), or back
-    /// to half the budget (see [`open_window`]). Redirected bytes never count against the
-    /// receive buffer, so without this the sender would never be slowed down.
-    fn clamp(&self, half: &mut Half, from: usize, shut: bool) -> Result<(), Failure> {
-        if half.window_shut != shut {
-            let clamp = if shut { 1 } else { open_window(self.budget) };
-            sockopt::set_window_clamp(self.socks[from], clamp).map_err(on(from))?;
-            half.window_shut = shut;
-        }
-        Ok(())
+        tracing::trace!(
+            bytes = half.written,
+            from,
+            caught_up,
+            "released passed bytes"
+        );
+        half.written = 0;
+        Ok(true)
     }
 }
 
-/// The receive window a spliced socket may advertise: half the budget. A clamp cannot
-/// take back a window already advertised, so this bounds what a sender can still put in
-/// flight after the throttle shuts the window; backlog plus in flight then stay within the
-/// budget. (Without it autotuning grows the window to several MiB.)
-fn open_window(budget: u64) -> u32 {
-    u32::try_from(budget / 2).unwrap_or(u32::MAX).max(64 * 1024)
+/// The receive buffer (`SO_RCVBUF`) of a spliced socket: how much a paused flow holds in
+/// its source's queue before TCP stops the sender, so what one pause hands to userspace.
+/// A quarter of the budget (the kernel doubles it for its bookkeeping), and at least
+/// [`MIN_RECEIVE_BUFFER_BYTES`]. It also bounds the window a spliced socket advertises, so
+/// the throughput of one tunnel over a path with a long round trip: raise the budget for
+/// those.
+fn receive_buffer(budget: u64) -> u32 {
+    u32::try_from(budget / 4)
+        .unwrap_or(u32::MAX)
+        .max(MIN_RECEIVE_BUFFER_BYTES)
 }
+
+/// Smaller buffers stall a fast sender. As passed bytes fill the buffer, the advertised
+/// window shrinks below one MSS (64 KiB on loopback); a sender does not send into such a
+/// window and waits for its persist timer (about 200 ms), and once the buffer has been
+/// emptied no window update reached it either (`ss -ti` on the sender: `snd_wnd` 4–14 KiB,
+/// `rwnd_limited` over 90 %, `lastsnd` climbing to the RTO). Measured here with one 1 GiB
+/// upload through a 4 MiB budget: 2 MiB buffers ran at 0.4 Gbit/s with a stall per pause,
+/// 8 MiB ones (this, once the kernel doubles it) at 4.7–6 Gbit/s with none. The value is
+/// capped by `net.core.rmem_max` unless the gateway holds CAP_NET_ADMIN
+/// (`SO_RCVBUFFORCE`); see docs/dataplane.md.
+const MIN_RECEIVE_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
