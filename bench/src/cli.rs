@@ -40,8 +40,10 @@ pub struct RunArgs {
     /// Paths to measure (default: all). Repeat or separate with commas.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub paths: Vec<PathKind>,
-    /// Fail (exit 1) if any path failed to start or any workload failed verification,
-    /// instead of recording the problem in the report and going on.
+    /// Fail (exit 1) at once if any path failed to start or any workload failed
+    /// verification, instead of recording the problem in the report and going on. The full
+    /// run (neither --quick nor --tiny) always fails at the end, after writing the report,
+    /// when it recorded any problem.
     #[arg(long)]
     pub strict: bool,
     /// Workloads to run (default: all). Repeat or separate with commas.

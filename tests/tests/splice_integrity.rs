@@ -10,8 +10,10 @@
 //! found there belong (a repeat of earlier bytes, or a gap).
 //!
 //! `GATEWAY_HUNT_BYTES` sets the bytes per tunnel (default below), `GATEWAY_HUNT_ROUNDS`
-//! how many times the set of budgets runs, for a longer soak, and `GATEWAY_HUNT_BUDGETS`
-//! (comma-separated bytes) which budgets.
+//! how many times the set of budgets runs, for a longer soak, `GATEWAY_HUNT_BUDGETS`
+//! (comma-separated bytes) which budgets, and `GATEWAY_HUNT_SLOW_MS` how long the reader is
+//! slow (the case: `GATEWAY_HUNT_BYTES=1073741824 GATEWAY_HUNT_SLOW_MS=6000
+//! GATEWAY_HUNT_BUDGETS=4194304`).
 
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ const BUDGETS: [u64; 7] = [
 ];
 const DEFAULT_BYTES: u64 = 96 << 20;
 const SLOW_BYTES_PER_SEC: f64 = 4.0 * (1u64 << 20) as f64;
-const SLOW_PHASE: Duration = Duration::from_millis(600);
+const DEFAULT_SLOW_MS: u64 = 600;
 const WRITE_BYTES: usize = 256 << 10;
 const READ_BYTES: usize = 256 << 10;
 const GO: u8 = b'g';
@@ -114,8 +116,9 @@ async fn one_tunnel(
     let mut checker = Pattern::new(seed).checker();
     let mut buf = vec![0; READ_BYTES];
     let start = tokio::time::Instant::now();
+    let slow_phase = Duration::from_millis(env_u64("GATEWAY_HUNT_SLOW_MS", DEFAULT_SLOW_MS));
     // Slow: reads of at most 64 KiB, paced to SLOW_BYTES_PER_SEC.
-    while start.elapsed() < SLOW_PHASE {
+    while start.elapsed() < slow_phase {
         let allowed_at =
             start + Duration::from_secs_f64(checker.offset() as f64 / SLOW_BYTES_PER_SEC);
         tokio::time::sleep_until(allowed_at).await;

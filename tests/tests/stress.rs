@@ -171,7 +171,23 @@ async fn bounded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_tunnels_lose_and_duplicate_nothing() {
-    let test = "random_tunnels_lose_and_duplicate_nothing";
+    stress("random_tunnels_lose_and_duplicate_nothing", None).await;
+}
+
+/// The same hunt through the splice's flow control: a 16 KiB budget (less than one loopback
+/// segment) makes every tunnel that moves more than a few segments pause and resume, with
+/// slow readers, half-closes and resets landing during pauses and catch-ups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_tunnels_through_pauses_lose_and_duplicate_nothing() {
+    stress(
+        "random_tunnels_through_pauses_lose_and_duplicate_nothing",
+        Some(16 << 10),
+    )
+    .await;
+}
+
+/// `budget`: `--max-tunnel-backlog-bytes`, or the default.
+async fn stress(test: &str, budget: Option<u64>) {
     if skip_unprivileged(Dataplane::Ebpf, test) {
         return;
     }
@@ -188,10 +204,15 @@ async fn random_tunnels_lose_and_duplicate_nothing() {
     let mut backend =
         RawBackend::start(move |conn: RawConn| backend_tunnel(conn, Arc::clone(&backend_plans)))
             .await;
-    let gateway = Gateway::builder()
+    let mut builder = Gateway::builder()
         .backend(backend.addr())
-        .dataplane(Dataplane::Ebpf)
-        .start();
+        .dataplane(Dataplane::Ebpf);
+    if let Some(budget) = budget {
+        builder = builder
+            .arg("--max-tunnel-backlog-bytes")
+            .arg(budget.to_string());
+    }
+    let gateway = builder.start();
     let baseline_sockets = gateway.socket_fd_count();
     let baseline_fds = gateway.fd_count();
     let baseline_rss = rss_bytes(gateway.pid());
@@ -284,14 +305,29 @@ async fn random_tunnels_lose_and_duplicate_nothing() {
         format!("{outcome}={value}")
     })
     .collect();
+    let pauses = metrics.metric("gateway_splice_pauses_total", &[]);
+    let resumes = metrics.metric("gateway_splice_resumes_total", &[]);
     eprintln!(
         "{test}: {TUNNELS} tunnels ({spliced} spliced, {relayed} relayed) and {bytes} bytes in {elapsed:?}; \
-         verdicts {}; passed bytes {}; gateway RSS {} KiB at start, {} KiB after (seed {seed})",
+         verdicts {}; passed bytes {}; {pauses} pauses, {resumes} resumes; retransmitted bytes \
+         cut off {}; gateway RSS {} KiB at start, {} KiB after (seed {seed})",
         verdicts.join(" "),
         metrics.metric("gateway_splice_passed_bytes_total", &[]),
+        metrics.metric("gateway_splice_overlap_bytes_total", &[]),
         baseline_rss >> 10,
         rss >> 10
     );
+    assert_eq!(
+        metrics.metric("gateway_splice_integrity_errors_total", &[]),
+        0.0,
+        "the integrity witness reset tunnels (seed {seed})"
+    );
+    if budget.is_some() {
+        assert!(
+            pauses > 0.0 && resumes > 0.0,
+            "the flow-control hunt paused {pauses} and resumed {resumes} times (seed {seed})"
+        );
+    }
     assert!(
         rss <= baseline_rss + RSS_GROWTH_LIMIT_BYTES,
         "gateway RSS grew from {} KiB to {} KiB over the run (limit +{} KiB; seed {seed})",

@@ -172,6 +172,27 @@ pub fn set_receive_buffer(sock: &impl AsRawFd, bytes: u32) -> io::Result<()> {
     set_buffer(sock, bytes, [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF])
 }
 
+/// The receive buffer the kernel granted (`SO_RCVBUF`: twice what was asked, or the
+/// doubled `net.core.rmem_max` when that was lower).
+pub fn receive_buffer(sock: &impl AsRawFd) -> io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes we pass.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(value).unwrap_or(0))
+}
+
 fn set_buffer(sock: &impl AsRawFd, bytes: u32, options: [libc::c_int; 2]) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     for option in options {

@@ -32,9 +32,11 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 /// Longest pause between checks of a flow that is paused but fully caught up: it resumes
 /// on the sender's next segment, and the check only guards against a missed event.
 const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
-/// Most passed bytes taken into userspace at once for one flow. Passed bytes waiting in the
-/// source's queue are charged to its receive buffer, which the splice sizes from the
-/// budget (see [`receive_buffer`]), so one block normally takes them all.
+/// Most passed bytes peeked at once for one flow, and most held (forwarded but not yet
+/// taken off the source) while it catches up. Passed bytes waiting in the source's queue
+/// are charged to its receive buffer (see [`receive_buffer`]; the kernel doubles it), so
+/// one peek normally covers them all; held bytes past this are taken even though the flow
+/// has not caught up, which bounds what each round re-peeks.
 const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
 /// Passed bytes a flow may owe before its tunnel is reset. They are bounded by the source's
 /// receive buffer while they can be read; while they are stuck behind bytes for the source
@@ -192,6 +194,7 @@ impl Spliced {
         };
         let sized = [&client, &backend].into_iter().try_for_each(|sock| {
             sockopt::set_receive_buffer(sock, receive_buffer(budget))?;
+            warn_if_receive_buffer_capped(sock, receive_buffer(budget));
             // A fixed receive buffer stops autotuning, which is also what raises the
             // window clamp; left at its value from the handshake (about two loopback MSS)
             // it would cap the window at 128 KiB. The clamp is a ceiling here, not a brake.
@@ -632,6 +635,28 @@ fn receive_buffer(budget: u64) -> u32 {
     u32::try_from(budget / 4)
         .unwrap_or(u32::MAX)
         .max(MIN_RECEIVE_BUFFER_BYTES)
+}
+
+/// Says once per process that spliced sockets got less receive buffer than asked for:
+/// without `CAP_NET_ADMIN`, `net.core.rmem_max` caps it, and pauses then stall.
+fn warn_if_receive_buffer_capped(sock: &TcpStream, asked: u32) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Ok(granted) = sockopt::receive_buffer(sock) else {
+        return;
+    };
+    // The kernel reports twice what it granted.
+    if granted / 2 < asked.min(MIN_RECEIVE_BUFFER_BYTES)
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            asked_bytes = asked,
+            granted_bytes = granted / 2,
+            "spliced sockets get a smaller receive buffer than the splice needs \
+             (net.core.rmem_max caps it without CAP_NET_ADMIN): a fast tunnel will stall \
+             about 200 ms at each flow-control pause; raise it with \
+             `sysctl -w net.core.rmem_max=4194304`"
+        );
+    }
 }
 
 /// Smaller buffers stall a fast sender. As passed bytes fill the buffer, the advertised
