@@ -186,6 +186,9 @@ pub mod event {
     pub const WATERMARK: u32 = 1;
     /// The flow paused: its segments now wait in the source's queue for the daemon.
     pub const PAUSED: u32 = 2;
+    /// The verdict met a segment it cannot vouch for (see [`crate::seq_state::ANOMALY`]):
+    /// the daemon checks the tunnel at once and resets it.
+    pub const ANOMALY: u32 = 3;
 }
 
 /// A request for the daemon's attention, sent through the `EVENTS` ring buffer.

@@ -1,9 +1,10 @@
 //! The kernel half of the splice: an `sk_skb/stream_verdict` program attached to the
 //! `SPLICED` sockhash. For every segment that arrives on a spliced socket it looks up the
 //! socket's peer in `PEERS` (keyed by the arriving socket's cookie) and redirects the
-//! segment to the peer's send path. It never drops a byte: a segment it cannot redirect is
-//! passed to the socket's own receive queue, where userspace can still read it. (Only empty
-//! segments, FIN markers, are dropped; see `splice_verdict`.)
+//! segment to the peer's send path. It never drops a byte of the stream: a segment it cannot
+//! redirect is passed to the socket's own receive queue, where userspace can still read
+//! it. What it drops carries none: empty segments (FIN markers), and retransmitted bytes
+//! the flow has already seen (see `repeated_bytes`).
 //!
 //! Every decision is counted in `COUNTERS`, and per-direction bytes and last activity are
 //! kept in `FLOWS`, so tests and `/metrics` can see what the program did.
@@ -64,10 +65,12 @@ pub fn splice_verdict(ctx: SkBuffContext) -> u32 {
     // SAFETY: `flow` points into a live map value that the kernel keeps valid while the
     // program runs. The entry is keyed by the *source* socket and the verdict for one socket
     // runs under that socket's lock (softirq `data_ready` or `recvmsg`), so this program is
-    // the only writer of it at any time; userspace only reads it (aligned u64 loads).
+    // the only writer of it at any time; userspace only reads it (a syscall copy, which may
+    // see a write half done: the daemon's integrity checks confirm a finding on a second
+    // reading before acting on it).
     let flow = unsafe { &mut *flow };
     flow.last_activity_ns = unsafe { bpf_ktime_get_coarse_ns() };
-    let repeated = repeated_bytes(&ctx, flow, len);
+    let repeated = repeated_bytes(&ctx, cookie, flow, len);
     let fresh = len - repeated;
     if fresh > 0 {
         // Whatever happens next, the segment is either redirected or kept for userspace.
@@ -76,8 +79,11 @@ pub fn splice_verdict(ctx: SkBuffContext) -> u32 {
     // The repeated head is cut off last, once nothing else needs deciding: the verifier
     // then walks each exit of the trimming loop through a few instructions only.
     if repeated > 0 && !trim_head(&ctx, repeated) {
-        // Part of the head may be gone already: what is left is not the stream.
-        anomaly(flow);
+        // Part of the head may be gone already: what is left is not the stream, and the
+        // old bytes must not go out again. Dropped, the fresh ones are lost instead, so
+        // the tunnel is reset (the daemon is woken for it).
+        anomaly(cookie, flow);
+        return SK_DROP;
     }
     if fresh == 0 {
         // Every byte was seen before and the segment is now empty: dropping an empty skb
@@ -101,7 +107,7 @@ const MAX_TRIM_STEPS: u32 = 64;
 /// `copied_seq`). Redirected whole, its head would reach the destination twice. Seen here
 /// as 130 966 extra bytes (two loopback MSS) in the middle of a 1 GiB stream.
 #[inline(always)]
-fn repeated_bytes(ctx: &SkBuffContext, flow: &mut FlowStats, len: u64) -> u64 {
+fn repeated_bytes(ctx: &SkBuffContext, cookie: u64, flow: &mut FlowStats, len: u64) -> u64 {
     // SAFETY: the context pointer of an sk_skb program is the kernel's `struct sk_buff`;
     // the helper reads 8 bytes of its control block and fails cleanly if it cannot.
     let seqs = unsafe {
@@ -114,13 +120,13 @@ fn repeated_bytes(ctx: &SkBuffContext, flow: &mut FlowStats, len: u64) -> u64 {
         )
     };
     let Ok([seq, end_seq]) = seqs else {
-        anomaly(flow);
+        anomaly(cookie, flow);
         return 0;
     };
     // `end_seq` counts a FIN as one more.
     let data_end = seq.wrapping_add(len as u32);
     if end_seq != data_end && end_seq != data_end.wrapping_add(1) {
-        anomaly(flow);
+        anomaly(cookie, flow);
         return 0;
     }
     if flow.seq_state & seq_state::KNOWN == 0 {
@@ -132,7 +138,7 @@ fn repeated_bytes(ctx: &SkBuffContext, flow: &mut FlowStats, len: u64) -> u64 {
     if behind <= 0 {
         if behind < 0 {
             // Bytes missing between the last segment and this one: TCP never does that.
-            anomaly(flow);
+            anomaly(cookie, flow);
         }
         flow.next_seq = data_end;
         return 0;
@@ -172,11 +178,12 @@ fn trim_head(ctx: &SkBuffContext, bytes: u64) -> bool {
     ok && (rest == 0 || ctx.adjust_room(-rest, 0, 0).is_ok())
 }
 
-/// Marks the flow as no longer trustworthy: the daemon resets its tunnel.
+/// Marks the flow as no longer trustworthy and wakes the daemon, which resets its tunnel.
 #[inline(always)]
-fn anomaly(flow: &mut FlowStats) {
+fn anomaly(cookie: u64, flow: &mut FlowStats) {
     flow.seq_state |= seq_state::ANOMALY;
     bump(counter::SEQ_ANOMALIES, 1);
+    notify(cookie, event::ANOMALY);
 }
 
 #[inline(always)]

@@ -32,11 +32,14 @@ const TCP_QUEUE_SEQ: libc::c_int = 21;
 const TCP_RECV_QUEUE: libc::c_int = 1;
 const TCP_SEND_QUEUE: libc::c_int = 2;
 
-/// Bytes sent normally before the forged retransmission.
-const FIRST_BYTES: usize = 1000;
-/// How far back the retransmission starts, and how many new bytes it carries after that.
-const REPEATED_BYTES: usize = 400;
-const NEW_BYTES: usize = 600;
+/// One forged retransmission: bytes sent normally first, how far back the retransmission
+/// starts, and how many new bytes it carries after that.
+#[derive(Clone, Copy)]
+struct Case {
+    first: usize,
+    repeated: usize,
+    new: usize,
+}
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -187,17 +190,47 @@ fn private_network() {
 
 #[test]
 fn an_overlapping_retransmission_is_delivered_once() {
+    run(
+        "an_overlapping_retransmission_is_delivered_once",
+        Case {
+            first: 1000,
+            repeated: 400,
+            new: 600,
+        },
+    );
+}
+
+/// More repeated bytes than one `bpf_skb_adjust_room` call may remove (4 095): the head is
+/// cut off in several steps.
+#[test]
+fn a_long_overlap_is_cut_off_in_steps() {
+    run(
+        "a_long_overlap_is_cut_off_in_steps",
+        Case {
+            first: 20_000,
+            repeated: 3 * 4095 + 17,
+            new: 600,
+        },
+    );
+}
+
+fn run(name: &str, case: Case) {
     if std::env::var("GATEWAY_TEST_UNPRIVILEGED").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED (GATEWAY_TEST_UNPRIVILEGED=1): an_overlapping_retransmission_is_delivered_once");
+        eprintln!("SKIPPED (GATEWAY_TEST_UNPRIVILEGED=1): {name}");
         return;
     }
     // A thread of its own: the namespace stays with it.
-    std::thread::spawn(overlapping_retransmission)
+    std::thread::spawn(move || overlapping_retransmission(case))
         .join()
         .expect("the test thread");
 }
 
-fn overlapping_retransmission() {
+fn overlapping_retransmission(case: Case) {
+    let Case {
+        first: first_bytes,
+        repeated: repeated_bytes,
+        new: new_bytes,
+    } = case;
     private_network();
     let ebpf = EbpfDataplane::load().expect("load the eBPF dataplane");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -213,13 +246,13 @@ fn overlapping_retransmission() {
     let written_before = sockopt::tcp_counters(&near)
         .expect("counters")
         .bytes_written();
-    let stream = payload(FIRST_BYTES + NEW_BYTES, 3);
+    let stream = payload(first_bytes + new_bytes, 3);
     sender
-        .write_all(&stream[..FIRST_BYTES])
+        .write_all(&stream[..first_bytes])
         .expect("send the first bytes");
-    let mut got = vec![0u8; FIRST_BYTES];
+    let mut got = vec![0u8; first_bytes];
     far.read_exact(&mut got).expect("the first bytes arrive");
-    assert_eq!(got, stream[..FIRST_BYTES], "the first bytes");
+    assert_eq!(got, stream[..first_bytes], "the first bytes");
 
     // Freeze the sender (nothing it sends from now on) and learn where both directions are.
     set_int(&sender, TCP_REPAIR, 1);
@@ -228,39 +261,39 @@ fn overlapping_retransmission() {
     let overlaps_before = ebpf.counter(counter::OVERLAP_BYTES);
 
     // What a retransmission with new segment boundaries looks like: it starts
-    // REPEATED_BYTES before the end of what was delivered and carries NEW_BYTES more.
-    let from = FIRST_BYTES - REPEATED_BYTES;
+    // `repeated_bytes` before the end of what was delivered and carries `new_bytes` more.
+    let from = first_bytes - repeated_bytes;
     let packet = segment(
         v4(sender.local_addr().expect("sender address")),
         v4(addr),
-        next_seq.wrapping_sub(REPEATED_BYTES as u32),
+        next_seq.wrapping_sub(repeated_bytes as u32),
         ack,
         &stream[from..],
     );
     send_raw(&packet, *v4(addr).ip());
 
-    let mut got = vec![0u8; NEW_BYTES];
+    let mut got = vec![0u8; new_bytes];
     far.read_exact(&mut got).expect("the new bytes arrive");
-    // Where the bytes read after the first FIRST_BYTES came from in the stream.
-    let came_from = (0..FIRST_BYTES + NEW_BYTES).find(|&at| stream[at..].starts_with(&got[..64]));
+    // Where the bytes read after the first `first_bytes` came from in the stream.
+    let came_from = (0..first_bytes + new_bytes).find(|&at| stream[at..].starts_with(&got[..64]));
     assert_eq!(
         came_from,
-        Some(FIRST_BYTES),
-        "the bytes after the first {FIRST_BYTES} are the stream's from this offset on \
+        Some(first_bytes),
+        "the bytes after the first {first_bytes} are the stream's from this offset on \
          (from {} on: the retransmitted head came again)",
-        FIRST_BYTES - REPEATED_BYTES
+        first_bytes - repeated_bytes
     );
-    assert_eq!(got, stream[FIRST_BYTES..], "the new bytes");
+    assert_eq!(got, stream[first_bytes..], "the new bytes");
     let (moved, _) = ebpf.flow_stats(keys);
     assert_eq!(
         moved.bytes,
-        (FIRST_BYTES + NEW_BYTES) as u64,
+        (first_bytes + new_bytes) as u64,
         "bytes the verdict redirected"
     );
-    assert_eq!(moved.overlap_bytes, REPEATED_BYTES as u64, "bytes cut off");
+    assert_eq!(moved.overlap_bytes, repeated_bytes as u64, "bytes cut off");
     assert_eq!(
         ebpf.counter(counter::OVERLAP_BYTES) - overlaps_before,
-        REPEATED_BYTES as u64,
+        repeated_bytes as u64,
         "the overlap counter"
     );
     assert_eq!(
@@ -274,7 +307,7 @@ fn overlapping_retransmission() {
         .bytes_written();
     assert_eq!(
         written - written_before,
-        (FIRST_BYTES + NEW_BYTES) as u64,
+        (first_bytes + new_bytes) as u64,
         "bytes written into the destination"
     );
     ebpf.unsplice(keys);

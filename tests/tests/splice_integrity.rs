@@ -216,6 +216,20 @@ async fn slow_then_fast_reader_gets_every_byte_once(dataplane: Dataplane, test: 
                     "budget {budget}: the integrity witness fired:\n{}",
                     gateway.stderr_text()
                 );
+                assert_eq!(
+                    metrics.metric("gateway_splice_sequence_anomalies_total", &[]),
+                    0.0,
+                    "budget {budget}: the verdict met segments out of sequence"
+                );
+                // A reader at 4 MiB/s against a flood must make small budgets pause, and
+                // the fast phase after it must let them resume.
+                if budget <= 1 << 20 {
+                    let resumes = metrics.metric("gateway_splice_resumes_total", &[]);
+                    assert!(
+                        resumes > 0.0,
+                        "budget {budget}: the flow never paused and resumed ({resumes} resumes)"
+                    );
+                }
             }
             gateway.wait_tunnels_gone(baseline_sockets).await;
         }

@@ -71,7 +71,8 @@ fn permission_hint(err: &ProgramError) -> &'static str {
         // CAP_PERFMON; without it the program is refused as invalid.
         Some(libc::EINVAL) if verifier_log(err).contains("cannot use helper") => {
             " (the verdict reads TCP sequence numbers with bpf_probe_read_kernel, which needs \
-             CAP_PERFMON at load time: run as root or grant CAP_PERFMON too)"
+             CAP_PERFMON at load time: run as root or grant CAP_PERFMON too; a kernel locked \
+             down for confidentiality refuses it to everyone)"
         }
         Some(libc::EINVAL) => " (the kernel rejected it: is CONFIG_BPF_STREAM_PARSER enabled?)",
         _ => "",

@@ -15,7 +15,7 @@ use tokio::{
 use gateway_common::counter;
 
 use super::{limits::Limits, splice::Spliced, CloseReason, Settings};
-use crate::dataplane::EbpfDataplane;
+use crate::dataplane::{sockopt, EbpfDataplane};
 
 /// Bytes each way (queued-before-splice bytes come on top): more than a spliced socket's
 /// receive buffer (8 MiB), so that the client's direction still has bytes to send after
@@ -28,6 +28,9 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// pauses while the backend does not read. (Not the configured budget: the check must see a
 /// pause and a resume whatever the configuration.)
 const BUDGET_BYTES: u64 = 256 * 1024;
+
+/// Receive buffer of the far backend and send buffer of the gateway's socket towards it.
+const SMALL_BUFFER_BYTES: u32 = 64 * 1024;
 
 /// Runs the check; `Err` says what went wrong.
 pub async fn run(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
@@ -43,8 +46,16 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
     let addr = listener.local_addr().map_err(io("local addr"))?;
     let mut client_far = TcpStream::connect(addr).await.map_err(io("connect"))?;
     let (client, _) = listener.accept().await.map_err(io("accept"))?;
-    let mut backend_far = TcpStream::connect(addr).await.map_err(io("connect"))?;
+    // Small buffers between the splice and the backend that does not read, whatever the
+    // host's tcp_rmem/tcp_wmem: the client's bytes must back up into the kernel's queue,
+    // past the budget, for the direction to pause.
+    let backend_far = tokio::net::TcpSocket::new_v4().map_err(io("socket"))?;
+    backend_far
+        .set_recv_buffer_size(SMALL_BUFFER_BYTES)
+        .map_err(io("SO_RCVBUF"))?;
+    let mut backend_far = backend_far.connect(addr).await.map_err(io("connect"))?;
     let (backend, _) = listener.accept().await.map_err(io("accept"))?;
+    sockopt::set_send_buffer(&backend, SMALL_BUFFER_BYTES).map_err(io("SO_SNDBUF"))?;
 
     let up = pattern(QUEUED_BYTES + PAYLOAD_BYTES, 7);
     let down = pattern(PAYLOAD_BYTES, 13);
@@ -102,6 +113,20 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
         Ok::<_, String>((got_up.map_err(io("backend side"))?, got_down))
     };
     let (outcome, peers) = tokio::join!(tunnel, peers);
+    // The verdict's own finding first: a kernel that keeps sequence numbers elsewhere
+    // makes the witness reset the tunnel, and the peers would only report a reset.
+    let moved = |index: u32| ebpf.counter(index).saturating_sub(before[index as usize]);
+    let anomalies = moved(counter::SEQ_ANOMALIES);
+    if anomalies != 0 {
+        return Err(format!(
+            "the verdict found {anomalies} segments out of sequence: this kernel keeps TCP \
+             sequence numbers elsewhere than the program reads them (sk_buff cb at byte {})",
+            gateway_common::SKB_CB_OFFSET
+        ));
+    }
+    if let CloseReason::SpliceIntegrity(wrong) = &outcome.reason {
+        return Err(format!("the integrity witness reset the tunnel: {wrong}"));
+    }
     let (got_up, got_down) = peers?;
     if got_up != up {
         return Err(format!(
@@ -119,15 +144,6 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
     }
     if !matches!(outcome.reason, CloseReason::Done) {
         return Err(format!("tunnel ended with {}", outcome.reason));
-    }
-    let moved = |index: u32| ebpf.counter(index).saturating_sub(before[index as usize]);
-    let anomalies = moved(counter::SEQ_ANOMALIES);
-    if anomalies != 0 {
-        return Err(format!(
-            "the verdict found {anomalies} segments out of sequence: this kernel keeps TCP \
-             sequence numbers elsewhere than the program reads them (sk_buff cb at byte {})",
-            gateway_common::SKB_CB_OFFSET
-        ));
     }
     tracing::debug!(
         pauses = moved(counter::PAUSES),

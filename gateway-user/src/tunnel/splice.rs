@@ -97,7 +97,7 @@ struct Half {
     buf: Vec<u8>,
     /// Passed bytes at the head of `from`'s queue already written to `to` but not yet
     /// taken off `from` (see `Supervisor::forward`).
-    written: usize,
+    held: usize,
     /// The flow may need us: paused, passed bytes to forward, or a watermark crossed.
     attention: bool,
     /// Passed bytes wait in `from`'s queue to be forwarded.
@@ -118,7 +118,7 @@ impl Half {
             control: FlowControl::new(budget),
             published: FlowControl::new(budget),
             buf: Vec::new(),
-            written: 0,
+            held: 0,
             attention: true,
             outstanding: false,
             eof: false,
@@ -235,8 +235,7 @@ impl Spliced {
         }
     }
 
-    /// Runs the tunnel to its end: both sides closed, a failure (both sockets are then
-    /// reset), or a limit (both peers then get a FIN).
+    /// The cookies the tunnel's sockets are registered under.
     pub fn keys(&self) -> TunnelKeys {
         self.keys
     }
@@ -245,6 +244,8 @@ impl Spliced {
         &self.ebpf
     }
 
+    /// Runs the tunnel to its end: both sides closed, a failure (both sockets are then
+    /// reset), or a limit (both peers then get a FIN).
     pub async fn run(mut self, limits: &mut Limits) -> SpliceOutcome {
         // Idleness comes from the timestamps the verdict program keeps per direction.
         let (ebpf, keys, spliced_at) = (&self.ebpf, self.keys, self.spliced_at_ns);
@@ -265,7 +266,7 @@ impl Spliced {
         };
         let reason = match tunnel.run(&mut self.halves, limit).await {
             // Every byte has been delivered: the counts must now agree exactly.
-            Ok(CloseReason::Done) => match tunnel.witness(&self.halves, true) {
+            Ok(CloseReason::Done) => match tunnel.witness_confirmed(&self.halves, true) {
                 Ok(None) => CloseReason::Done,
                 Ok(Some(wrong)) => CloseReason::SpliceIntegrity(wrong),
                 Err(failure) => failure.reason(),
@@ -347,7 +348,7 @@ impl Supervisor<'_> {
             }
             // At every pause, resume and watermark: does what the kernel moved add up?
             if stepped {
-                if let Some(wrong) = self.witness(halves, false)? {
+                if let Some(wrong) = self.witness_confirmed(halves, false)? {
                     return Ok(CloseReason::SpliceIntegrity(wrong));
                 }
             }
@@ -390,6 +391,20 @@ impl Supervisor<'_> {
                 half.attention |= destination.writable;
             }
         }
+    }
+
+    /// [`Self::witness`], acting only on a finding that a second reading confirms: `FLOWS`
+    /// is copied out by a syscall while the verdict may be writing it, so one reading can
+    /// see a counter half updated. (A sequence anomaly is sticky and always confirms.)
+    fn witness_confirmed(
+        &self,
+        halves: &[Half; 2],
+        at_end: bool,
+    ) -> Result<Option<String>, Failure> {
+        if self.witness(halves, at_end)?.is_none() {
+            return Ok(None);
+        }
+        self.witness(halves, at_end)
     }
 
     /// The integrity witness: checks, for each direction, that the kernel moved no byte the
@@ -526,7 +541,7 @@ impl Supervisor<'_> {
         half.attention = flow.paused != 0 || half.outstanding;
         if !half.outstanding && half.buf.capacity() > 0 {
             half.buf = Vec::new();
-            half.written = 0;
+            half.held = 0;
         }
         watch
             .want_writable(to, half.outstanding)
@@ -558,36 +573,30 @@ impl Supervisor<'_> {
     /// (a peek always starts at the head of the queue), writes what `to` has not been
     /// given yet, and once nothing more was passed meanwhile, publishes the total as
     /// released and takes it all: the flow has caught up, its next segment resumes the
-    /// splice, and taking the bytes sends the sender a window update. Returns whether any
-    /// byte moved.
+    /// splice, and taking the bytes sends the sender a window update. A round that finds
+    /// nothing owed beyond what it holds does not peek again. Returns whether any byte
+    /// moved.
     fn forward(&self, half: &mut Half, flow: &FlowStats, from: usize) -> Result<bool, Failure> {
         let to = 1 - from;
         let owed = flow.passed_bytes - half.control.released;
-        let want = usize::try_from(owed)
-            .unwrap_or(usize::MAX)
-            .min(MAX_CATCH_UP_BYTES);
-        half.buf.resize(want, 0);
-        let peeked = match recv_nonblocking(self.socks[from], &mut half.buf, libc::MSG_PEEK)
-            .map_err(on(from))?
-        {
-            Some(0) | None => {
-                // Stuck: the kernel queued them in `from`'s psock behind bytes the other
-                // flow redirects *to* `from`, which wait for `from`'s peer to read
-                // (`sk_psock_verdict_apply`). They follow once it does.
-                tracing::trace!(from, "passed bytes not readable yet");
-                return Ok(false);
-            }
-            Some(peeked) => peeked,
+        // Everything owed is already written: no need to peek again, only to confirm.
+        let peeked = if owed == half.held as u64 {
+            Some(half.held)
+        } else {
+            self.peek_owed(half, owed, from)?
+        };
+        let Some(peeked) = peeked else {
+            return Ok(false);
         };
         let mut sent = 0;
-        if peeked > half.written {
-            sent = send_nonblocking(self.socks[to], &half.buf[half.written..peeked])
+        if peeked > half.held {
+            sent = send_nonblocking(self.socks[to], &half.buf[half.held..peeked])
                 .map_err(on(to))?
                 .unwrap_or(0);
-            half.written += sent;
+            half.held += sent;
             half.forwarded += sent as u64;
         }
-        let written = half.written as u64;
+        let written = half.held as u64;
         let passed_now = {
             let (up, down) = self.ebpf.flow_stats(self.keys);
             if from == 0 { up } else { down }.passed_bytes
@@ -595,7 +604,7 @@ impl Supervisor<'_> {
         let caught_up = passed_now - half.control.released == written;
         // Held bytes past the catch-up limit are taken anyway (the flow then stays paused):
         // the re-peek per round must stay bounded.
-        if !caught_up && half.written < MAX_CATCH_UP_BYTES {
+        if !caught_up && half.held < MAX_CATCH_UP_BYTES {
             return Ok(sent > 0);
         }
         let control = FlowControl {
@@ -603,25 +612,39 @@ impl Supervisor<'_> {
             ..half.control
         };
         self.publish(half, control)?;
-        let taken = recv_nonblocking(self.socks[from], &mut half.buf[..half.written], 0)
-            .map_err(on(from))?;
-        if taken != Some(half.written) {
+        let taken =
+            recv_nonblocking(self.socks[from], &mut half.buf[..half.held], 0).map_err(on(from))?;
+        if taken != Some(half.held) {
             return Err(Failure {
                 side: None,
                 error: io::Error::other(format!(
                     "took {taken:?} of {} forwarded bytes off the source",
-                    half.written
+                    half.held
                 )),
             });
         }
-        tracing::trace!(
-            bytes = half.written,
-            from,
-            caught_up,
-            "released passed bytes"
-        );
-        half.written = 0;
+        tracing::trace!(bytes = half.held, from, caught_up, "released passed bytes");
+        half.held = 0;
         Ok(true)
+    }
+
+    /// Peeks up to `owed` passed bytes (at most [`MAX_CATCH_UP_BYTES`]) from the head of
+    /// `from`'s queue into the half's buffer. `None` when none is readable yet.
+    fn peek_owed(&self, half: &mut Half, owed: u64, from: usize) -> Result<Option<usize>, Failure> {
+        let want = usize::try_from(owed)
+            .unwrap_or(usize::MAX)
+            .min(MAX_CATCH_UP_BYTES);
+        half.buf.resize(want, 0);
+        match recv_nonblocking(self.socks[from], &mut half.buf, libc::MSG_PEEK).map_err(on(from))? {
+            Some(0) | None => {
+                // Stuck: the kernel queued them in `from`'s psock behind bytes the other
+                // flow redirects *to* `from`, which wait for `from`'s peer to read
+                // (`sk_psock_verdict_apply`). They follow once it does.
+                tracing::trace!(from, "passed bytes not readable yet");
+                Ok(None)
+            }
+            Some(peeked) => Ok(Some(peeked)),
+        }
     }
 }
 
