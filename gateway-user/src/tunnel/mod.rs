@@ -7,6 +7,7 @@ mod relay;
 pub mod selftest;
 mod sockio;
 mod splice;
+mod witness;
 
 pub use limits::monotonic_coarse_ns;
 pub use sockio::take_queued;
@@ -91,9 +92,9 @@ pub enum CloseReason {
     /// Its backend failed its probes (or left the configuration, `removed`), and the
     /// backend settings' `on_backend_down` says close (at once, or after draining).
     BackendDown { removed: bool },
-    /// The bytes the kernel moved for a spliced tunnel did not add up (what, in the text):
-    /// the stream can no longer be vouched for, so both sides are reset.
-    SpliceIntegrity(String),
+    /// The bytes the kernel moved for a spliced tunnel did not add up: the stream can no
+    /// longer be vouched for, so both sides are reset.
+    SpliceIntegrity(witness::Finding),
 }
 
 impl CloseReason {

@@ -12,13 +12,14 @@ use std::{
     time::Duration,
 };
 
-use gateway_common::{seq_state, FlowControl, FlowStats};
+use gateway_common::{FlowControl, FlowStats};
 use tokio::sync::Notify;
 
 use super::{
     limits::{monotonic_coarse_ns, since_ns, Limits},
     sockio::{kick, recv_nonblocking, send_nonblocking},
     watch::HangupWatch,
+    witness::{self, Finding},
     CloseReason,
 };
 use crate::dataplane::{
@@ -266,7 +267,7 @@ impl Spliced {
         };
         let reason = match tunnel.run(&mut self.halves, limit).await {
             // Every byte has been delivered: the counts must now agree exactly.
-            Ok(CloseReason::Done) => match tunnel.witness_confirmed(&self.halves, true) {
+            Ok(CloseReason::Done) => match tunnel.witness(&self.halves, true) {
                 Ok(None) => CloseReason::Done,
                 Ok(Some(wrong)) => CloseReason::SpliceIntegrity(wrong),
                 Err(failure) => failure.reason(),
@@ -348,7 +349,7 @@ impl Supervisor<'_> {
             }
             // At every pause, resume and watermark: does what the kernel moved add up?
             if stepped {
-                if let Some(wrong) = self.witness_confirmed(halves, false)? {
+                if let Some(wrong) = self.witness(halves, false)? {
                     return Ok(CloseReason::SpliceIntegrity(wrong));
                 }
             }
@@ -393,88 +394,23 @@ impl Supervisor<'_> {
         }
     }
 
-    /// [`Self::witness`], acting only on a finding that a second reading confirms: `FLOWS`
-    /// is copied out by a syscall while the verdict may be writing it, so one reading can
-    /// see a counter half updated. (A sequence anomaly is sticky and always confirms.)
-    fn witness_confirmed(
-        &self,
-        halves: &[Half; 2],
-        at_end: bool,
-    ) -> Result<Option<String>, Failure> {
-        if self.witness(halves, at_end)?.is_none() {
-            return Ok(None);
-        }
-        self.witness(halves, at_end)
-    }
-
-    /// The integrity witness: checks, for each direction, that the kernel moved no byte the
-    /// source socket did not receive and delivered no byte it did not move, and that the
-    /// verdict found every segment in sequence. Returns what does not add up, if anything.
-    ///
-    /// Bytes moved (redirected plus passed, counted by the verdict) can never exceed bytes
-    /// received since the splice (`tcpi_bytes_received`, which counts each sequence number
-    /// once); bytes in the destination's send queue since the splice can never exceed
-    /// bytes redirected plus bytes userspace forwarded. The readings are ordered so that
-    /// neither check can fire on a byte in transit: destinations first (a byte the
-    /// redirect worker pushed was counted by the verdict before), then `FLOWS`, then
-    /// sources (a byte the verdict counted was received before). With `at_end` (both FINs
-    /// forwarded, every byte delivered) the three counts must be equal.
-    fn witness(&self, halves: &[Half; 2], at_end: bool) -> Result<Option<String>, Failure> {
-        let socks = self.socks;
-        let destinations = [
-            sockopt::tcp_counters(socks[1]).map_err(on(1))?,
-            sockopt::tcp_counters(socks[0]).map_err(on(0))?,
-        ];
-        let (up, down) = self.ebpf.flow_stats(self.keys);
-        let sources = [
-            sockopt::tcp_counters(socks[0]).map_err(on(0))?,
-            sockopt::tcp_counters(socks[1]).map_err(on(1))?,
-        ];
-        for (from, half) in halves.iter().enumerate() {
-            let name = ["client→backend", "backend→client"][from];
-            let flow = if from == 0 { &up } else { &down };
-            if flow.seq_state & seq_state::ANOMALY != 0 {
-                return Ok(Some(format!(
-                    "{name}: the verdict met a segment out of sequence (after {} bytes)",
-                    flow.bytes + flow.passed_bytes
-                )));
+    /// The integrity witness over both directions (see [`witness`]).
+    fn witness(&self, halves: &[Half; 2], at_end: bool) -> Result<Option<Finding>, Failure> {
+        let ledgers = [0, 1].map(|from| {
+            let half = &halves[from];
+            witness::Ledger {
+                consumed_before: half.consumed_before,
+                written_before: half.written_before,
+                forwarded: half.forwarded,
+                shut: half.shut,
             }
-            // Both counts below include one for a FIN once it arrived or was acknowledged.
-            let received = sources[from]
-                .bytes_received
-                .saturating_sub(half.consumed_before);
-            let moved = flow.bytes + flow.passed_bytes;
-            if moved > received {
-                return Ok(Some(format!(
-                    "{name}: the kernel moved {moved} bytes ({} redirected, {} passed) but the \
-                     source received {received} since the splice",
-                    flow.bytes, flow.passed_bytes
-                )));
-            }
-            let delivered = destinations[from]
-                .bytes_written()
-                .saturating_sub(half.written_before);
-            let sent = flow.bytes + half.forwarded;
-            if delivered > sent + u64::from(half.shut) {
-                return Ok(Some(format!(
-                    "{name}: the destination was given {delivered} bytes but only {sent} were \
-                     moved ({} redirected, {} forwarded by the gateway)",
-                    flow.bytes, half.forwarded
-                )));
-            }
-            if at_end {
-                let expected = received.saturating_sub(1);
-                if moved != expected || !(sent..=sent + 1).contains(&delivered) || sent != expected
-                {
-                    return Ok(Some(format!(
-                        "{name}: at the end the source received {expected} bytes, the kernel \
-                         moved {moved}, {sent} were sent on and the destination was given \
-                         {delivered}"
-                    )));
-                }
-            }
-        }
-        Ok(None)
+        });
+        witness::confirmed(self.ebpf, self.keys, self.socks, ledgers, at_end).map_err(
+            |(side, error)| Failure {
+                side: Some(side),
+                error,
+            },
+        )
     }
 
     /// Looks after one flow. Its kernel backlog (bytes redirected but not yet in the
