@@ -538,9 +538,16 @@ impl Supervisor<'_> {
             if from == 0 { up } else { down }.passed_bytes
         };
         let caught_up = passed_now - half.control.released == written;
-        // Held bytes past the catch-up limit are taken anyway (the flow then stays paused):
-        // the re-peek per round must stay bounded.
-        if !caught_up && half.held < MAX_CATCH_UP_BYTES {
+        // Holding bytes back only helps while every byte owed is readable: then the
+        // sender stops once the buffer is full and the flow catches up. When some are not
+        // (stuck behind bytes for `from` itself, waiting for `from`'s peer to read), a
+        // full buffer would stop a peer that reads only after its write went through (an
+        // echo server), and the stuck bytes would never come: a deadlock, seen in
+        // `tests/tests/reload.rs`'s busy echo tunnels. So what is held is taken now, and
+        // the flow stays paused. Held bytes past the catch-up limit are taken too: the
+        // re-peek per round must stay bounded.
+        let all_readable = peeked as u64 >= owed.min(MAX_CATCH_UP_BYTES as u64);
+        if !caught_up && all_readable && half.held < MAX_CATCH_UP_BYTES {
             return Ok(sent > 0);
         }
         let control = FlowControl {
