@@ -48,41 +48,16 @@ fn payload(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn set_int(sock: &impl AsRawFd, option: libc::c_int, value: libc::c_int) {
-    // SAFETY: `value` is a valid int for the size we pass.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            option,
-            (&raw const value).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt({option}, {value}): {}",
-        std::io::Error::last_os_error()
-    );
+    sockopt::set_int_option(sock, libc::IPPROTO_TCP, option, value)
+        .unwrap_or_else(|e| panic!("setsockopt({option}, {value}): {e}"));
 }
 
 /// The next sequence number of one of the queues of a socket in repair mode.
 fn queue_seq(sock: &impl AsRawFd, queue: libc::c_int) -> u32 {
     set_int(sock, TCP_REPAIR_QUEUE, queue);
-    let mut seq: u32 = 0;
-    let mut len = mem::size_of::<u32>() as libc::socklen_t;
-    // SAFETY: `seq` and `len` are valid for writes of the sizes we pass.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            TCP_QUEUE_SEQ,
-            (&raw mut seq).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_QUEUE_SEQ: {}", std::io::Error::last_os_error());
-    seq
+    let seq = sockopt::int_option(sock, libc::IPPROTO_TCP, TCP_QUEUE_SEQ).expect("TCP_QUEUE_SEQ");
+    // The kernel hands the 32-bit sequence number over in an int.
+    seq as u32
 }
 
 /// One's-complement sum of 16-bit big-endian words.

@@ -120,34 +120,48 @@ fn queue_len(fd: libc::c_int, request: libc::Ioctl) -> io::Result<u64> {
 
 /// The pending error of a socket (`SO_ERROR`), cleared by reading it.
 pub fn take_socket_error(sock: &impl AsRawFd) -> io::Result<Option<io::Error>> {
-    let mut err: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `err` and `len` are valid for writes of the sizes we pass.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&raw mut err).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let err = int_option(sock, libc::SOL_SOCKET, libc::SO_ERROR)?;
     Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
 }
 
-/// Sets `TCP_WINDOW_CLAMP`, the largest receive window the socket may advertise. The kernel
-/// never retracts a window it already advertised.
-pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
-    let value = libc::c_int::try_from(clamp).unwrap_or(libc::c_int::MAX);
+/// Reads an `int` socket option.
+pub fn int_option(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes we pass.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            level,
+            option,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets an `int` socket option.
+pub fn set_int_option(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `value` is a valid int of the size passed.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_WINDOW_CLAMP,
+            level,
+            option,
             (&raw const value).cast(),
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -157,6 +171,13 @@ pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Sets `TCP_WINDOW_CLAMP`, the largest receive window the socket may advertise. The kernel
+/// never retracts a window it already advertised.
+pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(clamp).unwrap_or(libc::c_int::MAX);
+    set_int_option(sock, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, value)
 }
 
 /// Sets the send buffer: `SO_SNDBUFFORCE` (ignores `wmem_max`, needs CAP_NET_ADMIN), else
@@ -175,42 +196,15 @@ pub fn set_receive_buffer(sock: &impl AsRawFd, bytes: u32) -> io::Result<()> {
 /// The receive buffer the kernel granted (`SO_RCVBUF`: twice what was asked, or the
 /// doubled `net.core.rmem_max` when that was lower).
 pub fn receive_buffer(sock: &impl AsRawFd) -> io::Result<u32> {
-    let mut value: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` are valid for writes of the sizes we pass.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw mut value).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let value = int_option(sock, libc::SOL_SOCKET, libc::SO_RCVBUF)?;
     Ok(u32::try_from(value).unwrap_or(0))
 }
 
 fn set_buffer(sock: &impl AsRawFd, bytes: u32, options: [libc::c_int; 2]) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for option in options {
-        // SAFETY: `value` is a valid int of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&raw const value).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-    }
-    Err(io::Error::last_os_error())
+    let [forced, capped] = options;
+    set_int_option(sock, libc::SOL_SOCKET, forced, value)
+        .or_else(|_| set_int_option(sock, libc::SOL_SOCKET, capped, value))
 }
 
 /// `SO_LINGER {on, 0}`: the next `close` sends a reset instead of a FIN. Used to pass a
