@@ -127,6 +127,9 @@ pub struct FlowStats {
     pub direction: u32,
     /// 1 while the flow passes instead of redirecting; see [`FlowControl`].
     pub paused: u32,
+    /// Times this flow paused. The daemon tells pauses apart by it: between two of its
+    /// looks a flow may resume and pause again, and `paused` alone would not show it.
+    pub pauses: u64,
 }
 
 impl FlowStats {
@@ -143,6 +146,7 @@ impl FlowStats {
             seq_state: 0,
             direction,
             paused: 0,
+            pauses: 0,
         }
     }
 }

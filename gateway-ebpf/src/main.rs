@@ -214,6 +214,7 @@ fn verdict(ctx: &SkBuffContext, cookie: u64, flow: &mut FlowStats, len: u64) {
         }
     } else if flow.bytes >= control.limit {
         flow.paused = 1;
+        flow.pauses += 1;
         bump(counter::PAUSES, 1);
         notify(cookie, event::PAUSED);
         pass(flow, len, counter::PASSED_PAUSED);
@@ -226,6 +227,7 @@ fn verdict(ctx: &SkBuffContext, cookie: u64, flow: &mut FlowStats, len: u64) {
     // flow then pauses so later segments queue behind it until the daemon forwarded it.
     if PEERS.redirect_skb(ctx, cookie, 0) != i64::from(SK_PASS) {
         flow.paused = 1;
+        flow.pauses += 1;
         notify(cookie, event::PAUSED);
         pass(flow, len, counter::PASSED_REDIRECT_FAILED);
         return;

@@ -72,7 +72,7 @@ pub struct RunArgs {
     /// is refused before anything is bound: every problem is listed, exit code 64.
     /// Flags given with it: --listen/--backend add listeners (see there); the [global]
     /// flags (--dataplane, --admin, --log-level, --log-format, --handshake-timeout-secs,
-    /// --shutdown-drain-secs, --tunnel-sndbuf-bytes) override the file; the tunnel flags
+    /// --shutdown-drain-secs, --tunnel-sndbuf-bytes, --spliced-backlog-pool-bytes) override the file; the tunnel flags
     /// (--tunnel-idle-timeout-secs, --tunnel-max-lifetime-secs, --max-tunnel-backlog-bytes)
     /// are the default for every [[backend_settings]] that does not set the key itself.
     #[arg(long, value_name = "FILE")]
@@ -136,11 +136,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_tunnel_backlog_bytes: Option<u64>,
 
-    /// Send buffer of both sockets of a spliced tunnel (SO_SNDBUFFORCE, SO_SNDBUF without
-    /// CAP_NET_ADMIN). 0 keeps the kernel's autotuning: 1–16 MiB measured no better here
-    /// (docs/dataplane.md). [default: 0]
+    /// Send buffer of both sockets of a spliced tunnel (SO_SNDBUFFORCE; SO_SNDBUF, capped by
+    /// net.core.wmem_max, without CAP_NET_ADMIN). It must hold what the kernel's redirect
+    /// worker sends in one jiffy, or a fast tunnel stalls (docs/dataplane.md). 0 keeps the
+    /// kernel's autotuning, and lets the gateway drop CAP_NET_ADMIN. [default: 8388608]
     #[arg(long, value_name = "BYTES")]
     pub tunnel_sndbuf_bytes: Option<u32>,
+
+    /// Kernel memory all spliced flows together may borrow beyond their own
+    /// --max-tunnel-backlog-bytes. A flow whose receiver keeps up but pauses anyway (the
+    /// kernel's redirect worker fell behind a faster sender) doubles its budget at each such
+    /// pause, up to 64 MiB, from this pool; a slow receiver gets its base budget back. 0: no
+    /// flow grows. [default: 268435456]
+    #[arg(long, value_name = "BYTES")]
+    pub spliced_backlog_pool_bytes: Option<u64>,
 
     /// Probe every pool/settings pair that names no `probe` with Azure's default probe
     /// (`GET /` on the settings' protocol and port every 30 s, 30 s timeout, out after 3
@@ -179,6 +188,7 @@ impl RunArgs {
                 shutdown_drain_secs: self.shutdown_drain_secs,
                 handshake_timeout_secs: self.handshake_timeout_secs,
                 tunnel_sndbuf_bytes: self.tunnel_sndbuf_bytes,
+                spliced_backlog_pool_bytes: self.spliced_backlog_pool_bytes,
                 default_probes: self.default_probes,
                 tunnel_idle_timeout_secs: self.tunnel_idle_timeout_secs,
                 tunnel_max_lifetime_secs: self.tunnel_max_lifetime_secs,

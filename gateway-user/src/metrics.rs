@@ -443,7 +443,28 @@ impl Collector for KernelCounters {
             None,
             bytes.metric_type(),
         )?;
-        ConstCounter::new(c[counter::PASSED_BYTES as usize]).encode(metric)
+        ConstCounter::new(c[counter::PASSED_BYTES as usize]).encode(metric)?;
+
+        let (lent, loans) = self
+            .0
+            .as_ref()
+            .map(|ebpf| (ebpf.backlog_pool().lent(), ebpf.backlog_pool().loans()))
+            .unwrap_or_default();
+        let metric = encoder.encode_descriptor(
+            "gateway_splice_backlog_pool_lent_bytes",
+            "Kernel memory spliced flows have borrowed beyond their own backlog budget, out of \
+             spliced_backlog_pool_bytes",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        ConstGauge::new(i64::try_from(lent).unwrap_or(i64::MAX)).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "gateway_splice_backlog_loans",
+            "Times a spliced flow whose receiver kept up grew its backlog budget from the pool",
+            None,
+            bytes.metric_type(),
+        )?;
+        ConstCounter::new(loans).encode(metric)
     }
 }
 

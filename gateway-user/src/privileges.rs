@@ -155,10 +155,11 @@ impl fmt::Debug for CapSet {
 /// What the gateway still uses once it serves:
 /// - `CAP_NET_BIND_SERVICE`, always: a configuration reload may bind a new listener on a port
 ///   below 1024;
-/// - `CAP_NET_ADMIN` only when spliced sockets get a forced send buffer
-///   (`tunnel_sndbuf_bytes > 0` on the eBPF dataplane: `SO_SNDBUFFORCE`). Without it
-///   `sockopt::set_send_buffer` falls back to `SO_SNDBUF`, capped by `net.core.wmem_max`; the
-///   userspace relay never sets the send buffer. Map updates, `TCP_WINDOW_CLAMP`,
+/// - `CAP_NET_ADMIN` only when spliced sockets get forced buffers (`tunnel_sndbuf_bytes > 0`,
+///   the default, on the eBPF dataplane: `SO_SNDBUFFORCE`, and `SO_RCVBUFFORCE` for the
+///   receive buffer the backlog budget asks for). Without it `sockopt::set_send_buffer` and
+///   `set_receive_buffer` fall back to `SO_SNDBUF`/`SO_RCVBUF`, capped by
+///   `net.core.wmem_max`/`rmem_max`; the userspace relay never sets either. Map updates, `TCP_WINDOW_CLAMP`,
 ///   `SO_LINGER`, `TCP_INFO` and the queue ioctls need no capability.
 ///
 /// `CAP_BPF`, `CAP_SYS_ADMIN`, `CAP_PERFMON` and everything else are dropped.

@@ -116,6 +116,7 @@ pub async fn resolve_upstreams(
     health: &Health,
 ) -> Result<Upstreams, StartError> {
     let sndbuf_bytes = config.global.tunnel_sndbuf_bytes;
+    let backlog_pool_bytes = config.global.spliced_backlog_pool_bytes;
     let mut upstreams = Upstreams::new();
     // A pool is resolved once per default port, however many settings use it.
     let mut resolved: HashMap<(&str, u16), Vec<(SocketAddr, String)>> = HashMap::new();
@@ -139,6 +140,7 @@ pub async fn resolve_upstreams(
             max_lifetime: limits.max_lifetime,
             max_backlog_bytes: limits.max_backlog_bytes,
             sndbuf_bytes,
+            backlog_pool_bytes,
         };
         let mut upstream =
             Upstream::new(&pool.name, settings.clone(), addresses, key, tunnel, health);

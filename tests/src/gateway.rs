@@ -365,7 +365,7 @@ impl Gateway {
 
     /// Waits until every tunnel is gone: the gateway holds `baseline_sockets` socket descriptors
     /// again (those it had once ready) and, on the eBPF dataplane, `SPLICED`, `PEERS` and `FLOWS`
-    /// are empty.
+    /// are empty and nothing is lent from the backlog pool (when there is an admin listener).
     pub async fn wait_tunnels_gone(&self, baseline_sockets: usize) {
         let ebpf = self.dataplane == Dataplane::Ebpf.as_str();
         eventually(TEARDOWN_TIMEOUT, "tunnels torn down", || {
@@ -382,6 +382,14 @@ impl Gateway {
                         None => panic!("the gateway holds no eBPF map {name}; found {entries:?}"),
                         Some(0) => {}
                         Some(_) => return Err(format!("eBPF maps not empty: {entries:?}")),
+                    }
+                }
+                // Closed tunnels give back what their flows borrowed.
+                if let Some(admin) = self.admin {
+                    let lent =
+                        Metrics::fetch(admin).metric("gateway_splice_backlog_pool_lent_bytes", &[]);
+                    if lent != 0.0 {
+                        return Err(format!("{lent} bytes still lent from the backlog pool"));
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! Capabilities after start-up. The gateway loads eBPF and binds with the capabilities it
 //! was started with, then keeps only what serving needs (`CAP_NET_BIND_SERVICE`, and
-//! `CAP_NET_ADMIN` when `--tunnel-sndbuf-bytes` forces send buffers) on every thread, and
+//! `CAP_NET_ADMIN` while `--tunnel-sndbuf-bytes` forces send buffers, as by default) on every
+//! thread, and
 //! still splices tunnels with every byte intact: using the maps it already holds needs none
 //! of the dropped capabilities. Run as root, and as an unprivileged user holding only the four
 //! capabilities `deploy/gateway.service` grants (through `setpriv`, as systemd would).
@@ -208,8 +209,9 @@ async fn drop_log_line(gateway: &Gateway) -> String {
         .to_owned()
 }
 
-/// As root with the eBPF dataplane: only `CAP_NET_BIND_SERVICE` is left, in every set of
-/// every thread (bounding set included), and tunnels are still spliced.
+/// As root with the eBPF dataplane and autotuned send buffers (`--tunnel-sndbuf-bytes 0`):
+/// only `CAP_NET_BIND_SERVICE` is left, in every set of every thread (bounding set
+/// included), and tunnels are still spliced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_keeps_only_net_bind_service() {
     let test = "root_keeps_only_net_bind_service";
@@ -220,6 +222,8 @@ async fn root_keeps_only_net_bind_service() {
     let gateway = Gateway::builder()
         .backend(backend.addr())
         .dataplane(Dataplane::Ebpf)
+        .arg("--tunnel-sndbuf-bytes")
+        .arg("0")
         .start();
 
     let keep = bit(CAP_NET_BIND_SERVICE);
@@ -333,7 +337,8 @@ fn free_low_port() -> u16 {
 /// The systemd unit's way: user `nobody`, `NoNewPrivileges`, and only `CAP_BPF`,
 /// `CAP_PERFMON`, `CAP_NET_ADMIN` and `CAP_NET_BIND_SERVICE` (ambient, inheritable,
 /// bounding), set by `setpriv`. The gateway loads eBPF with them, binds a port below 1024,
-/// drops the first three (its bounding set stays the four: it lacks `CAP_SETPCAP`), and
+/// drops the first three (autotuned send buffers: it needs no `CAP_NET_ADMIN` then; its
+/// bounding set stays the four: it lacks `CAP_SETPCAP`), and
 /// splices a tunnel through that port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unprivileged_user_with_the_units_four_capabilities() {
@@ -366,6 +371,8 @@ async fn unprivileged_user_with_the_units_four_capabilities() {
     let gateway = Gateway::builder()
         .backend(backend.addr())
         .dataplane(Dataplane::Ebpf)
+        .arg("--tunnel-sndbuf-bytes")
+        .arg("0")
         .arg("--listen")
         .arg(low.to_string())
         .wrapper(wrapper.to_vec())

@@ -94,12 +94,13 @@ async fn flood(mut conn: RawConn, seed: u64, len: u64) -> u64 {
     sent
 }
 
-/// One tunnel through `gateway`, its backend flooding: returns the bytes the client checked, or
-/// the first wrong one.
+/// One tunnel through `gateway`, its backend flooding, its client slow for `slow_phase`:
+/// returns the bytes the client checked, or the first wrong one.
 async fn one_tunnel(
     gateway: &Gateway,
     backend: &mut RawBackend<u64>,
     seed: u64,
+    slow_phase: Duration,
 ) -> Result<u64, Mismatch> {
     let mut tunnel = within(
         STEP_TIMEOUT,
@@ -116,7 +117,6 @@ async fn one_tunnel(
     let mut checker = Pattern::new(seed).checker();
     let mut buf = vec![0; READ_BYTES];
     let start = tokio::time::Instant::now();
-    let slow_phase = Duration::from_millis(env_u64("GATEWAY_HUNT_SLOW_MS", DEFAULT_SLOW_MS));
     // Slow: reads of at most 64 KiB, paced to SLOW_BYTES_PER_SEC.
     while start.elapsed() < slow_phase {
         let allowed_at =
@@ -175,7 +175,10 @@ async fn slow_then_fast_reader_gets_every_byte_once(dataplane: Dataplane, test: 
                 .arg(budget.to_string())
                 .start();
             let baseline_sockets = gateway.socket_fd_count();
-            if let Err(mismatch) = one_tunnel(&gateway, &mut backend, stream_seed).await {
+            let slow_phase =
+                Duration::from_millis(env_u64("GATEWAY_HUNT_SLOW_MS", DEFAULT_SLOW_MS));
+            if let Err(mismatch) = one_tunnel(&gateway, &mut backend, stream_seed, slow_phase).await
+            {
                 panic!(
                     "{test}: seed {seed}, round {round}, budget {budget}: {mismatch}\n\
                      metrics:\n{}\nlog:\n{}",
@@ -205,9 +208,10 @@ async fn slow_then_fast_reader_gets_every_byte_once(dataplane: Dataplane, test: 
                 );
                 eprintln!(
                     "{test}: round {round}, budget {budget}: {len} bytes, {spliced} spliced, \
-                     {} passed, {} pauses, {} retransmitted bytes cut off",
+                     {} passed, {} pauses, {} budget loans, {} retransmitted bytes cut off",
                     metrics.metric("gateway_splice_passed_bytes_total", &[]),
                     metrics.metric("gateway_splice_pauses_total", &[]),
+                    metrics.metric("gateway_splice_backlog_loans_total", &[]),
                     metrics.metric("gateway_splice_overlap_bytes_total", &[]),
                 );
                 assert_eq!(
@@ -237,3 +241,56 @@ async fn slow_then_fast_reader_gets_every_byte_once(dataplane: Dataplane, test: 
 }
 
 dataplane_tests!(slow_then_fast_reader_gets_every_byte_once => slow_then_fast_reader_gets_every_byte_once_ebpf, slow_then_fast_reader_gets_every_byte_once_userspace);
+
+/// A reader that keeps up while the kernel's redirect worker falls behind the flooding
+/// backend: every pause drains within milliseconds, so the flow borrows from the backlog pool
+/// to grow its budget, and gives it all back when the tunnel closes (checked by
+/// `wait_tunnels_gone`). With no pool the budget stays put and the stream is as intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_keeps_up_grows_the_budget_from_the_pool_ebpf() {
+    let test = "a_reader_that_keeps_up_grows_the_budget_from_the_pool_ebpf";
+    if skip_unprivileged(Dataplane::Ebpf, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    let len = 256 << 20;
+    for pool in [256u64 << 20, 0] {
+        let mut backend = RawBackend::start(move |conn: RawConn| flood(conn, seed, len)).await;
+        let gateway = Gateway::builder()
+            .backend(backend.addr())
+            .dataplane(Dataplane::Ebpf)
+            .arg("--max-tunnel-backlog-bytes")
+            .arg((64u64 << 10).to_string())
+            .arg("--spliced-backlog-pool-bytes")
+            .arg(pool.to_string())
+            .start();
+        let baseline_sockets = gateway.socket_fd_count();
+        if let Err(mismatch) = one_tunnel(&gateway, &mut backend, seed, Duration::ZERO).await {
+            panic!(
+                "{test}: seed {seed}, pool {pool}: {mismatch}\nlog:\n{}",
+                gateway.stderr_text()
+            );
+        }
+        let metrics = gateway.metrics();
+        let spliced = metrics.metric(
+            "gateway_spliced_bytes_total",
+            &[("direction", "backend_to_client")],
+        );
+        let pauses = metrics.metric("gateway_splice_pauses_total", &[]);
+        let loans = metrics.metric("gateway_splice_backlog_loans_total", &[]);
+        eprintln!("{test}: pool {pool}: {spliced} spliced, {pauses} pauses, {loans} loans");
+        assert!(spliced > 0.0, "pool {pool}: nothing was spliced");
+        assert!(pauses > 0.0, "pool {pool}: a 64 KiB budget never paused");
+        assert_eq!(
+            metrics.metric("gateway_splice_integrity_errors_total", &[]),
+            0.0,
+            "pool {pool}: the integrity witness fired"
+        );
+        if pool > 0 {
+            assert!(loans > 0.0, "no flow grew its budget:\n{}", metrics.text);
+        } else {
+            assert_eq!(loans, 0.0, "a flow grew its budget out of an empty pool");
+        }
+        gateway.wait_tunnels_gone(baseline_sockets).await;
+    }
+}

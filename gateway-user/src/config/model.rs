@@ -79,6 +79,8 @@ pub struct Global {
     pub shutdown_drain: Duration,
     pub handshake_timeout: Duration,
     pub tunnel_sndbuf_bytes: u32,
+    /// Kernel memory all spliced flows may borrow beyond their own backlog budget.
+    pub spliced_backlog_pool_bytes: u64,
     /// Whether every pool/settings pair without a `probe` is probed with Azure's default
     /// probe (`GET /`, every 30 s).
     pub default_probes: bool,

@@ -27,6 +27,7 @@ pub struct Overrides {
     pub shutdown_drain_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
     pub tunnel_sndbuf_bytes: Option<u32>,
+    pub spliced_backlog_pool_bytes: Option<u64>,
     pub default_probes: Option<bool>,
     pub tunnel_idle_timeout_secs: Option<u64>,
     pub tunnel_max_lifetime_secs: Option<u64>,
@@ -103,6 +104,9 @@ impl Overrides {
         }
         if let Some(bytes) = self.tunnel_sndbuf_bytes {
             global.tunnel_sndbuf_bytes = bytes;
+        }
+        if let Some(bytes) = self.spliced_backlog_pool_bytes {
+            global.spliced_backlog_pool_bytes = bytes;
         }
         if let Some(on) = self.default_probes {
             global.default_probes = on;

@@ -21,6 +21,7 @@ pub struct RawGlobal {
     pub shutdown_drain_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
     pub tunnel_sndbuf_bytes: Option<u32>,
+    pub spliced_backlog_pool_bytes: Option<u64>,
     pub default_probes: Option<bool>,
 }
 

@@ -134,6 +134,8 @@ pub struct EbpfDataplane {
     /// Counter values that [`EbpfDataplane::counter`] subtracts: what the start-up
     /// self-test moved is not traffic.
     baseline: [std::sync::atomic::AtomicU64; counter::COUNT as usize],
+    /// What spliced flows borrow beyond their own budget (see [`super::pool`]).
+    backlog_pool: super::pool::BacklogPool,
     /// Keeps the program loaded and its attachment alive.
     _ebpf: Ebpf,
 }
@@ -183,8 +185,14 @@ impl EbpfDataplane {
             registry: super::events::Registry::default(),
             events: Mutex::new(Some(events)),
             baseline: Default::default(),
+            backlog_pool: super::pool::BacklogPool::default(),
             _ebpf: ebpf,
         })
+    }
+
+    /// The kernel memory spliced flows share beyond their own budget.
+    pub fn backlog_pool(&self) -> &super::pool::BacklogPool {
+        &self.backlog_pool
     }
 
     /// Registers a tunnel and starts the kernel splice on both sockets.

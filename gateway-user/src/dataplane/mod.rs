@@ -3,6 +3,7 @@
 
 pub mod ebpf;
 pub mod events;
+pub mod pool;
 pub mod sockopt;
 
 use std::{fmt, sync::Arc};

@@ -156,6 +156,7 @@ mod tests {
             max_lifetime: lifetime_ms.map(Duration::from_millis),
             max_backlog_bytes: 0,
             sndbuf_bytes: 0,
+            backlog_pool_bytes: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! An upgraded WebSocket connection: the handoff from HTTP to a tunnel, and the tunnel's
 //! life on the chosen dataplane until both sides have closed.
 
+mod budget;
 mod limits;
 pub mod registry;
 mod relay;
@@ -24,7 +25,7 @@ use tokio::{
 use self::registry::{Peers, Registry};
 use crate::{
     config::OnBackendDown,
-    dataplane::{sockopt, Dataplane, EbpfDataplane},
+    dataplane::{Dataplane, EbpfDataplane},
     health::Lease,
     metrics::{Direction, Metrics, Mode},
     tls::{BackendStream, ClientStream, MaybeTls},
@@ -53,6 +54,9 @@ pub struct Settings {
     pub max_backlog_bytes: u64,
     /// Send buffer forced on spliced sockets; 0 leaves the kernel's autotuning.
     pub sndbuf_bytes: u32,
+    /// What all spliced flows together may borrow beyond `max_backlog_bytes` while their
+    /// destination keeps up (`spliced_backlog_pool_bytes`).
+    pub backlog_pool_bytes: u64,
 }
 
 /// What a tunnel needs from the gateway around it.
@@ -416,14 +420,7 @@ impl Carrier {
         let (client, backend) = into_std(client, backend)
             .inspect_err(|err| tracing::warn!(error = %err, "cannot leave the runtime"))
             .ok()?;
-        if settings.sndbuf_bytes > 0 {
-            for sock in [&client, &backend] {
-                if let Err(err) = sockopt::set_send_buffer(sock, settings.sndbuf_bytes) {
-                    tracing::debug!(error = %err, "could not set the tunnel's send buffer");
-                }
-            }
-        }
-        match splice::Spliced::start(ebpf, client, backend, settings.max_backlog_bytes) {
+        match splice::Spliced::start(ebpf, client, backend, settings) {
             Ok(spliced) => Some(Self::Spliced(Box::new(spliced))),
             Err(refused) if refused.can_relay => {
                 tracing::info!(error = %refused.error, "kernel refused the splice; relaying");

@@ -66,19 +66,21 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
         .map_err(io("write queued"))?;
     wait_queued(&client, QUEUED_BYTES).await?;
 
-    let spliced = Spliced::start(
-        ebpf.clone(),
-        client.into_std().map_err(io("into_std"))?,
-        backend.into_std().map_err(io("into_std"))?,
-        BUDGET_BYTES,
-    )
-    .map_err(|refused| format!("splice refused: {}", refused.error))?;
+    // The budget stays put (no pool to grow from): the pause must come at the budget.
     let settings = Settings {
         idle_timeout: DEADLINE,
         max_lifetime: None,
         max_backlog_bytes: BUDGET_BYTES,
         sndbuf_bytes: 0,
+        backlog_pool_bytes: 0,
     };
+    let spliced = Spliced::start(
+        ebpf.clone(),
+        client.into_std().map_err(io("into_std"))?,
+        backend.into_std().map_err(io("into_std"))?,
+        &settings,
+    )
+    .map_err(|refused| format!("splice refused: {}", refused.error))?;
     let mut limits = Limits::new(
         settings,
         std::time::Instant::now(),

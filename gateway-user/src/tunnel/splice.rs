@@ -9,18 +9,19 @@ use std::{
     net::{Shutdown, TcpStream},
     os::fd::AsFd,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use gateway_common::{FlowControl, FlowStats};
 use tokio::sync::Notify;
 
 use super::{
+    budget::{FlowBudget, LOAN_IDLE},
     limits::{monotonic_coarse_ns, since_ns, Limits},
     sockio::{kick, recv_nonblocking, send_nonblocking},
     watch::HangupWatch,
     witness::{self, Finding},
-    CloseReason,
+    CloseReason, Settings,
 };
 use crate::dataplane::{
     sockopt::{self, TcpCounters},
@@ -94,6 +95,8 @@ struct Half {
     control: FlowControl,
     /// What this flow's `CONTROL` entry holds now.
     published: FlowControl,
+    /// How far the flow may run ahead of `to`.
+    budget: FlowBudget,
     /// Scratch space for peeking passed bytes; freed once the flow is caught up.
     buf: Vec<u8>,
     /// Passed bytes at the head of `from`'s queue already written to `to` but not yet
@@ -110,14 +113,15 @@ struct Half {
 }
 
 impl Half {
-    fn new(cookie: u64, from: &TcpCounters, to: &TcpCounters, budget: u64) -> Self {
+    fn new(cookie: u64, from: &TcpCounters, to: &TcpCounters, budget: FlowBudget) -> Self {
         Self {
             cookie,
             consumed_before: from.bytes_consumed(),
             written_before: to.bytes_written(),
             forwarded: 0,
-            control: FlowControl::new(budget),
-            published: FlowControl::new(budget),
+            control: FlowControl::new(budget.bytes()),
+            published: FlowControl::new(budget.bytes()),
+            budget,
             buf: Vec::new(),
             held: 0,
             attention: true,
@@ -147,7 +151,6 @@ pub struct Spliced {
     ebpf: Arc<EbpfDataplane>,
     keys: TunnelKeys,
     halves: [Half; 2],
-    budget: u64,
     /// [`monotonic_coarse_ns`] when the splice began: activity before any segment.
     spliced_at_ns: u64,
     /// Woken by the event dispatcher when the verdict asks for attention.
@@ -169,15 +172,18 @@ pub struct Refused {
 
 impl Spliced {
     /// Reads the baselines and registers the tunnel: from here on the kernel moves its
-    /// bytes, each direction at most `budget` bytes ahead of its destination. The sockets
+    /// bytes, each direction at most its budget ahead of its destination (the settings'
+    /// `max_backlog_bytes`, grown from the shared pool while the destination keeps up; see
+    /// [`super::budget`]). The sockets
     /// must not have been read from or written to by anyone else since the handshake, and
     /// their receive queues must hold no partly read skb ([`take_queued`]).
     pub fn start(
         ebpf: Arc<EbpfDataplane>,
         client: TcpStream,
         backend: TcpStream,
-        budget: u64,
+        settings: &Settings,
     ) -> Result<Self, Refused> {
+        let budget = settings.max_backlog_bytes;
         // Exact baselines: a byte or an ACK miscounted here would make a FIN go out too
         // early (bytes lost) or never (tunnel hangs).
         let counters = sockopt::tcp_counters_settled(&client)
@@ -196,6 +202,12 @@ impl Spliced {
         let sized = [&client, &backend].into_iter().try_for_each(|sock| {
             sockopt::set_receive_buffer(sock, receive_buffer(budget))?;
             warn_if_receive_buffer_capped(sock, receive_buffer(budget));
+            if settings.sndbuf_bytes > 0 {
+                // Not fatal: a smaller buffer only slows the redirect worker down.
+                if let Err(err) = sockopt::set_send_buffer(sock, settings.sndbuf_bytes) {
+                    tracing::debug!(error = %err, "could not set the tunnel's send buffer");
+                }
+            }
             // A fixed receive buffer stops autotuning, which is also what raises the
             // window clamp; left at its value from the handshake (about two loopback MSS)
             // it would cap the window at 128 KiB. The clamp is a ceiling here, not a brake.
@@ -213,12 +225,13 @@ impl Spliced {
             Ok(keys) => {
                 let notify = Arc::new(Notify::new());
                 ebpf.watch_flows(keys, &notify);
+                let now = std::time::Instant::now();
+                let budget = || FlowBudget::new(budget, settings.backlog_pool_bytes, now);
                 Ok(Self {
                     halves: [
-                        Half::new(keys.client, &c, &b, budget),
-                        Half::new(keys.backend, &b, &c, budget),
+                        Half::new(keys.client, &c, &b, budget()),
+                        Half::new(keys.backend, &b, &c, budget()),
                     ],
-                    budget,
                     spliced_at_ns: monotonic_coarse_ns(),
                     notify,
                     ebpf,
@@ -262,7 +275,6 @@ impl Spliced {
             ebpf,
             keys,
             socks: [&self.client, &self.backend],
-            budget: self.budget,
             notify: &self.notify,
         };
         let reason = match tunnel.run(&mut self.halves, limit).await {
@@ -289,6 +301,9 @@ impl Spliced {
 impl Drop for Spliced {
     fn drop(&mut self) {
         self.ebpf.unsplice(self.keys);
+        for half in &mut self.halves {
+            half.budget.give_back(self.ebpf.backlog_pool());
+        }
     }
 }
 
@@ -297,7 +312,6 @@ struct Supervisor<'a> {
     ebpf: &'a EbpfDataplane,
     keys: TunnelKeys,
     socks: [&'a TcpStream; 2],
-    budget: u64,
     notify: &'a Notify,
 }
 
@@ -324,6 +338,11 @@ impl Supervisor<'_> {
             .map_err(|error| Failure { side: None, error })?;
         let mut pause = POLL_MIN;
         loop {
+            // A loan unused for a while goes back at the flow's next step.
+            let now = Instant::now();
+            for half in halves.iter_mut() {
+                half.attention |= half.budget.loan_expired(now);
+            }
             let stats = self.ebpf.flow_stats(self.keys);
             let mut progressed = false;
             let mut stepped = false;
@@ -357,10 +376,18 @@ impl Supervisor<'_> {
                 pause = POLL_MIN;
             }
 
-            // Poll quickly while bytes wait to move, slowly while a flow is merely paused.
+            // Poll quickly while bytes wait to move, slowly while a flow is merely paused,
+            // and once a loan's idle time is up.
             let busy = halves.iter().any(|h| (h.eof && !h.shut) || h.outstanding);
             let paused = halves.iter().any(|h| h.attention);
-            let poll = if busy { POLL_MAX } else { POLL_PAUSED_MAX };
+            let lending = halves.iter().any(|h| h.budget.lent() > 0);
+            let poll = if busy {
+                POLL_MAX
+            } else if paused {
+                POLL_PAUSED_MAX
+            } else {
+                LOAN_IDLE
+            };
             let events = tokio::select! {
                 reason = &mut limit => return Ok(reason),
                 () = self.notify.notified() => {
@@ -371,7 +398,7 @@ impl Supervisor<'_> {
                     continue;
                 }
                 events = watch.next() => events.map_err(|error| Failure { side: None, error })?,
-                () = tokio::time::sleep(pause), if busy || paused => {
+                () = tokio::time::sleep(pause), if busy || paused || lending => {
                     pause = (pause * 2).min(poll);
                     continue;
                 }
@@ -432,11 +459,19 @@ impl Supervisor<'_> {
     ) -> Result<bool, Failure> {
         let to = 1 - from;
         let mut delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);
+        let backlog = flow.bytes.saturating_sub(delivered);
+        half.budget.observe(
+            self.ebpf.backlog_pool(),
+            flow.pauses,
+            backlog,
+            Instant::now(),
+        );
+        let budget = half.budget.bytes();
         let mut moved = false;
         if delivered >= flow.bytes {
             // Everything redirected so far is in `to`: there is room for a full budget
             // again, and passed bytes may follow now.
-            half.control.limit = half.control.limit.max(flow.bytes + self.budget);
+            half.control.limit = delivered + budget;
             if flow.passed_bytes > half.control.released {
                 moved = self.forward(half, flow, from)?;
                 delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);
@@ -453,10 +488,11 @@ impl Supervisor<'_> {
             "flow step"
         );
         // The limit follows the destination; a watermark half a budget ahead wakes us in
-        // time to raise it before the flow pauses.
+        // time to raise it before the flow pauses. It comes down when the budget shrinks
+        // (the loan went back): the flow then pauses earlier, which is always safe.
         let control = FlowControl {
-            limit: half.control.limit.max(delivered + self.budget),
-            notify_at: delivered + self.budget / 2,
+            limit: delivered + budget,
+            notify_at: delivered + budget / 2,
             released: half.control.released,
         };
         self.publish(half, control)?;
@@ -600,7 +636,7 @@ impl Supervisor<'_> {
 fn receive_buffer(budget: u64) -> u32 {
     u32::try_from(budget / 4)
         .unwrap_or(u32::MAX)
-        .max(MIN_RECEIVE_BUFFER_BYTES)
+        .clamp(MIN_RECEIVE_BUFFER_BYTES, MAX_RECEIVE_BUFFER_BYTES)
 }
 
 /// Says once per process that spliced sockets got less receive buffer than asked for:
@@ -635,3 +671,7 @@ fn warn_if_receive_buffer_capped(sock: &TcpStream, asked: u32) {
 /// capped by `net.core.rmem_max` unless the gateway holds CAP_NET_ADMIN
 /// (`SO_RCVBUFFORCE`); see docs/dataplane.md.
 const MIN_RECEIVE_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
+/// What one pause may pass (twice this, once the kernel doubles it) must fit in one
+/// catch-up round ([`MAX_CATCH_UP_BYTES`]): otherwise held bytes are taken before the sender
+/// has stopped, its window reopens, and the flow never catches up.
+const MAX_RECEIVE_BUFFER_BYTES: u32 = (MAX_CATCH_UP_BYTES / 2) as u32;

@@ -59,6 +59,7 @@ fn upstream_with(
             max_lifetime: None,
             max_backlog_bytes: 1 << 20,
             sndbuf_bytes: 0,
+            backlog_pool_bytes: 0,
         },
         &Health::new(false),
     )

@@ -30,7 +30,7 @@ fn defaults_are_applied() {
         global.shutdown_drain,
         Duration::from_secs(defaults::SHUTDOWN_DRAIN_SECS)
     );
-    assert_eq!(global.tunnel_sndbuf_bytes, 0);
+    assert_eq!(global.tunnel_sndbuf_bytes, 8 * 1024 * 1024);
 
     let settings = &config.backend_settings[0];
     assert_eq!(settings.request_timeout, Duration::from_secs(30));

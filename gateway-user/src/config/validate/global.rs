@@ -55,6 +55,9 @@ pub fn check(element: Option<&Element<RawGlobal>>, c: &mut Checker<'_>) -> Globa
         tunnel_sndbuf_bytes: raw
             .tunnel_sndbuf_bytes
             .unwrap_or(defaults::TUNNEL_SNDBUF_BYTES),
+        spliced_backlog_pool_bytes: raw
+            .spliced_backlog_pool_bytes
+            .unwrap_or(defaults::SPLICED_BACKLOG_POOL_BYTES),
         default_probes: raw.default_probes.unwrap_or(defaults::DEFAULT_PROBES),
     }
 }
