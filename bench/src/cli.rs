@@ -62,6 +62,8 @@ pub enum Workload {
     Bulk,
     /// 64-byte round trips, pinned and unpinned.
     Latency,
+    /// Large messages (4 and 16 MiB) echoed one at a time: milliseconds per exchange.
+    Messages,
     /// Many tunnels open at once: memory per tunnel, aggregate throughput.
     Concurrent,
     /// Short-lived tunnels per second.

@@ -98,6 +98,15 @@ pub struct Plan {
     /// Measured 64-byte round trips per latency run (after `pingpong_warmup`).
     pub pingpong_count: u64,
     pub pingpong_warmup: u64,
+    /// Sizes of the large messages echoed one at a time (4 and 16 MiB in every preset), and
+    /// how many exchanges of each size are measured per run (after `message_warmup`).
+    /// Defaults keep reports written before this workload existed readable.
+    #[serde(default)]
+    pub message_sizes: Vec<u64>,
+    #[serde(default)]
+    pub message_count: u64,
+    #[serde(default)]
+    pub message_warmup: u64,
     /// Concurrent tunnel counts to try, e.g. `[1000, 10000]`.
     pub concurrent_tunnels: Vec<usize>,
     /// Bytes each concurrent tunnel moves each way once all are open.
@@ -149,6 +158,41 @@ pub struct LatencySample {
     pub max_us: f64,
     /// `(latency_us, cumulative_fraction)` points of the distribution, for plots.
     pub cdf: Vec<(f64, f64)>,
+}
+
+/// Large messages echoed one at a time over one tunnel through one path: the client sends
+/// `bytes`, waits until all of them have come back, then sends the next message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageSample {
+    pub path: PathKind,
+    pub round: u32,
+    /// Size of each message, each way.
+    pub bytes: u64,
+    /// Milliseconds of every measured exchange, in order: from the first byte written to
+    /// the last echoed byte verified. Kept whole (tens of values) so medians and maxima can
+    /// be taken over all rounds together.
+    pub exchange_ms: Vec<f64>,
+    pub cpu: CpuUse,
+}
+
+impl MessageSample {
+    /// The median exchange of this run (with an even count, the mean of the two middle
+    /// ones); `None` without any exchange.
+    pub fn p50_ms(&self) -> Option<f64> {
+        let mut times = self.exchange_ms.clone();
+        times.sort_by(f64::total_cmp);
+        let n = times.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(times[n / 2]),
+            _ => Some((times[n / 2 - 1] + times[n / 2]) / 2.0),
+        }
+    }
+
+    /// The slowest exchange of this run.
+    pub fn max_ms(&self) -> Option<f64> {
+        self.exchange_ms.iter().copied().max_by(f64::total_cmp)
+    }
 }
 
 /// Many tunnels open at once through one path.
@@ -237,6 +281,9 @@ pub struct Report {
     pub pinning: String,
     pub bulk: Vec<BulkSample>,
     pub latency: Vec<LatencySample>,
+    /// Absent from reports written before this workload existed.
+    #[serde(default)]
+    pub messages: Vec<MessageSample>,
     pub concurrent: Vec<ConcurrentSample>,
     pub handshakes: Vec<HandshakeSample>,
     /// Anything that went wrong but did not stop the run (a path that failed to start, a

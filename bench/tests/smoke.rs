@@ -64,6 +64,11 @@ fn check_report(report: &Value) {
     let pingpong = plan["pingpong_count"]
         .as_u64()
         .expect("plan.pingpong_count");
+    let message_sizes = plan["message_sizes"]
+        .as_array()
+        .expect("plan.message_sizes");
+    assert!(!message_sizes.is_empty(), "the plan has message sizes");
+    let message_count = plan["message_count"].as_u64().expect("plan.message_count");
     let per_tunnel = plan["concurrent_bytes_per_tunnel"]
         .as_u64()
         .expect("plan.concurrent_bytes_per_tunnel");
@@ -96,6 +101,17 @@ fn check_report(report: &Value) {
             assert_eq!(sample["count"], pingpong, "{path} round trips");
             assert!(sample["p50_us"].as_f64().expect("p50") > 0.0);
         }
+        let messages = of("messages");
+        assert_eq!(messages.len(), message_sizes.len(), "{path}: one per size");
+        for size in message_sizes {
+            let sample = messages
+                .iter()
+                .find(|s| s["bytes"] == *size)
+                .unwrap_or_else(|| panic!("{path}: messages of {size} bytes"));
+            let times = sample["exchange_ms"].as_array().expect("exchange_ms");
+            assert_eq!(times.len() as u64, message_count, "{path} {size}");
+            assert!(times.iter().all(|t| t.as_f64().expect("ms") > 0.0));
+        }
         let concurrent = of("concurrent");
         assert_eq!(concurrent.len(), 1, "{path} concurrent");
         let tunnels = concurrent[0]["tunnels"].as_u64().expect("tunnels");
@@ -110,7 +126,7 @@ fn check_report(report: &Value) {
         assert_eq!(handshakes[0]["failed"], 0, "{path} handshake failures");
     }
     // Tick-granular CPU can round a tiny measurement to zero, but not the whole run's.
-    let machine_secs: f64 = ["bulk", "concurrent", "handshakes"]
+    let machine_secs: f64 = ["bulk", "messages", "concurrent", "handshakes"]
         .iter()
         .flat_map(|workload| report[*workload].as_array().expect("a list"))
         .map(|sample| {

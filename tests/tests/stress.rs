@@ -8,6 +8,8 @@
 //! are back to their baseline, and its resident memory is near its baseline.
 //!
 //! A failure names the seed; `GATEWAY_TEST_SEED=N` replays the same plans.
+//! `GATEWAY_STRESS_TUNNELS=N` runs N tunnels instead (the longer soak: 10 000 or more; the
+//! run's time limit grows with it).
 
 use std::{
     fmt,
@@ -38,6 +40,8 @@ use tokio::{
 };
 
 const TUNNELS: usize = 4000;
+/// Overrides [`TUNNELS`] for a longer soak.
+const TUNNELS_ENV: &str = "GATEWAY_STRESS_TUNNELS";
 const CONCURRENT: usize = 200;
 /// Bound on one tunnel, from connect to both EOFs.
 const TUNNEL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -192,13 +196,18 @@ async fn stress(test: &str, budget: Option<u64>) {
         return;
     }
     let seed = test_seed(test);
+    let tunnels = std::env::var(TUNNELS_ENV).map_or(TUNNELS, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{TUNNELS_ENV} must be a number"))
+    });
+    let run_timeout = RUN_TIMEOUT * u32::try_from(tunnels.div_ceil(TUNNELS)).unwrap_or(u32::MAX);
     let mut rng = StdRng::seed_from_u64(seed);
-    let plans: Arc<Vec<Plan>> = Arc::new((0..TUNNELS).map(|_| Plan::random(&mut rng)).collect());
+    let plans: Arc<Vec<Plan>> = Arc::new((0..tunnels).map(|_| Plan::random(&mut rng)).collect());
     let bytes: u64 = plans
         .iter()
         .map(|plan| plan.client.send + plan.backend.send)
         .sum();
-    eprintln!("{test}: {TUNNELS} tunnels, {CONCURRENT} at a time, {bytes} bytes in all");
+    eprintln!("{test}: {tunnels} tunnels, {CONCURRENT} at a time, {bytes} bytes in all");
 
     let backend_plans = Arc::clone(&plans);
     let mut backend =
@@ -220,12 +229,12 @@ async fn stress(test: &str, budget: Option<u64>) {
     let started = Instant::now();
     let addr = gateway.listen_addr();
     let mut clients: Vec<Option<Result<(Summary, Summary), String>>> =
-        (0..TUNNELS).map(|_| None).collect();
-    within(RUN_TIMEOUT, "all stress tunnels", async {
+        (0..tunnels).map(|_| None).collect();
+    within(run_timeout, "all stress tunnels", async {
         let mut running = JoinSet::new();
         let mut next = 0;
-        while next < TUNNELS || !running.is_empty() {
-            while next < TUNNELS && running.len() < CONCURRENT {
+        while next < tunnels || !running.is_empty() {
+            while next < tunnels && running.len() < CONCURRENT {
                 running.spawn(client_tunnel(addr, next, Arc::clone(&plans)));
                 next += 1;
             }
@@ -239,8 +248,8 @@ async fn stress(test: &str, budget: Option<u64>) {
     })
     .await;
     let mut backends: Vec<Option<Result<(Summary, Summary), String>>> =
-        (0..TUNNELS).map(|_| None).collect();
-    for _ in 0..TUNNELS {
+        (0..tunnels).map(|_| None).collect();
+    for _ in 0..tunnels {
         let (index, result) = backend.next_result().await;
         assert!(
             backends[index].replace(result).is_none(),
@@ -266,7 +275,7 @@ async fn stress(test: &str, budget: Option<u64>) {
             .map(str::to_owned)
             .collect();
         panic!(
-            "{} of {TUNNELS} tunnels failed (seed {seed}, replay with {SEED_ENV}={seed}); \
+            "{} of {tunnels} tunnels failed (seed {seed}, replay with {SEED_ENV}={seed}); \
              first ones:\n{}\ngateway warnings and errors among its last log lines (the whole \
              log is above, `client=127.0.0.1:PORT` finds a tunnel):\n{}",
             failures.len(),
@@ -279,7 +288,7 @@ async fn stress(test: &str, budget: Option<u64>) {
     let relayed = tunnels::opened(&gateway, "userspace");
     assert_eq!(
         spliced + relayed,
-        TUNNELS as f64,
+        tunnels as f64,
         "tunnels opened (seed {seed})"
     );
     tunnels::wait_none_active(&gateway).await;
@@ -308,7 +317,7 @@ async fn stress(test: &str, budget: Option<u64>) {
     let pauses = metrics.metric("gateway_splice_pauses_total", &[]);
     let resumes = metrics.metric("gateway_splice_resumes_total", &[]);
     eprintln!(
-        "{test}: {TUNNELS} tunnels ({spliced} spliced, {relayed} relayed) and {bytes} bytes in {elapsed:?}; \
+        "{test}: {tunnels} tunnels ({spliced} spliced, {relayed} relayed) and {bytes} bytes in {elapsed:?}; \
          verdicts {}; passed bytes {}; {pauses} pauses, {resumes} resumes; retransmitted bytes \
          cut off {}; gateway RSS {} KiB at start, {} KiB after (seed {seed})",
         verdicts.join(" "),

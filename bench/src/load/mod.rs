@@ -10,10 +10,12 @@ mod end;
 pub mod bulk;
 pub mod concurrent;
 pub mod handshakes;
+pub mod messages;
 pub mod pingpong;
 
 pub use bulk::bulk;
 pub use handshakes::handshakes;
+pub use messages::messages;
 pub use pingpong::pingpong;
 
 #[cfg(test)]

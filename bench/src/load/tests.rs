@@ -7,7 +7,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use super::{bulk, concurrent, handshakes, pingpong};
+use super::{bulk, concurrent, handshakes, messages, pingpong};
 use crate::{
     backend,
     model::Direction,
@@ -53,6 +53,25 @@ async fn pingpong_records_every_measured_round_trip() {
         .expect("ping-pong against the backend");
     assert_eq!(histogram.len(), 200);
     assert!(histogram.min() > 0, "a round trip cannot take no time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_echo_every_measured_exchange() {
+    let backend = start_backend();
+    // Larger than the socket buffers of both directions together: a client that wrote the
+    // whole message before reading would stall here.
+    for size in [16 * MIB, 1, PATTERN_LEN as u64 + 7] {
+        let times = messages(backend, size, 2, 3)
+            .await
+            .unwrap_or_else(|e| panic!("messages of {size} bytes: {e:#}"));
+        assert_eq!(times.len(), 3, "{size} bytes");
+        assert!(
+            times.iter().all(|t| *t > Duration::ZERO),
+            "{size} bytes: {times:?}"
+        );
+    }
+    let times = messages(backend, MIB, 1, 0).await.expect("warm-up only");
+    assert!(times.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,6 +279,19 @@ async fn a_damaged_echo_fails_every_echo_workload() {
         .await
         .expect_err("probes must fail");
     assert!(format!("{error:#}").contains("verify (probe)"), "{error:#}");
+
+    let error = messages(fake, 4 * MIB, 0, 2)
+        .await
+        .expect_err("a damaged large echo must not verify");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&format!(
+            "verify (message 0, {} bytes) with {fake}",
+            4 * MIB
+        )),
+        "{message}"
+    );
+    assert!(message.contains("byte 0 of the echo"), "{message}");
 
     let outcome = handshakes(fake, Duration::from_millis(100), 2)
         .await

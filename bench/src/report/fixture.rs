@@ -1,11 +1,11 @@
 //! A synthetic report for the report's unit tests: two rounds, all six paths, with chosen
 //! numbers (every round is the path's base value ∓ 1, so medians are the base values) and a
-//! few holes (nginx has no `both` bulk run and no concurrent run, HAProxy no unpinned
-//! latency run) to check that missing data renders as "—".
+//! few holes (nginx has no `both` bulk run, no 16 MiB message echo and no concurrent run,
+//! HAProxy no unpinned latency run) to check that missing data renders as "—".
 
 use crate::model::{
     BulkSample, ConcurrentSample, CpuUse, Direction, HandshakeSample, LatencySample, Machine,
-    PathKind, PathSetup, Plan, Report,
+    MessageSample, PathKind, PathSetup, Plan, Report,
 };
 
 use super::summary::GIB;
@@ -15,6 +15,8 @@ pub const USERSPACE_PROXY_SECS_PER_GIB: f64 = 0.5;
 /// Proxy CPU seconds per GiB of the spliced gateway's bulk runs (0.4% of userspace).
 pub const EBPF_PROXY_SECS_PER_GIB: f64 = 0.002;
 pub const NOFILE_REASON: &str = "RLIMIT_NOFILE hard limit 20000";
+/// The large-message echo's sizes, as in the real plans.
+pub const MESSAGE_SIZES: [u64; 2] = [4 << 20, 16 << 20];
 pub const PROBLEM: &str = "nginx: bulk both: CRC-32 mismatch at the receiver";
 
 /// Median download, upload and both Gbit/s of a path; `None` where the fixture leaves a hole.
@@ -47,6 +49,19 @@ pub fn p50_base(path: PathKind) -> f64 {
         PathKind::Nginx => 45.0,
         PathKind::Haproxy => 42.0,
         PathKind::HaproxySplice => 41.0,
+    }
+}
+
+/// Median ms per large-message exchange of a path at 4 MiB and 16 MiB; `None` where the
+/// fixture leaves a hole.
+fn message_base(path: PathKind) -> [Option<f64>; 2] {
+    match path {
+        PathKind::Direct => [Some(4.0), Some(16.0)],
+        PathKind::GatewayEbpf => [Some(6.0), Some(20.0)],
+        PathKind::GatewayUserspace => [Some(5.0), Some(18.0)],
+        PathKind::Nginx => [Some(7.0), None],
+        PathKind::Haproxy => [Some(8.0), Some(30.0)],
+        PathKind::HaproxySplice => [Some(9.0), Some(32.0)],
     }
 }
 
@@ -105,6 +120,25 @@ fn latency(path: PathKind, pinned: bool, round: u32) -> Option<LatencySample> {
             (4.0 * p50, 1.0),
         ],
     })
+}
+
+/// Three exchanges per round, the round's value ∓ 0.5: pooled over both rounds, the p50 is
+/// the base and the max the base + 1.5.
+fn messages(path: PathKind, round: u32) -> Vec<MessageSample> {
+    MESSAGE_SIZES
+        .into_iter()
+        .zip(message_base(path))
+        .filter_map(|(bytes, base)| {
+            let ms = spread(base?, round);
+            Some(MessageSample {
+                path,
+                round,
+                bytes,
+                exchange_ms: vec![ms - 0.5, ms, ms + 0.5],
+                cpu: CpuUse::default(),
+            })
+        })
+        .collect()
 }
 
 fn concurrent(path: PathKind, requested: usize, round: u32) -> Option<ConcurrentSample> {
@@ -167,6 +201,9 @@ pub fn report() -> Report {
             bulk_bytes: 1 << 30,
             pingpong_count: 10_000,
             pingpong_warmup: 1_000,
+            message_sizes: MESSAGE_SIZES.to_vec(),
+            message_count: 3,
+            message_warmup: 1,
             concurrent_tunnels: vec![1_000, 10_000],
             concurrent_bytes_per_tunnel: 64 << 10,
             handshake_secs: 1.0,
@@ -183,6 +220,7 @@ pub fn report() -> Report {
         pinning: "client cpu 2, backend cpu 4, proxy cpu 6".to_owned(),
         bulk: Vec::new(),
         latency: Vec::new(),
+        messages: Vec::new(),
         concurrent: Vec::new(),
         handshakes: Vec::new(),
         problems: vec![PROBLEM.to_owned()],
@@ -192,6 +230,7 @@ pub fn report() -> Report {
             report.bulk.extend(bulk(path, round));
             report.latency.extend(latency(path, true, round));
             report.latency.extend(latency(path, false, round));
+            report.messages.extend(messages(path, round));
             for requested in [1_000, 10_000] {
                 report.concurrent.extend(concurrent(path, requested, round));
             }
@@ -207,6 +246,7 @@ pub fn without(path: PathKind) -> Report {
     report.paths.retain(|s| s.path != path);
     report.bulk.retain(|s| s.path != path);
     report.latency.retain(|s| s.path != path);
+    report.messages.retain(|s| s.path != path);
     report.concurrent.retain(|s| s.path != path);
     report.handshakes.retain(|s| s.path != path);
     report

@@ -34,6 +34,32 @@ pub fn range(stat: Option<Stat>) -> String {
     }
 }
 
+/// A byte count in the largest binary unit that keeps it ≥ 1 (`64 KiB`, `1 GiB`).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = if value.fract() == 0.0 {
+        format!("{value}")
+    } else {
+        sig(value)
+    };
+    format!("{text} {}", UNITS[unit])
+}
+
+/// Byte counts as `4 MiB and 16 MiB`, or "—" for none.
+pub fn byte_list(sizes: &[u64]) -> String {
+    if sizes.is_empty() {
+        return MISSING.to_owned();
+    }
+    let names: Vec<String> = sizes.iter().map(|&size| bytes(size)).collect();
+    names.join(" and ")
+}
+
 /// A ratio as `0.91×`.
 pub fn times(ratio: f64) -> String {
     format!("{ratio:.2}×")
@@ -116,6 +142,17 @@ mod tests {
         assert_eq!(sig(f64::NAN), MISSING);
         assert_eq!(signed(6.0), "+6.00");
         assert_eq!(times(0.9123), "0.91×");
+    }
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(bytes(1 << 30), "1 GiB");
+        assert_eq!(bytes(64 << 10), "64 KiB");
+        assert_eq!(bytes(16 << 20), "16 MiB");
+        assert_eq!(bytes(1536), "1.50 KiB");
+        assert_eq!(bytes(100), "100 B");
+        assert_eq!(byte_list(&[4 << 20, 16 << 20]), "4 MiB and 16 MiB");
+        assert_eq!(byte_list(&[]), MISSING);
     }
 
     #[test]

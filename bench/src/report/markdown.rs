@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::model::{Direction, PathKind, Report};
 
-use super::fmt::{median, range, sig, signed, times, Table, MISSING};
+use super::fmt::{byte_list, bytes, median, range, sig, signed, times, Table, MISSING};
 use super::summary::{self, ratio, Stat};
 use super::targets;
 
@@ -17,6 +17,7 @@ pub fn render(report: &Report) -> String {
     header(&mut out, report);
     bulk(&mut out, report, &paths);
     latency(&mut out, report, &paths);
+    messages(&mut out, report, &paths);
     concurrent(&mut out, report, &paths);
     handshakes(&mut out, report, &paths);
     spread(&mut out, report, &paths);
@@ -33,27 +34,11 @@ fn paths(report: &Report) -> Vec<PathKind> {
             report.paths.iter().any(|s| s.path == *path)
                 || report.bulk.iter().any(|s| s.path == *path)
                 || report.latency.iter().any(|s| s.path == *path)
+                || report.messages.iter().any(|s| s.path == *path)
                 || report.concurrent.iter().any(|s| s.path == *path)
                 || report.handshakes.iter().any(|s| s.path == *path)
         })
         .collect()
-}
-
-/// A byte count in the largest binary unit that keeps it ≥ 1 (`64 KiB`, `1 GiB`).
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let text = if value.fract() == 0.0 {
-        format!("{value}")
-    } else {
-        sig(value)
-    };
-    format!("{text} {}", UNITS[unit])
 }
 
 /// `2026-11-24T03:10:00.123Z` → `2026-11-24T03:10:00Z`: sub-second digits say nothing here.
@@ -89,13 +74,16 @@ fn header(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "- Preset: `{}`: {} rounds; bulk {} per direction; {} round trips of 64 B \
-         (after {} warm-up); {} concurrent tunnels moving {} each way; handshakes for {} s, \
-         {} at once",
+         (after {} warm-up); {} echoes of each message size ({}, after {} warm-up); {} \
+         concurrent tunnels moving {} each way; handshakes for {} s, {} at once",
         plan.preset,
         plan.rounds,
         bytes(plan.bulk_bytes),
         plan.pingpong_count,
         plan.pingpong_warmup,
+        plan.message_count,
+        byte_list(&plan.message_sizes),
+        plan.message_warmup,
         if counts.is_empty() {
             MISSING.to_owned()
         } else {
@@ -118,7 +106,9 @@ fn header(out: &mut String, report: &Report) {
     let _ = writeln!(out, "- Pinning (latency runs): {}", report.pinning);
     out.push_str(
         "\nEvery figure is the median over rounds (with an even number of rounds, the mean of \
-         the two middle ones); the min–max over rounds is under \"Spread over rounds\".\n\n",
+         the two middle ones), except the large-message echo's p50 and max, which are taken \
+         over its exchanges of all rounds together; the min–max over rounds is under \"Spread \
+         over rounds\".\n\n",
     );
 
     out.push_str("## Paths\n\n");
@@ -214,6 +204,38 @@ fn latency(out: &mut String, report: &Report, paths: &[PathKind]) {
     }
 }
 
+fn messages(out: &mut String, report: &Report, paths: &[PathKind]) {
+    let _ = writeln!(
+        out,
+        "\n## Large-message echo\n\n\
+         One tunnel per path and size; the client sends one message and reads its echo as it \
+         comes back, and sends the next once every byte is back and verified. ms per \
+         exchange, from the first byte sent to the last byte back; p50 and max over every \
+         measured exchange of all rounds together ({} per size and round); Δp50 is the p50 \
+         minus direct's for the same size.\n",
+        report.plan.message_count
+    );
+    let mut table = Table::new(&["path", "size", "p50 ms", "max ms", "Δp50 ms"]);
+    for size in summary::message_sizes(report) {
+        let direct = summary::messages(report, PathKind::Direct, size);
+        for &path in paths {
+            let summary = summary::messages(report, path, size);
+            let delta = summary.zip(direct).map_or_else(
+                || MISSING.to_owned(),
+                |(s, d)| signed(s.exchanges.median - d.exchanges.median),
+            );
+            table.row(vec![
+                path.label().to_owned(),
+                bytes(size),
+                median(summary.map(|s| s.exchanges)),
+                summary.map_or_else(|| MISSING.to_owned(), |s| sig(s.exchanges.max)),
+                delta,
+            ]);
+        }
+    }
+    out.push_str(&table.render());
+}
+
 fn concurrent(out: &mut String, report: &Report, paths: &[PathKind]) {
     let _ = writeln!(
         out,
@@ -286,8 +308,9 @@ fn handshakes(out: &mut String, report: &Report, paths: &[PathKind]) {
 fn spread(out: &mut String, report: &Report, paths: &[PathKind]) {
     out.push_str(
         "\n## Spread over rounds\n\n\
-         min–max over rounds of the figures above (one value when all rounds agree), and how \
-         many rounds produced a result when some did not.\n\n",
+         min–max over rounds of the figures above (one value when all rounds agree; for the \
+         large-message echo, of each round's own p50), and how many rounds produced a result \
+         when some did not.\n\n",
     );
     let planned = report.plan.rounds as usize;
     let cell = |stat: Option<Stat>| match stat {
@@ -296,15 +319,22 @@ fn spread(out: &mut String, report: &Report, paths: &[PathKind]) {
         }
         _ => range(stat),
     };
-    let mut table = Table::new(&[
+    let sizes = summary::message_sizes(report);
+    let echo_columns: Vec<String> = sizes
+        .iter()
+        .map(|&size| format!("{} echo p50 ms", bytes(size)))
+        .collect();
+    let mut header = vec![
         "path",
         "upload Gbit/s",
         "download Gbit/s",
         "both Gbit/s",
         "pinned p50 µs",
         "unpinned p50 µs",
-        "new tunnels/s",
-    ]);
+    ];
+    header.extend(echo_columns.iter().map(String::as_str));
+    header.push("new tunnels/s");
+    let mut table = Table::new(&header);
     for &path in paths {
         let mut row = vec![path.label().to_owned()];
         for direction in Direction::ALL {
@@ -313,6 +343,11 @@ fn spread(out: &mut String, report: &Report, paths: &[PathKind]) {
         for pinned in [true, false] {
             row.push(cell(
                 summary::latency(report, path, pinned).map(|l| l.p50_us),
+            ));
+        }
+        for &size in &sizes {
+            row.push(cell(
+                summary::messages(report, path, size).map(|m| m.p50_by_round),
             ));
         }
         row.push(cell(summary::handshakes(report, path).map(|h| h.per_sec)));
@@ -355,11 +390,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn byte_units_and_whole_seconds() {
-        assert_eq!(bytes(1 << 30), "1 GiB");
-        assert_eq!(bytes(64 << 10), "64 KiB");
-        assert_eq!(bytes(1536), "1.50 KiB");
-        assert_eq!(bytes(100), "100 B");
+    fn whole_seconds_drops_the_fraction_only() {
         assert_eq!(
             whole_seconds("2026-11-24T03:10:00.123456789Z"),
             "2026-11-24T03:10:00Z"

@@ -20,6 +20,9 @@ use anyhow::Context as _;
 
 use crate::model::Report;
 
+/// Byte counts as the report writes them (`4 MiB`), for the run's progress lines too.
+pub use self::fmt::bytes;
+
 /// The files one `write` produced (the time-stamped ones; `latest.*` are copies).
 pub struct Written {
     pub json: PathBuf,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{ConcurrentSample, Direction, LatencySample, PathKind, Report};
+use crate::model::{ConcurrentSample, Direction, LatencySample, MessageSample, PathKind, Report};
 
 /// Bytes in a GiB: CPU cost is reported per 2^30 bytes delivered.
 pub const GIB: f64 = (1u64 << 30) as f64;
@@ -147,6 +147,39 @@ pub fn typical_latency_sample(
                 .abs()
                 .total_cmp(&(b.p50_us - median).abs())
         })
+}
+
+/// Large-message echo times of one path and message size, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MessageSummary {
+    /// Over every measured exchange of every round together: its median is the p50 and its
+    /// max the slowest exchange of the run (`rounds` counts exchanges here). Pooled, since a
+    /// round has only tens of exchanges, and one slow exchange in any round is the news.
+    pub exchanges: Stat,
+    /// The p50 of each round on its own, for the spread over rounds.
+    pub p50_by_round: Stat,
+}
+
+pub fn messages(report: &Report, path: PathKind, bytes: u64) -> Option<MessageSummary> {
+    let samples = || {
+        report
+            .messages
+            .iter()
+            .filter(move |s| s.path == path && s.bytes == bytes)
+    };
+    Some(MessageSummary {
+        exchanges: Stat::of(samples().flat_map(|s| s.exchange_ms.iter().copied()))?,
+        p50_by_round: Stat::of(samples().filter_map(MessageSample::p50_ms))?,
+    })
+}
+
+/// The message sizes to report: the plan's, and any a sample has, smallest first.
+pub fn message_sizes(report: &Report) -> Vec<u64> {
+    let mut sizes = report.plan.message_sizes.clone();
+    sizes.extend(report.messages.iter().map(|s| s.bytes));
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
 }
 
 /// One row of the concurrent-tunnels table: a tunnel count asked for, through one path.
@@ -296,6 +329,22 @@ mod tests {
         assert!(latency(&report, PathKind::Haproxy, false).is_none());
         let typical = typical_latency_sample(&report, PathKind::Direct, true).expect("sample");
         assert!(!typical.cdf.is_empty());
+    }
+
+    #[test]
+    fn messages_pool_exchanges_over_rounds() {
+        let report = fixture::report();
+        let ebpf = messages(&report, PathKind::GatewayEbpf, fixture::MESSAGE_SIZES[0])
+            .expect("ebpf 4 MiB");
+        // Rounds of 4.5, 5, 5.5 and 6.5, 7, 7.5 ms: the p50 of all six is 6.
+        assert!(close(ebpf.exchanges.median, 6.0), "{ebpf:?}");
+        assert!(close(ebpf.exchanges.max, 7.5), "{ebpf:?}");
+        assert_eq!(ebpf.exchanges.rounds, 6);
+        assert!(close(ebpf.p50_by_round.min, 5.0), "{ebpf:?}");
+        assert!(close(ebpf.p50_by_round.max, 7.0), "{ebpf:?}");
+        assert_eq!(ebpf.p50_by_round.rounds, 2);
+        assert!(messages(&report, PathKind::Nginx, fixture::MESSAGE_SIZES[1]).is_none());
+        assert_eq!(message_sizes(&report), fixture::MESSAGE_SIZES);
     }
 
     #[test]

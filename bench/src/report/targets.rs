@@ -4,7 +4,7 @@
 
 use crate::model::{Direction, PathKind, Report};
 
-use super::fmt::{sig, signed, times};
+use super::fmt::{byte_list, bytes, sig, signed, times};
 use super::summary::{self, ratio};
 
 /// Spliced single-stream throughput, as a fraction of direct.
@@ -15,6 +15,10 @@ pub const MIN_RATIO_TO_BEST_PROXY: f64 = 1.5;
 pub const MAX_CPU_FRACTION_OF_USERSPACE: f64 = 0.01;
 /// Pinned 64-byte round trip p50, µs above direct.
 pub const MAX_P50_OVER_DIRECT_US: f64 = 10.0;
+/// Spliced large-message echo p50, ms above the userspace relay's at every size. Compared
+/// with the relay rather than direct: a message of megabytes crosses a proxy at its
+/// throughput, so the relay's time is what the splice has to match, not beat.
+pub const MAX_MESSAGE_P50_OVER_USERSPACE_MS: f64 = 10.0;
 
 /// The proxies the spliced gateway must beat.
 const OTHER_PROXIES: [PathKind; 4] = [
@@ -84,6 +88,7 @@ pub fn evaluate(report: &Report) -> Vec<Target> {
         throughput_vs_proxies(report),
         cpu_vs_userspace(report),
         latency_vs_direct(report),
+        messages_vs_userspace(report),
     ]
 }
 
@@ -197,6 +202,38 @@ fn latency_vs_direct(report: &Report) -> Target {
     Target::new(goal, measured)
 }
 
+/// Every size of the run must have both gateways' p50; the worst difference decides.
+fn messages_vs_userspace(report: &Report) -> Target {
+    let sizes = summary::message_sizes(report);
+    let goal = format!(
+        "gateway-ebpf large-message echo p50 within {MAX_MESSAGE_P50_OVER_USERSPACE_MS} ms of \
+         gateway-userspace's ({})",
+        byte_list(&sizes)
+    );
+    let p50 = |path, size| summary::messages(report, path, size).map(|m| m.exchanges.median);
+    let mut parts = Vec::new();
+    let mut worst = f64::NEG_INFINITY;
+    for &size in &sizes {
+        let Some((ebpf, userspace)) =
+            p50(PathKind::GatewayEbpf, size).zip(p50(PathKind::GatewayUserspace, size))
+        else {
+            return Target::new(goal, None);
+        };
+        let delta = ebpf - userspace;
+        worst = worst.max(delta);
+        parts.push(format!(
+            "{} {} ms ({} vs {} ms)",
+            bytes(size),
+            signed(delta),
+            sig(ebpf),
+            sig(userspace)
+        ));
+    }
+    let measured =
+        (!parts.is_empty()).then(|| (parts.join(", "), worst <= MAX_MESSAGE_P50_OVER_USERSPACE_MS));
+    Target::new(goal, measured)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +247,7 @@ mod tests {
     fn fixture_meets_every_goal() {
         let report = fixture::report();
         let targets = evaluate(&report);
-        assert_eq!(verdicts(&report), vec![Verdict::Pass; 4], "{targets:#?}");
+        assert_eq!(verdicts(&report), vec![Verdict::Pass; 5], "{targets:#?}");
         assert_eq!(targets[0].measured, "upload 0.93×, download 0.95×");
         assert_eq!(
             targets[1].measured,
@@ -218,6 +255,15 @@ mod tests {
         );
         assert_eq!(targets[2].measured, "0.400% (0.00200 vs 0.500 s/GiB)");
         assert_eq!(targets[3].measured, "+6.00 µs (26.0 vs 20.0 µs)");
+        assert_eq!(
+            targets[4].goal,
+            "gateway-ebpf large-message echo p50 within 10 ms of gateway-userspace's \
+             (4 MiB and 16 MiB)"
+        );
+        assert_eq!(
+            targets[4].measured,
+            "4 MiB +1.00 ms (6.00 vs 5.00 ms), 16 MiB +2.00 ms (20.0 vs 18.0 ms)"
+        );
     }
 
     #[test]
@@ -236,15 +282,22 @@ mod tests {
                 sample.p50_us += 5.0; // 11 µs over direct
             }
         }
+        for sample in &mut report.messages {
+            if sample.path == PathKind::GatewayEbpf && sample.bytes == fixture::MESSAGE_SIZES[1] {
+                for ms in &mut sample.exchange_ms {
+                    *ms += 8.5; // 16 MiB: 10.5 ms over userspace (4 MiB stays at 1 ms)
+                }
+            }
+        }
         let targets = evaluate(&report);
-        assert_eq!(verdicts(&report), vec![Verdict::Fail; 4], "{targets:#?}");
+        assert_eq!(verdicts(&report), vec![Verdict::Fail; 5], "{targets:#?}");
     }
 
     #[test]
     fn missing_paths_are_not_available() {
         assert_eq!(
             verdicts(&fixture::without(PathKind::GatewayEbpf)),
-            vec![Verdict::NotAvailable; 4]
+            vec![Verdict::NotAvailable; 5]
         );
         let no_direct = verdicts(&fixture::without(PathKind::Direct));
         assert_eq!(
@@ -253,13 +306,19 @@ mod tests {
                 Verdict::NotAvailable,
                 Verdict::Pass,
                 Verdict::Pass,
-                Verdict::NotAvailable
+                Verdict::NotAvailable,
+                Verdict::Pass
             ]
         );
-        assert_eq!(
-            verdicts(&fixture::without(PathKind::GatewayUserspace))[2],
-            Verdict::NotAvailable
-        );
+        let no_userspace = verdicts(&fixture::without(PathKind::GatewayUserspace));
+        assert_eq!(no_userspace[2], Verdict::NotAvailable);
+        assert_eq!(no_userspace[4], Verdict::NotAvailable);
+
+        let mut one_size_missing = fixture::report();
+        one_size_missing
+            .messages
+            .retain(|s| !(s.path == PathKind::GatewayEbpf && s.bytes == fixture::MESSAGE_SIZES[1]));
+        assert_eq!(verdicts(&one_size_missing)[4], Verdict::NotAvailable);
     }
 
     #[test]

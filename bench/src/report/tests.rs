@@ -40,6 +40,7 @@ fn header_describes_run_machine_and_paths() {
         "`quick`",
         "2 rounds",
         "bulk 1 GiB per direction",
+        "3 echoes of each message size (4 MiB and 16 MiB, after 1 warm-up)",
         "AMD EPYC 9454P 48-Core Processor, 16 CPUs, 64 GiB memory",
         "kernel 6.12.48-1 (Debian)",
         "RLIMIT_NOFILE hard limit 20000",
@@ -94,6 +95,60 @@ fn latency_tables_pinned_and_unpinned() {
     assert_eq!(row(unpinned, "haproxy"), ["haproxy", "—", "—", "—", "—"]);
 }
 
+/// The cells of the table row in `text` for `path` and message size `size`.
+fn message_row(text: &str, path: &str, size: &str) -> Vec<String> {
+    let line = text
+        .lines()
+        .find(|line| {
+            line.starts_with(&format!("| {path} ")) && line.contains(&format!("| {size} "))
+        })
+        .unwrap_or_else(|| panic!("no row {path} {size} in:\n{text}"));
+    line.trim_matches('|')
+        .split(" | ")
+        .map(|cell| cell.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn message_table_has_a_row_per_size_and_path() {
+    let text = markdown(&fixture::report());
+    let messages = section(&text, "Large-message echo");
+    assert!(
+        messages.contains("all rounds together (3 per size"),
+        "{messages}"
+    );
+    assert_eq!(
+        message_row(messages, "direct", "4 MiB"),
+        ["direct", "4 MiB", "4.00", "5.50", "+0"]
+    );
+    assert_eq!(
+        message_row(messages, "gateway-ebpf", "4 MiB"),
+        ["gateway-ebpf", "4 MiB", "6.00", "7.50", "+2.00"]
+    );
+    assert_eq!(
+        message_row(messages, "haproxy", "16 MiB"),
+        ["haproxy", "16 MiB", "30.0", "31.5", "+14.0"]
+    );
+    assert_eq!(
+        message_row(messages, "nginx", "16 MiB"),
+        ["nginx", "16 MiB", "—", "—", "—"]
+    );
+    // 4 MiB rows first, direct first within a size: the row Δ is taken against.
+    let rows: Vec<&str> = messages.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 1 + 2 * PathKind::ALL.len(), "{messages}");
+    assert!(rows[1].starts_with("| direct ") && rows[1].contains("| 4 MiB "));
+    assert!(rows[7].starts_with("| direct ") && rows[7].contains("| 16 MiB "));
+
+    let mut report = fixture::report();
+    report
+        .messages
+        .retain(|s| s.path != PathKind::Direct || s.bytes != fixture::MESSAGE_SIZES[0]);
+    let text = markdown(&report);
+    let messages = section(&text, "Large-message echo");
+    assert_eq!(message_row(messages, "gateway-ebpf", "4 MiB")[4], "—");
+    assert_eq!(message_row(messages, "gateway-ebpf", "16 MiB")[4], "+4.00");
+}
+
 #[test]
 fn concurrent_handshake_target_and_problem_sections() {
     let text = markdown(&fixture::report());
@@ -123,7 +178,7 @@ fn concurrent_handshake_target_and_problem_sections() {
     );
 
     let targets = section(&text, "Targets");
-    assert_eq!(targets.matches("✅").count(), 4, "{targets}");
+    assert_eq!(targets.matches("✅").count(), 5, "{targets}");
     assert!(
         targets.contains("upload 0.93×, download 0.95×"),
         "{targets}"
@@ -131,6 +186,12 @@ fn concurrent_handshake_target_and_problem_sections() {
 
     let spread = section(&text, "Spread over rounds");
     assert_eq!(row(spread, "direct")[1], "19.0–21.0");
+    assert!(
+        spread.contains("| 4 MiB echo p50 ms | 16 MiB echo p50 ms |"),
+        "{spread}"
+    );
+    assert_eq!(row(spread, "direct")[6], "3.00–5.00");
+    assert_eq!(row(spread, "nginx")[7], "—");
 
     assert!(section(&text, "Problems").contains(&format!("- {}", fixture::PROBLEM)));
 }
@@ -152,17 +213,47 @@ fn empty_report_renders_dashes_and_not_available() {
     let mut report = fixture::report();
     report.bulk.clear();
     report.latency.clear();
+    report.messages.clear();
     report.concurrent.clear();
     report.handshakes.clear();
     report.problems.clear();
     let text = markdown(&report);
     assert_eq!(row(section(&text, "Bulk throughput"), "direct")[1], "—");
     assert_eq!(
+        message_row(section(&text, "Large-message echo"), "direct", "16 MiB"),
+        ["direct", "16 MiB", "—", "—", "—"]
+    );
+    assert_eq!(
         section(&text, "Targets").matches("| n/a").count(),
-        4,
+        5,
         "{text}"
     );
     assert!(section(&text, "Problems").contains("none"));
+}
+
+/// Reports written before the large-message echo existed have no `messages` and no
+/// message fields in the plan; they still parse, with none.
+#[test]
+fn a_report_from_before_the_message_workload_parses() {
+    let mut json = serde_json::to_value(fixture::report()).expect("serialize");
+    let object = json.as_object_mut().expect("an object");
+    object.remove("messages");
+    let plan = object
+        .get_mut("plan")
+        .and_then(serde_json::Value::as_object_mut)
+        .expect("a plan");
+    for field in ["message_sizes", "message_count", "message_warmup"] {
+        plan.remove(field);
+    }
+    let old: Report = serde_json::from_value(json).expect("an older report parses");
+    assert!(old.messages.is_empty());
+    assert!(old.plan.message_sizes.is_empty());
+    let text = markdown(&old);
+    assert_eq!(
+        section(&text, "Targets").matches("| n/a").count(),
+        1,
+        "{text}"
+    );
 }
 
 #[test]
@@ -212,6 +303,11 @@ fn check_written(report: &Report, dir: &TempDir) {
     assert_eq!(back.started_at, report.started_at);
     assert_eq!(back.plan.preset, report.plan.preset);
     assert_eq!(back.bulk.len(), report.bulk.len());
+    assert_eq!(back.messages.len(), report.messages.len());
+    assert_eq!(
+        back.messages.first().map(|s| s.exchange_ms.clone()),
+        report.messages.first().map(|s| s.exchange_ms.clone())
+    );
     assert_eq!(
         back.latency.first().map(|s| s.cdf.clone()),
         report.latency.first().map(|s| s.cdf.clone())
@@ -265,6 +361,7 @@ fn write_survives_a_run_without_samples() {
     let mut report = fixture::report();
     report.bulk.clear();
     report.latency.clear();
+    report.messages.clear();
     report.concurrent.clear();
     report.handshakes.clear();
     check_written(&report, &dir);

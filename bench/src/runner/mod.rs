@@ -114,6 +114,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
         pinning: results.pinning,
         bulk: results.bulk,
         latency: results.latency,
+        messages: results.messages,
         concurrent: results.concurrent,
         handshakes: results.handshakes,
         problems,

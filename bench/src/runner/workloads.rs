@@ -11,10 +11,11 @@ use crate::{
     load,
     model::{
         BulkSample, ConcurrentSample, CpuUse, Direction, HandshakeSample, LatencySample, Machine,
-        Plan,
+        MessageSample, Plan,
     },
     pin, procstat,
     proxies::Proxy,
+    report,
 };
 
 /// Descriptors a proxy holds per tunnel (client side and backend side); the gateway,
@@ -59,6 +60,7 @@ struct ConcurrentRun {
 pub struct Results {
     pub bulk: Vec<BulkSample>,
     pub latency: Vec<LatencySample>,
+    pub messages: Vec<MessageSample>,
     pub concurrent: Vec<ConcurrentSample>,
     pub handshakes: Vec<HandshakeSample>,
     pub pinning: String,
@@ -106,6 +108,7 @@ impl<'a> Bench<'a> {
         self.results.pinning = self.pinning_description();
         let runs = |workload| self.workloads.is_empty() || self.workloads.contains(&workload);
         let (bulk, latency) = (runs(Workload::Bulk), runs(Workload::Latency));
+        let messages = runs(Workload::Messages);
         let (concurrent, handshakes) = (runs(Workload::Concurrent), runs(Workload::Handshakes));
         for round in 0..self.plan.rounds {
             for proxy in self.rotated(round).into_iter().filter(|_| bulk) {
@@ -121,6 +124,17 @@ impl<'a> Bench<'a> {
                 for proxy in self.rotated(round) {
                     let outcome = self.latency(proxy, pinned, round).await;
                     self.record(proxy, "latency", outcome, |r, s| r.latency.push(s))?;
+                }
+            }
+            let sizes = if messages {
+                self.plan.message_sizes.clone()
+            } else {
+                Vec::new()
+            };
+            for size in sizes {
+                for proxy in self.rotated(round) {
+                    let outcome = self.messages(proxy, size, round).await;
+                    self.record(proxy, "messages", outcome, |r, s| r.messages.push(s))?;
                 }
             }
             let counts = if concurrent {
@@ -275,6 +289,37 @@ impl<'a> Bench<'a> {
             sample.p50_us,
             sample.p99_us,
             sample.p999_us
+        );
+        Ok(sample)
+    }
+
+    /// One tunnel echoing the plan's number of `size`-byte messages, one at a time. Unpinned:
+    /// what is measured is milliseconds of bulk movement and the pauses between, which
+    /// pinning everything but the client to one CPU would only slow down.
+    async fn messages(
+        &self,
+        proxy: &Proxy,
+        size: u64,
+        round: u32,
+    ) -> anyhow::Result<MessageSample> {
+        let (warmup, count) = (self.plan.message_warmup, self.plan.message_count);
+        let work = load::messages(proxy.addr(), size, warmup, count);
+        let moved = 2 * size * (warmup + count);
+        let (times, cpu) =
+            measured(proxy, bounded("messages", transfer_deadline(moved), work)).await?;
+        let sample = MessageSample {
+            path: proxy.kind(),
+            round,
+            bytes: size,
+            exchange_ms: times.iter().map(|t| t.as_secs_f64() * 1e3).collect(),
+            cpu,
+        };
+        println!(
+            "bench: round {round} messages {:>7} {:<18} p50 {:>8.2} ms  max {:>8.2} ms",
+            report::bytes(size),
+            proxy.kind().label(),
+            sample.p50_ms().unwrap_or(f64::NAN),
+            sample.max_ms().unwrap_or(f64::NAN),
         );
         Ok(sample)
     }
