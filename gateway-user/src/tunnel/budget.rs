@@ -51,6 +51,8 @@ pub struct FlowBudget {
     draining: Option<(Instant, u64)>,
     /// When the backlog last went past `base` (the loan was in use).
     last_needed: Instant,
+    /// The tunnel's other flow is busy too; see [`FlowBudget::set_contended`].
+    contended: bool,
 }
 
 impl FlowBudget {
@@ -62,6 +64,7 @@ impl FlowBudget {
             pauses_seen: 0,
             draining: None,
             last_needed: now,
+            contended: false,
         }
     }
 
@@ -110,6 +113,19 @@ impl FlowBudget {
         self.relax(pool, now);
     }
 
+    /// Whether the tunnel's other flow is busy too (bytes in its backlog, or passed bytes
+    /// it owes). This flow's backlog waits in the psock queue of the other flow's source,
+    /// and the other flow's passed bytes queue behind it there, charged to no receive
+    /// buffer, so nothing stops their sender until it has drained: a grown budget in front
+    /// of them let a flood both ways pile up 280 MB. So a contended flow gives its loan
+    /// back and does not grow.
+    pub fn set_contended(&mut self, pool: &BacklogPool, contended: bool) {
+        self.contended = contended;
+        if contended {
+            self.give_back(pool);
+        }
+    }
+
     /// Whether the loan has not been needed for [`LOAN_IDLE`]: it goes back at the next
     /// [`FlowBudget::observe`] (the daemon looks at an idle flow for this).
     pub fn loan_expired(&self, now: Instant) -> bool {
@@ -131,6 +147,9 @@ impl FlowBudget {
     }
 
     fn grow(&mut self, pool: &BacklogPool) {
+        if self.contended {
+            return;
+        }
         let target = (GROWTH * self.bytes()).min(MAX_FLOW_BUDGET_BYTES.max(self.base));
         self.lent += pool.borrow(target - self.bytes(), self.pool_capacity);
     }
@@ -275,6 +294,23 @@ mod tests {
             !budget.loan_expired(t + Duration::from_secs(20)),
             "draining"
         );
+        budget.give_back(&pool);
+    }
+
+    #[test]
+    fn a_contended_flow_gives_its_loan_back_and_does_not_grow() {
+        let pool = BacklogPool::default();
+        let mut t = Instant::now();
+        let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
+        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        assert_eq!(budget.bytes(), 16 * MIB);
+        budget.set_contended(&pool, true);
+        assert_eq!((budget.bytes(), pool.lent()), (4 * MIB, 0));
+        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        assert_eq!(budget.bytes(), 4 * MIB, "no growth while contended");
+        budget.set_contended(&pool, false);
+        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        assert_eq!(budget.bytes(), 16 * MIB);
         budget.give_back(&pool);
     }
 

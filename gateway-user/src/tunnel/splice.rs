@@ -40,11 +40,17 @@ const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
 /// one peek normally covers them all; held bytes past this are taken even though the flow
 /// has not caught up, which bounds what each round re-peeks.
 const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
-/// Passed bytes a flow may owe before its tunnel is reset. They are bounded by the source's
-/// receive buffer while they can be read; while they are stuck behind bytes for the source
-/// itself (see `Supervisor::forward`) nothing bounds them but this: a peer that keeps
-/// writing without ever reading what it is sent.
+/// Passed bytes a flow may owe while none of them moves for [`STUCK_TIMEOUT`], and at all,
+/// before its tunnel is reset. They are bounded by the source's receive buffer while they
+/// can be read; while they are stuck behind bytes for the source itself (see
+/// `Supervisor::run`) nothing else bounds them. A peer that reads what it is sent gets its
+/// stuck bytes moving again, however bursty: a flood both ways from a peer whose reads
+/// came in bursts owed 281 MB for a moment. One that keeps writing without reading does
+/// not, and is reset once it owes the first bound; the second is the most any peer may
+/// have stuck.
 const MAX_OWED_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_OWED_MOVING_BYTES: u64 = 1024 * 1024 * 1024;
+const STUCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a spliced tunnel moved, for the close log.
 #[derive(Debug)]
@@ -106,6 +112,16 @@ struct Half {
     attention: bool,
     /// Passed bytes wait in `from`'s queue to be forwarded.
     outstanding: bool,
+    /// Bytes redirected but not yet in `to`'s send queue, at the last step.
+    backlog: u64,
+    /// `control.released` when last seen to change, and when: how long owed bytes have
+    /// not moved.
+    released_seen: u64,
+    released_at: Instant,
+    /// Held paused for the other flow: its passed bytes may wait in `to`'s psock queue
+    /// behind this flow's redirected ones, where nothing stops its sender (see
+    /// `Supervisor::run`).
+    yielding: bool,
     /// `from` has sent FIN.
     eof: bool,
     /// `to` has been shut down for writing (FIN forwarded).
@@ -126,6 +142,10 @@ impl Half {
             held: 0,
             attention: true,
             outstanding: false,
+            backlog: 0,
+            released_seen: 0,
+            released_at: Instant::now(),
+            yielding: false,
             eof: false,
             shut: false,
         }
@@ -343,6 +363,25 @@ impl Supervisor<'_> {
             for half in halves.iter_mut() {
                 half.attention |= half.budget.loan_expired(now);
             }
+            // Passed bytes go behind whatever waits in their source's psock queue, and that
+            // queue also holds the bytes the other flow redirects *to* that socket. Waiting
+            // there they are charged to no receive buffer, so TCP never stops their sender
+            // (a flood both ways once piled up 281 MB of them). So while a flow owes passed
+            // bytes, the other one stops redirecting: its queued bytes drain as the peer
+            // reads, the passed ones then reach the receive buffer, and TCP brakes again.
+            for from in 0..2 {
+                let other = &halves[1 - from];
+                let (other_owes, other_busy) = (other.outstanding, other.backlog > 0);
+                let half = &mut halves[from];
+                half.budget
+                    .set_contended(self.ebpf.backlog_pool(), other_owes || other_busy);
+                let yielding = other_owes && (half.yielding || half.backlog > 0);
+                if yielding != half.yielding {
+                    tracing::trace!(from, yielding, "yielding to the other flow");
+                    half.yielding = yielding;
+                    half.attention = true;
+                }
+            }
             let stats = self.ebpf.flow_stats(self.keys);
             let mut progressed = false;
             let mut stepped = false;
@@ -467,11 +506,20 @@ impl Supervisor<'_> {
             Instant::now(),
         );
         let budget = half.budget.bytes();
+        // A yielding flow pauses at its next segment and stays paused.
+        let yielding = half.yielding;
+        let limit = |delivered: u64| {
+            if yielding {
+                flow.bytes.min(delivered + budget)
+            } else {
+                delivered + budget
+            }
+        };
         let mut moved = false;
         if delivered >= flow.bytes {
             // Everything redirected so far is in `to`: there is room for a full budget
             // again, and passed bytes may follow now.
-            half.control.limit = delivered + budget;
+            half.control.limit = limit(delivered);
             if flow.passed_bytes > half.control.released {
                 moved = self.forward(half, flow, from)?;
                 delivered = half.delivered(&sockopt::tcp_counters(self.socks[to]).map_err(on(to))?);
@@ -491,7 +539,7 @@ impl Supervisor<'_> {
         // time to raise it before the flow pauses. It comes down when the budget shrinks
         // (the loan went back): the flow then pauses earlier, which is always safe.
         let control = FlowControl {
-            limit: delivered + budget,
+            limit: limit(delivered),
             notify_at: delivered + budget / 2,
             released: half.control.released,
         };
@@ -500,16 +548,23 @@ impl Supervisor<'_> {
         let after = self.ebpf.flow_stats(self.keys);
         let flow = if from == 0 { after.0 } else { after.1 };
         let owed = flow.passed_bytes - half.control.released;
-        if owed > MAX_OWED_BYTES {
+        if half.control.released != half.released_seen || owed == 0 {
+            half.released_seen = half.control.released;
+            half.released_at = Instant::now();
+        }
+        let stuck_for = half.released_at.elapsed();
+        if owed > MAX_OWED_MOVING_BYTES || (owed > MAX_OWED_BYTES && stuck_for >= STUCK_TIMEOUT) {
             return Err(Failure {
                 side: Some(from),
                 error: io::Error::other(format!(
                     "the peer sent {owed} bytes more than the gateway could pass on without it \
-                     reading what it is sent"
+                     reading what it is sent (none moved for {} ms)",
+                    stuck_for.as_millis()
                 )),
             });
         }
         half.outstanding = owed > 0;
+        half.backlog = flow.bytes.saturating_sub(delivered);
         half.attention = flow.paused != 0 || half.outstanding;
         if !half.outstanding && half.buf.capacity() > 0 {
             half.buf = Vec::new();
