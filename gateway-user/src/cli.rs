@@ -145,9 +145,9 @@ pub struct RunArgs {
 
     /// Kernel memory all spliced flows together may borrow beyond their own
     /// --max-tunnel-backlog-bytes. A flow whose receiver keeps up but pauses anyway (the
-    /// kernel's redirect worker fell behind a faster sender) doubles its budget at each such
-    /// pause, up to 64 MiB, from this pool; a slow receiver gets its base budget back. 0: no
-    /// flow grows. [default: 268435456]
+    /// kernel's redirect worker fell behind a faster sender) grows its budget fourfold at each
+    /// such pause, up to 64 MiB, from this pool, unless the tunnel's other direction is busy
+    /// too; a slow receiver gets its base budget back. 0: no flow grows. [default: 268435456]
     #[arg(long, value_name = "BYTES")]
     pub spliced_backlog_pool_bytes: Option<u64>,
 

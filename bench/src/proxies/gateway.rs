@@ -50,6 +50,14 @@ pub async fn start(cfg: &ProxyConfig<'_>, dataplane: Dataplane) -> anyhow::Resul
         .await?
         .trim()
         .to_owned();
+    // The defaults that shape a spliced tunnel, as this binary states them: the report must
+    // not repeat what an older version defaulted to.
+    let help = program::output(cfg.gateway_bin, &["run", "--help"]).await?;
+    let defaults = SPLICE_FLAGS
+        .iter()
+        .map(|flag| format!("{flag} {}", default_of(&help, flag).unwrap_or("?")))
+        .collect::<Vec<_>>()
+        .join(", ");
     let name = match dataplane {
         Dataplane::Ebpf => "gateway-ebpf",
         Dataplane::Userspace => "gateway-userspace",
@@ -108,8 +116,7 @@ pub async fn start(cfg: &ProxyConfig<'_>, dataplane: Dataplane) -> anyhow::Resul
         addr: ready.listen,
         version,
         settings: format!(
-            "--dataplane {} (confirmed by its ready line), defaults otherwise \
-             (--max-tunnel-backlog-bytes 4 MiB, --tunnel-sndbuf-bytes 0 = kernel autotuning), \
+            "--dataplane {} (confirmed by its ready line), defaults otherwise ({defaults}), \
              --log-level warn, admin listener on, --shutdown-drain-secs {SHUTDOWN_DRAIN_SECS}{extra}",
             dataplane.as_str()
         ),
@@ -179,9 +186,46 @@ impl ReadyLine {
     }
 }
 
+/// The flags whose defaults the report names for the gateway's paths.
+const SPLICE_FLAGS: [&str; 3] = [
+    "--max-tunnel-backlog-bytes",
+    "--tunnel-sndbuf-bytes",
+    "--spliced-backlog-pool-bytes",
+];
+
+/// The `[default: X]` that `gateway run --help` gives for `flag`.
+fn default_of<'h>(help: &'h str, flag: &str) -> Option<&'h str> {
+    let from = help.find(&format!("{flag} <"))?;
+    let rest = &help[from..];
+    // The flag's own text ends where the next flag starts.
+    let end = rest[flag.len()..]
+        .find("\n      -")
+        .map_or(rest.len(), |at| at + flag.len());
+    let text = &rest[..end];
+    let start = text.find("[default: ")? + "[default: ".len();
+    text[start..].split(']').next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_read_from_the_help_text() {
+        let help = "      --max-tunnel-backlog-bytes <BYTES>\n          Most bytes. [default: 4194304]\n\n      \
+                    --tunnel-sndbuf-bytes <BYTES>\n          Send buffer.\n\n      \
+                    --other <X>\n          [default: 7]\n";
+        assert_eq!(
+            default_of(help, "--max-tunnel-backlog-bytes"),
+            Some("4194304")
+        );
+        assert_eq!(
+            default_of(help, "--tunnel-sndbuf-bytes"),
+            None,
+            "not the next flag's"
+        );
+        assert_eq!(default_of(help, "--missing"), None);
+    }
 
     #[test]
     fn parses_the_ready_line() {
