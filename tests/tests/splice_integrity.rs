@@ -325,8 +325,8 @@ async fn read_pattern(
     let mut buf = vec![0; READ_BYTES];
     let mut reading_since = tokio::time::Instant::now();
     loop {
-        if gasps && reading_since.elapsed() >= Duration::from_millis(10) {
-            tokio::time::sleep(Duration::from_millis(40)).await;
+        if gasps && reading_since.elapsed() >= Duration::from_millis(20) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             reading_since = tokio::time::Instant::now();
         }
         match reader.read(&mut buf).await.expect("read") {
@@ -336,7 +336,8 @@ async fn read_pattern(
     }
 }
 
-/// Both peers flood each other and read at once, the client in bursts. Each socket of the
+/// Both peers flood each other and read at once, the client in bursts (20 ms reading, 20 ms
+/// not). Each socket of the
 /// tunnel is then the source of one flow and the destination of the other, and a paused
 /// flow's passed bytes queue behind the other flow's redirected ones in their source's
 /// psock queue, charged to no receive buffer: a budget grown from the pool in front of them
@@ -351,8 +352,8 @@ async fn a_flood_both_ways_arrives_whole_and_is_never_reset_ebpf() {
         return;
     }
     let seed = test_seed(test);
-    let len: u64 = env_u64("GATEWAY_HUNT_BYTES", 1 << 30);
-    let rounds = env_u64("GATEWAY_HUNT_ROUNDS", 2);
+    let len: u64 = env_u64("GATEWAY_HUNT_BYTES", 512 << 20);
+    let rounds = env_u64("GATEWAY_HUNT_ROUNDS", 3);
     let (down_seed, up_seed) = (seed, seed.wrapping_add(1));
     let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
         conn.accept_upgrade().await;
