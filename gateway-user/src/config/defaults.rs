@@ -12,7 +12,7 @@ pub const LOG_LEVEL: &str = "info";
 /// (docs/dataplane.md, "The destination's send buffer"). 0 keeps autotuning.
 pub const TUNNEL_SNDBUF_BYTES: u32 = 8 * 1024 * 1024;
 /// What spliced flows whose destination keeps up may borrow, together, beyond their own
-/// backlog budget: four flows at the most one flow grows to (64 MiB).
+/// backlog budget: about four flows grown to the most one flow gets (64 MiB).
 pub const SPLICED_BACKLOG_POOL_BYTES: u64 = 256 * 1024 * 1024;
 /// Azure probes every backend: with no custom probe, `GET /` every 30 s.
 pub const DEFAULT_PROBES: bool = true;

@@ -31,6 +31,9 @@ pub const FAST_DRAIN_BYTES_PER_SEC: u64 = 256 * 1024 * 1024;
 /// takes about that long to look (small budgets drain in microseconds), and a budget then
 /// settles at what the reader takes in this time.
 pub const FAST_DRAIN_WITHIN: Duration = Duration::from_millis(5);
+/// Send-queue bytes a reader that keeps up may still leave (see `reader_keeps_up`): a fast
+/// reader's queue measured hundreds of KiB at most, a slow one's fills the buffer.
+pub const MIN_QUEUE_WHEN_KEPT_UP_BYTES: u64 = 256 * 1024;
 /// A loan the flow has not needed for this long (its backlog stayed within the base
 /// budget) goes back to the pool, so an idle tunnel does not sit on it.
 pub const LOAN_IDLE: Duration = Duration::from_secs(1);
@@ -70,7 +73,11 @@ impl FlowBudget {
 
     /// The budget in force: what the flow may run ahead of its destination.
     pub fn bytes(&self) -> u64 {
-        self.base + self.lent
+        if self.contended {
+            self.base
+        } else {
+            self.base + self.lent
+        }
     }
 
     /// Bytes borrowed from the pool.
@@ -78,9 +85,17 @@ impl FlowBudget {
         self.lent
     }
 
-    /// Takes note of one reading of the flow: how many times the verdict has paused it,
-    /// and its backlog (bytes redirected but not yet in the destination's send queue).
-    pub fn observe(&mut self, pool: &BacklogPool, pauses: u64, backlog: u64, now: Instant) {
+    /// Takes note of one reading of the flow: how many times the verdict has paused it, its
+    /// backlog (bytes redirected but not yet in the destination's send queue), and the
+    /// bytes in that send queue.
+    pub fn observe(
+        &mut self,
+        pool: &BacklogPool,
+        pauses: u64,
+        backlog: u64,
+        send_queue: u64,
+        now: Instant,
+    ) {
         if backlog > self.base {
             self.last_needed = now;
         }
@@ -89,12 +104,17 @@ impl FlowBudget {
             // A pause while the last one has not drained yet belongs to the same wait.
             self.draining.get_or_insert((now, backlog));
         }
+        if self.contended && backlog <= self.base {
+            self.give_back(pool);
+        }
         // A backlog that had drained before the daemon looked is judged at once.
         if let Some((since, at_pause)) = self.draining {
             if backlog == 0 {
                 self.draining = None;
                 let took = now.saturating_duration_since(since);
-                let fast = drained_fast(at_pause, took);
+                // Drained into the destination's send buffer is not drained by its reader:
+                // a slow reader's first pauses drain into empty buffers just as fast.
+                let fast = drained_fast(at_pause, took) && send_queue <= self.reader_keeps_up();
                 if fast {
                     self.grow(pool);
                     self.last_needed = now;
@@ -117,13 +137,11 @@ impl FlowBudget {
     /// it owes). This flow's backlog waits in the psock queue of the other flow's source,
     /// and the other flow's passed bytes queue behind it there, charged to no receive
     /// buffer, so nothing stops their sender until it has drained: a grown budget in front
-    /// of them let a flood both ways pile up 280 MB. So a contended flow gives its loan
-    /// back and does not grow.
-    pub fn set_contended(&mut self, pool: &BacklogPool, contended: bool) {
+    /// of them let a flood both ways pile up 280 MB. So a contended flow is held to its base
+    /// budget at once and does not grow; its loan goes back once its backlog is within the
+    /// base budget again (the bytes it covers are still in the kernel until then).
+    pub fn set_contended(&mut self, contended: bool) {
         self.contended = contended;
-        if contended {
-            self.give_back(pool);
-        }
     }
 
     /// Whether the loan has not been needed for [`LOAN_IDLE`]: it goes back at the next
@@ -140,10 +158,19 @@ impl FlowBudget {
         }
     }
 
-    /// Gives back everything borrowed; the tunnel is closing.
+    /// Gives back everything borrowed (a slow drain, an idle or contended loan, or the
+    /// tunnel closing).
     pub fn give_back(&mut self, pool: &BacklogPool) {
-        pool.give_back(self.lent);
-        self.lent = 0;
+        if self.lent > 0 {
+            pool.give_back(self.lent);
+            self.lent = 0;
+        }
+    }
+
+    /// The most the destination's send queue may hold when a pause has drained for the
+    /// drain to count as the reader's doing.
+    fn reader_keeps_up(&self) -> u64 {
+        (self.base / 4).max(MIN_QUEUE_WHEN_KEPT_UP_BYTES)
     }
 
     fn grow(&mut self, pool: &BacklogPool) {
@@ -178,9 +205,9 @@ mod tests {
     /// One more pause: seen with a budget's backlog at `t`, drained `drain` later.
     fn pause(budget: &mut FlowBudget, pool: &BacklogPool, t: &mut Instant, drain: Duration) {
         let (pauses, backlog) = (budget.pauses_seen + 1, budget.bytes());
-        budget.observe(pool, pauses, backlog, *t);
+        budget.observe(pool, pauses, backlog, 0, *t);
         *t += drain;
-        budget.observe(pool, pauses, 0, *t);
+        budget.observe(pool, pauses, 0, 0, *t);
     }
 
     #[test]
@@ -263,12 +290,12 @@ mod tests {
         assert_eq!(budget.bytes(), 16 * MIB);
         // Busy past the base budget: the loan is in use.
         t += LOAN_IDLE;
-        budget.observe(&pool, 1, 6 * MIB, t);
+        budget.observe(&pool, 1, 6 * MIB, 0, t);
         assert!(!budget.loan_expired(t + LOAN_IDLE / 2));
-        budget.observe(&pool, 1, 0, t + LOAN_IDLE / 2);
+        budget.observe(&pool, 1, 0, 0, t + LOAN_IDLE / 2);
         assert_eq!(budget.bytes(), 16 * MIB);
         assert!(budget.loan_expired(t + LOAN_IDLE));
-        budget.observe(&pool, 1, 0, t + LOAN_IDLE);
+        budget.observe(&pool, 1, 0, 0, t + LOAN_IDLE);
         assert_eq!(budget.bytes(), 4 * MIB);
         assert_eq!(pool.lent(), 0);
     }
@@ -278,18 +305,18 @@ mod tests {
         let pool = BacklogPool::default();
         let t = Instant::now();
         let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
-        budget.observe(&pool, 1, 4 * MIB, t);
+        budget.observe(&pool, 1, 4 * MIB, 0, t);
         // Paused twice more before the backlog first drained, 2 s after the first look.
-        budget.observe(&pool, 3, 4 * MIB, t + Duration::from_secs(1));
-        budget.observe(&pool, 3, 0, t + Duration::from_secs(2));
+        budget.observe(&pool, 3, 4 * MIB, 0, t + Duration::from_secs(1));
+        budget.observe(&pool, 3, 0, 0, t + Duration::from_secs(2));
         assert_eq!(budget.bytes(), 4 * MIB, "slow: 4 MiB in 2 s");
         // Seen drained again without a new pause: nothing to judge.
-        budget.observe(&pool, 3, 0, t + Duration::from_secs(2));
+        budget.observe(&pool, 3, 0, 0, t + Duration::from_secs(2));
         assert_eq!(pool.loans(), 0);
         // A loan is not given back while a pause drains.
-        budget.observe(&pool, 4, 0, t + Duration::from_secs(3));
+        budget.observe(&pool, 4, 0, 0, t + Duration::from_secs(3));
         assert_eq!(budget.bytes(), 16 * MIB);
-        budget.observe(&pool, 5, 4 * MIB, t + Duration::from_secs(9));
+        budget.observe(&pool, 5, 4 * MIB, 0, t + Duration::from_secs(9));
         assert!(
             !budget.loan_expired(t + Duration::from_secs(20)),
             "draining"
@@ -304,13 +331,33 @@ mod tests {
         let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
         pause(&mut budget, &pool, &mut t, Duration::ZERO);
         assert_eq!(budget.bytes(), 16 * MIB);
-        budget.set_contended(&pool, true);
-        assert_eq!((budget.bytes(), pool.lent()), (4 * MIB, 0));
+        budget.set_contended(true);
+        assert_eq!(budget.bytes(), 4 * MIB, "held to the base budget at once");
+        // The loan still covers bytes in the kernel until the backlog is within base.
+        budget.observe(&pool, 1, 10 * MIB, 0, t);
+        assert_eq!(pool.lent(), 12 * MIB);
+        budget.observe(&pool, 1, 4 * MIB, 0, t);
+        assert_eq!(pool.lent(), 0);
         pause(&mut budget, &pool, &mut t, Duration::ZERO);
         assert_eq!(budget.bytes(), 4 * MIB, "no growth while contended");
-        budget.set_contended(&pool, false);
+        budget.set_contended(false);
         pause(&mut budget, &pool, &mut t, Duration::ZERO);
         assert_eq!(budget.bytes(), 16 * MIB);
+        budget.give_back(&pool);
+    }
+
+    #[test]
+    fn a_drain_into_the_destinations_buffers_is_not_a_fast_reader() {
+        let pool = BacklogPool::default();
+        let t = Instant::now();
+        let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
+        // Drained at once, but 3 MiB of it sit in the destination's send queue.
+        budget.observe(&pool, 1, 4 * MIB, 0, t);
+        budget.observe(&pool, 1, 0, 3 * MIB, t);
+        assert_eq!(budget.bytes(), 4 * MIB);
+        budget.observe(&pool, 2, 4 * MIB, 0, t);
+        budget.observe(&pool, 2, 0, 512 << 10, t);
+        assert_eq!(budget.bytes(), 16 * MIB, "a quarter of the base may remain");
         budget.give_back(&pool);
     }
 
