@@ -85,6 +85,18 @@ impl Source {
     pub fn remaining(&self) -> u64 {
         self.remaining
     }
+
+    /// The rest of the stream, materialized (tests compare against it).
+    #[cfg(test)]
+    pub fn collect(mut self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while self.remaining() > 0 {
+            let chunk = self.chunk();
+            bytes.extend_from_slice(chunk);
+            self.consume(chunk.len());
+        }
+        bytes
+    }
 }
 
 /// Writes all of `source`, straight from the pattern.

@@ -68,19 +68,7 @@ async fn flood(mut conn: RawConn, seed: u64, len: u64) -> u64 {
         conn.leftover.push(go[0]);
     }
     assert_eq!(conn.leftover, [GO], "what the client sent");
-    let pattern = Pattern::new(seed);
-    let mut chunk = vec![0; WRITE_BYTES];
-    let mut sent = 0;
-    while sent < len {
-        let now = usize::try_from(len - sent).map_or(WRITE_BYTES, |left| left.min(WRITE_BYTES));
-        pattern.fill(sent, &mut chunk[..now]);
-        conn.stream
-            .write_all(&chunk[..now])
-            .await
-            .expect("backend writes");
-        sent += now as u64;
-    }
-    conn.stream.shutdown().await.expect("backend half-closes");
+    write_pattern(&mut conn.stream, seed, len).await;
     let mut rest = Vec::new();
     conn.stream
         .read_to_end(&mut rest)
@@ -91,7 +79,7 @@ async fn flood(mut conn: RawConn, seed: u64, len: u64) -> u64 {
         "the backend got {} bytes after go",
         rest.len()
     );
-    sent
+    len
 }
 
 /// One tunnel through `gateway`, its backend flooding, its client slow for `slow_phase`:

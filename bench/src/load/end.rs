@@ -1,9 +1,12 @@
 //! How a tunnel ends: once a side has everything it expects, the peer's EOF must follow,
 //! with no byte after the last one, and soon.
-use std::{io::Read as _, time::Duration};
+use std::{io::Read as _, net::SocketAddr, time::Duration};
 
 use anyhow::{anyhow, bail, Context as _};
-use tokio::net::tcp::ReadHalf;
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::tcp::{ReadHalf, WriteHalf},
+};
 
 use crate::payload;
 
@@ -16,6 +19,22 @@ pub async fn expect_eof(reader: &ReadHalf<'_>) -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow!("no EOF within {EOF_TIMEOUT:?} after the last byte"))?
         .context("waiting for EOF")
+}
+
+/// Ends a tunnel from the client's side once it has everything: half-closes, then waits for
+/// the peer's EOF ([`expect_eof`]); errors name the stage and `target`.
+pub async fn close(
+    reader: &ReadHalf<'_>,
+    writer: &mut WriteHalf<'_>,
+    target: SocketAddr,
+) -> anyhow::Result<()> {
+    writer
+        .shutdown()
+        .await
+        .with_context(|| format!("close (half-close) with {target}"))?;
+    expect_eof(reader)
+        .await
+        .with_context(|| format!("close (EOF) with {target}"))
 }
 
 /// [`expect_eof`] for a blocking stream (whose read timeout bounds the wait).

@@ -5,9 +5,9 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _};
-use tokio::{io::AsyncWriteExt as _, task::JoinSet};
+use tokio::task::JoinSet;
 
-use super::{connect::connect, end::expect_eof};
+use super::{connect::connect, end::close};
 use crate::{
     payload::{self, Checksum, Source},
     wire::Mode,
@@ -111,11 +111,5 @@ async fn one(target: SocketAddr, start: u64) -> anyhow::Result<()> {
     checksum
         .verify(payload::expected_from(start, MESSAGE_LEN))
         .with_context(|| format!("verify (echo) with {target}"))?;
-    writer
-        .shutdown()
-        .await
-        .with_context(|| format!("close (half-close) with {target}"))?;
-    expect_eof(&reader)
-        .await
-        .with_context(|| format!("close (EOF) with {target}"))
+    close(&reader, &mut writer, target).await
 }

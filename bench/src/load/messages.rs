@@ -14,9 +14,9 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _};
-use tokio::{io::AsyncWriteExt as _, net::tcp::ReadHalf};
+use tokio::net::tcp::ReadHalf;
 
-use super::{connect::connect, end::expect_eof};
+use super::{connect::connect, end::close};
 use crate::{
     payload::{self, Source},
     wire::Mode,
@@ -69,13 +69,7 @@ pub async fn messages(
         }
     }
     // An echo tunnel may be half-closed first: the backend echoes all it read, then closes.
-    writer
-        .shutdown()
-        .await
-        .with_context(|| format!("close (half-close) with {target}"))?;
-    expect_eof(&reader)
-        .await
-        .with_context(|| format!("close (EOF) with {target}"))?;
+    close(&reader, &mut writer, target).await?;
     Ok(times)
 }
 
@@ -165,14 +159,7 @@ mod tests {
 
     /// The message that starts at `start`, materialized.
     fn message(start: u64, len: u64) -> Vec<u8> {
-        let mut source = Source::new(start, len);
-        let mut bytes = Vec::new();
-        while source.remaining() > 0 {
-            let chunk = source.chunk();
-            bytes.extend_from_slice(chunk);
-            source.consume(chunk.len());
-        }
-        bytes
+        Source::new(start, len).collect()
     }
 
     #[test]

@@ -225,14 +225,7 @@ async fn fake_connection(mut stream: TcpStream, tamper: Tamper) -> std::io::Resu
 
 /// The cycled payload stream, materialized (tests only).
 fn cycled(start: u64, len: u64) -> Vec<u8> {
-    let mut source = Source::new(start, len);
-    let mut bytes = Vec::new();
-    while source.remaining() > 0 {
-        let chunk = source.chunk();
-        bytes.extend_from_slice(chunk);
-        source.consume(chunk.len());
-    }
-    bytes
+    Source::new(start, len).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
