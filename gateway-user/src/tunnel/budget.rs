@@ -6,11 +6,14 @@
 //! reasons: its reader is slow (a pause is then the point: it bounds what the kernel holds
 //! for that reader), or the kernel's redirect worker fell a budget behind a faster sender
 //! while the reader keeps up (measured here: a sender at full speed outruns the worker by a
-//! few MiB within milliseconds). The second kind is told apart by how fast the destination
-//! drains the backlog of the pause; such a flow multiplies its budget by [`GROWTH`], up to
-//! [`MAX_FLOW_BUDGET_BYTES`], with bytes borrowed from the gateway-wide pool
-//! ([`BacklogPool`], `spliced_backlog_pool_bytes`). A pause drained slowly, or a loan not
-//! needed for [`LOAN_IDLE`], gives the loan back. See docs/dataplane.md, "Budgets that grow".
+//! few MiB within milliseconds). The second kind is told apart by two things: the backlog
+//! of the pause drained fast, and the destination's peer acknowledged bytes at a reader's
+//! full speed meanwhile (a slow reader's first pauses drain as fast, into empty buffers,
+//! but its peer acknowledges only what its small window takes). Such a flow multiplies its
+//! budget by [`GROWTH`], up to [`MAX_FLOW_BUDGET_BYTES`], with bytes borrowed from the
+//! gateway-wide pool ([`BacklogPool`], `spliced_backlog_pool_bytes`). A pause that does not
+//! pass, or a loan not needed for [`LOAN_IDLE`], gives the loan back. See docs/dataplane.md,
+//! "Budgets that grow".
 
 use std::time::{Duration, Instant};
 
@@ -23,20 +26,35 @@ pub const MAX_FLOW_BUDGET_BYTES: u64 = 64 * 1024 * 1024;
 /// hands userspace what the source's receive buffer holds (8–16 MiB), so a budget pays off
 /// once it is several times that: from the default 4 MiB, two pauses reach the most.
 pub const GROWTH: u64 = 4;
-/// A destination that drained the backlog of a pause at this rate or faster was not what
-/// paused the flow (about 2 Gbit/s: far above any reader a budget protects, far below what
-/// the redirect worker moves on one core).
+/// A destination that drained the backlog of a pause at this rate or faster, and whose
+/// peer acknowledged bytes at this rate meanwhile, was not what paused the flow (about
+/// 2 Gbit/s: far above any reader a budget protects, far below what the redirect worker
+/// moves on one core, or what a reader on loopback takes).
 pub const FAST_DRAIN_BYTES_PER_SEC: u64 = 256 * 1024 * 1024;
 /// A backlog drained within this long counts as drained fast whatever its size: the daemon
 /// takes about that long to look (small budgets drain in microseconds), and a budget then
-/// settles at what the reader takes in this time.
+/// settles at what the reader takes in this time. It is also the shortest time over which
+/// the peer's acknowledgements are judged: a slow reader's peer can take a whole window in
+/// a few microseconds, not at full speed for milliseconds.
 pub const FAST_DRAIN_WITHIN: Duration = Duration::from_millis(5);
-/// Send-queue bytes a reader that keeps up may still leave (see `reader_keeps_up`): a fast
-/// reader's queue measured hundreds of KiB at most, a slow one's fills the buffer.
-pub const MIN_QUEUE_WHEN_KEPT_UP_BYTES: u64 = 256 * 1024;
 /// A loan the flow has not needed for this long (its backlog stayed within the base
 /// budget) goes back to the pool, so an idle tunnel does not sit on it.
 pub const LOAN_IDLE: Duration = Duration::from_secs(1);
+
+/// A pause the daemon has seen and not judged yet.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    /// When the pause was seen (or, for one that had drained before the daemon looked,
+    /// when the daemon last looked before it).
+    since: Instant,
+    /// Bytes between the verdict and the destination then (for a pause already drained
+    /// when seen: the budget, where the verdict paused it).
+    backlog: u64,
+    /// The destination's `bytes_acked` then.
+    acked: u64,
+    /// When the backlog was first seen drained.
+    drained: Option<Instant>,
+}
 
 /// One flow's budget.
 #[derive(Debug)]
@@ -49,9 +67,10 @@ pub struct FlowBudget {
     lent: u64,
     /// The flow's pause count (`FlowStats::pauses`) when last observed.
     pauses_seen: u64,
-    /// A pause whose backlog has not drained yet, when the daemon first saw it and how
-    /// many bytes stood between the verdict and the destination then.
-    draining: Option<(Instant, u64)>,
+    /// A pause being judged.
+    wait: Option<Wait>,
+    /// The last reading: when, and the destination's `bytes_acked`.
+    last_look: (Instant, u64),
     /// When the backlog last went past `base` (the loan was in use).
     last_needed: Instant,
     /// The tunnel's other flow is busy too; see [`FlowBudget::set_contended`].
@@ -65,7 +84,8 @@ impl FlowBudget {
             pool_capacity,
             lent: 0,
             pauses_seen: 0,
-            draining: None,
+            wait: None,
+            last_look: (now, 0),
             last_needed: now,
             contended: false,
         }
@@ -87,13 +107,13 @@ impl FlowBudget {
 
     /// Takes note of one reading of the flow: how many times the verdict has paused it, its
     /// backlog (bytes redirected but not yet in the destination's send queue), and the
-    /// bytes in that send queue.
+    /// bytes the destination's peer has acknowledged (`tcpi_bytes_acked`).
     pub fn observe(
         &mut self,
         pool: &BacklogPool,
         pauses: u64,
         backlog: u64,
-        send_queue: u64,
+        acked: u64,
         now: Instant,
     ) {
         if backlog > self.base {
@@ -101,20 +121,46 @@ impl FlowBudget {
         }
         if pauses != self.pauses_seen {
             self.pauses_seen = pauses;
-            // A pause while the last one has not drained yet belongs to the same wait.
-            self.draining.get_or_insert((now, backlog));
+            // A pause while the last one is still being judged belongs to the same wait.
+            if self.wait.is_none() {
+                self.wait = Some(if backlog > 0 {
+                    Wait {
+                        since: now,
+                        backlog,
+                        acked,
+                        drained: None,
+                    }
+                } else {
+                    // It drained before the daemon looked: judge it from the last look,
+                    // when the flow was still running towards the budget.
+                    let (since, acked) = self.last_look;
+                    Wait {
+                        since,
+                        backlog: self.bytes(),
+                        acked,
+                        drained: None,
+                    }
+                });
+            }
         }
         if self.contended && backlog <= self.base {
             self.give_back(pool);
         }
-        // A backlog that had drained before the daemon looked is judged at once.
-        if let Some((since, at_pause)) = self.draining {
+        if let Some(wait) = &mut self.wait {
             if backlog == 0 {
-                self.draining = None;
-                let took = now.saturating_duration_since(since);
-                // Drained into the destination's send buffer is not drained by its reader:
-                // a slow reader's first pauses drain into empty buffers just as fast.
-                let fast = drained_fast(at_pause, took) && send_queue <= self.reader_keeps_up();
+                wait.drained.get_or_insert(now);
+            }
+        }
+        if let Some(wait) = self.wait.filter(|w| w.drained.is_some()) {
+            let window = now.saturating_duration_since(wait.since);
+            if window >= FAST_DRAIN_WITHIN {
+                self.wait = None;
+                let took = wait
+                    .drained
+                    .map_or(window, |d| d.saturating_duration_since(wait.since));
+                let acked_meanwhile = acked.saturating_sub(wait.acked);
+                let fast =
+                    drained_fast(wait.backlog, took) && at_full_speed(acked_meanwhile, window);
                 if fast {
                     self.grow(pool);
                     self.last_needed = now;
@@ -122,15 +168,26 @@ impl FlowBudget {
                     self.give_back(pool);
                 }
                 tracing::debug!(
-                    backlog = at_pause,
+                    backlog = wait.backlog,
                     took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                    acked = acked_meanwhile,
+                    window_us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
                     fast,
                     budget = self.bytes(),
-                    "pause drained"
+                    "pause judged"
                 );
             }
         }
+        self.last_look = (now, acked);
         self.relax(pool, now);
+    }
+
+    /// When the daemon should look at the flow again to judge a drained pause (the peer's
+    /// acknowledgements are judged over at least [`FAST_DRAIN_WITHIN`]).
+    pub fn judge_at(&self) -> Option<Instant> {
+        self.wait
+            .filter(|w| w.drained.is_some())
+            .map(|w| w.since + FAST_DRAIN_WITHIN)
     }
 
     /// Whether the tunnel's other flow is busy too (bytes in its backlog, or passed bytes
@@ -148,7 +205,7 @@ impl FlowBudget {
     /// [`FlowBudget::observe`] (the daemon looks at an idle flow for this).
     pub fn loan_expired(&self, now: Instant) -> bool {
         self.lent > 0
-            && self.draining.is_none()
+            && self.wait.is_none()
             && now.saturating_duration_since(self.last_needed) >= LOAN_IDLE
     }
 
@@ -165,12 +222,6 @@ impl FlowBudget {
             pool.give_back(self.lent);
             self.lent = 0;
         }
-    }
-
-    /// The most the destination's send queue may hold when a pause has drained for the
-    /// drain to count as the reader's doing.
-    fn reader_keeps_up(&self) -> u64 {
-        (self.base / 4).max(MIN_QUEUE_WHEN_KEPT_UP_BYTES)
     }
 
     fn grow(&mut self, pool: &BacklogPool) {
@@ -191,9 +242,12 @@ impl Drop for FlowBudget {
 /// Whether `backlog` bytes drained within [`FAST_DRAIN_WITHIN`], or at
 /// [`FAST_DRAIN_BYTES_PER_SEC`] or faster.
 fn drained_fast(backlog: u64, took: Duration) -> bool {
-    took <= FAST_DRAIN_WITHIN
-        || u128::from(backlog) * 1_000_000
-            >= u128::from(FAST_DRAIN_BYTES_PER_SEC) * took.as_micros()
+    took <= FAST_DRAIN_WITHIN || at_full_speed(backlog, took)
+}
+
+/// Whether `bytes` in `took` is [`FAST_DRAIN_BYTES_PER_SEC`] or faster.
+fn at_full_speed(bytes: u64, took: Duration) -> bool {
+    u128::from(bytes) * 1_000_000 >= u128::from(FAST_DRAIN_BYTES_PER_SEC) * took.as_micros()
 }
 
 #[cfg(test)]
@@ -201,25 +255,64 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1024 * 1024;
+    const FAST_READER: u64 = 1024 * MIB;
 
-    /// One more pause: seen with a budget's backlog at `t`, drained `drain` later.
-    fn pause(budget: &mut FlowBudget, pool: &BacklogPool, t: &mut Instant, drain: Duration) {
+    /// The clock and the destination's peer: what it has acknowledged, at a reader's rate.
+    struct Peer {
+        t: Instant,
+        acked: u64,
+        bytes_per_sec: u64,
+    }
+
+    impl Peer {
+        fn new(bytes_per_sec: u64) -> Self {
+            Self {
+                t: Instant::now(),
+                acked: 0,
+                bytes_per_sec,
+            }
+        }
+
+        fn pass(&mut self, time: Duration) {
+            self.t += time;
+            self.acked +=
+                u64::try_from(u128::from(self.bytes_per_sec) * time.as_micros() / 1_000_000)
+                    .expect("fits");
+        }
+
+        fn look(&self, budget: &mut FlowBudget, pool: &BacklogPool, pauses: u64, backlog: u64) {
+            budget.observe(pool, pauses, backlog, self.acked, self.t);
+        }
+    }
+
+    /// One more pause: seen with a budget's backlog, drained `drain` later, and looked at
+    /// again when it is due to be judged.
+    fn pause(budget: &mut FlowBudget, pool: &BacklogPool, peer: &mut Peer, drain: Duration) {
         let (pauses, backlog) = (budget.pauses_seen + 1, budget.bytes());
-        budget.observe(pool, pauses, backlog, 0, *t);
-        *t += drain;
-        budget.observe(pool, pauses, 0, 0, *t);
+        peer.look(budget, pool, pauses, backlog);
+        peer.pass(drain);
+        peer.look(budget, pool, pauses, 0);
+        if let Some(at) = budget.judge_at() {
+            peer.pass(at.saturating_duration_since(peer.t));
+            peer.look(budget, pool, pauses, 0);
+        }
+        assert!(budget.judge_at().is_none(), "judged");
+    }
+
+    fn new_budget(base: u64, pool_capacity: u64, peer: &Peer) -> FlowBudget {
+        FlowBudget::new(base, pool_capacity, peer.t)
     }
 
     #[test]
     fn a_fast_destination_grows_the_budget_up_to_the_most_a_flow_gets() {
         let pool = BacklogPool::default();
-        let mut t = Instant::now();
-        let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
+        let mut peer = Peer::new(400 * MIB);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
         let mut seen = vec![budget.bytes()];
         // 4 MiB in 10 ms (400 MiB/s), then each budget at the same rate.
         for _ in 0..4 {
             let took = Duration::from_micros(budget.bytes() / (400 * MIB / 1_000_000));
-            pause(&mut budget, &pool, &mut t, took);
+            pause(&mut budget, &pool, &mut peer, took);
             seen.push(budget.bytes());
         }
         assert_eq!(
@@ -233,34 +326,49 @@ mod tests {
     }
 
     #[test]
-    fn a_small_budget_settles_at_what_the_reader_takes_in_a_few_milliseconds() {
+    fn a_slow_reader_does_not_grow_the_budget_however_fast_its_pauses_drain() {
         let pool = BacklogPool::default();
-        let mut t = Instant::now();
-        let mut budget = FlowBudget::new(16 << 10, 256 * MIB, t);
-        // A reader at 8 MiB/s: 40 KiB in 5 ms.
-        let mut seen = vec![];
+        // A reader at 8 MiB/s; each pause drains at once into the destination's buffers.
+        let mut peer = Peer::new(8 * MIB);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
         for _ in 0..4 {
-            let took = Duration::from_micros(budget.bytes() * 1_000_000 / (8 * MIB));
-            pause(&mut budget, &pool, &mut t, took);
-            seen.push(budget.bytes() >> 10);
+            pause(&mut budget, &pool, &mut peer, Duration::ZERO);
+            assert_eq!(budget.bytes(), 4 * MIB);
         }
+        assert_eq!(pool.loans(), 0);
+    }
+
+    #[test]
+    fn a_peer_that_takes_a_window_at_once_is_judged_over_milliseconds() {
+        let pool = BacklogPool::default();
+        let mut peer = Peer::new(0);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
+        budget.observe(&pool, 1, 4 * MIB, peer.acked, peer.t);
+        // Drained 100 µs later, and the peer took a 256 KiB window meanwhile: 2.5 GiB/s
+        // over that time, but nothing more follows.
+        peer.pass(Duration::from_micros(100));
+        peer.acked += 256 << 10;
+        peer.look(&mut budget, &pool, 1, 0);
         assert_eq!(
-            seen,
-            [64, 16, 64, 16],
-            "KiB: up while within 5 ms, then back"
+            budget.judge_at(),
+            Some(peer.t - Duration::from_micros(100) + FAST_DRAIN_WITHIN)
         );
-        budget.give_back(&pool);
+        peer.pass(FAST_DRAIN_WITHIN);
+        peer.look(&mut budget, &pool, 1, 0);
+        assert!(budget.judge_at().is_none());
+        assert_eq!(budget.bytes(), 4 * MIB, "256 KiB in 5 ms is 50 MiB/s");
     }
 
     #[test]
     fn a_slow_destination_gets_the_base_budget_back() {
         let pool = BacklogPool::default();
-        let mut t = Instant::now();
-        let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
-        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        let mut peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
+        pause(&mut budget, &pool, &mut peer, Duration::ZERO);
         assert_eq!(budget.bytes(), 16 * MIB);
         // 16 MiB drained in a second: a reader at 16 MiB/s.
-        pause(&mut budget, &pool, &mut t, Duration::from_secs(1));
+        peer.bytes_per_sec = 16 * MIB;
+        pause(&mut budget, &pool, &mut peer, Duration::from_secs(1));
         assert_eq!(budget.bytes(), 4 * MIB);
         assert_eq!(pool.lent(), 0);
     }
@@ -268,15 +376,15 @@ mod tests {
     #[test]
     fn the_pool_caps_what_all_flows_borrow() {
         let pool = BacklogPool::default();
-        let mut t = Instant::now();
-        let mut a = FlowBudget::new(4 * MIB, 10 * MIB, t);
-        let mut b = FlowBudget::new(4 * MIB, 10 * MIB, t);
-        pause(&mut a, &pool, &mut t, Duration::ZERO);
+        let mut peer = Peer::new(FAST_READER);
+        let mut a = new_budget(4 * MIB, 10 * MIB, &peer);
+        let mut b = new_budget(4 * MIB, 10 * MIB, &peer);
+        pause(&mut a, &pool, &mut peer, Duration::ZERO);
         assert_eq!(a.bytes(), 14 * MIB, "4 + what the pool holds");
-        pause(&mut b, &pool, &mut t, Duration::ZERO);
+        pause(&mut b, &pool, &mut peer, Duration::ZERO);
         assert_eq!(b.bytes(), 4 * MIB, "nothing left to lend");
         a.give_back(&pool);
-        pause(&mut b, &pool, &mut t, Duration::ZERO);
+        pause(&mut b, &pool, &mut peer, Duration::ZERO);
         assert_eq!(b.bytes(), 14 * MIB);
         b.give_back(&pool);
     }
@@ -284,18 +392,20 @@ mod tests {
     #[test]
     fn an_unused_loan_goes_back_after_a_while() {
         let pool = BacklogPool::default();
-        let mut t = Instant::now();
-        let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
-        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        let mut peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
+        pause(&mut budget, &pool, &mut peer, Duration::ZERO);
         assert_eq!(budget.bytes(), 16 * MIB);
         // Busy past the base budget: the loan is in use.
-        t += LOAN_IDLE;
-        budget.observe(&pool, 1, 6 * MIB, 0, t);
-        assert!(!budget.loan_expired(t + LOAN_IDLE / 2));
-        budget.observe(&pool, 1, 0, 0, t + LOAN_IDLE / 2);
+        peer.pass(LOAN_IDLE);
+        peer.look(&mut budget, &pool, 1, 6 * MIB);
+        assert!(!budget.loan_expired(peer.t + LOAN_IDLE / 2));
+        peer.pass(LOAN_IDLE / 2);
+        peer.look(&mut budget, &pool, 1, 0);
         assert_eq!(budget.bytes(), 16 * MIB);
-        assert!(budget.loan_expired(t + LOAN_IDLE));
-        budget.observe(&pool, 1, 0, 0, t + LOAN_IDLE);
+        assert!(budget.loan_expired(peer.t + LOAN_IDLE / 2));
+        peer.pass(LOAN_IDLE / 2);
+        peer.look(&mut budget, &pool, 1, 0);
         assert_eq!(budget.bytes(), 4 * MIB);
         assert_eq!(pool.lent(), 0);
     }
@@ -303,70 +413,87 @@ mod tests {
     #[test]
     fn pauses_between_two_looks_are_judged_as_one_wait() {
         let pool = BacklogPool::default();
-        let t = Instant::now();
-        let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
-        budget.observe(&pool, 1, 4 * MIB, 0, t);
+        let mut peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
+        peer.look(&mut budget, &pool, 1, 4 * MIB);
         // Paused twice more before the backlog first drained, 2 s after the first look.
-        budget.observe(&pool, 3, 4 * MIB, 0, t + Duration::from_secs(1));
-        budget.observe(&pool, 3, 0, 0, t + Duration::from_secs(2));
+        peer.pass(Duration::from_secs(1));
+        peer.look(&mut budget, &pool, 3, 4 * MIB);
+        peer.pass(Duration::from_secs(1));
+        peer.look(&mut budget, &pool, 3, 0);
         assert_eq!(budget.bytes(), 4 * MIB, "slow: 4 MiB in 2 s");
-        // Seen drained again without a new pause: nothing to judge.
-        budget.observe(&pool, 3, 0, 0, t + Duration::from_secs(2));
-        assert_eq!(pool.loans(), 0);
-        // A loan is not given back while a pause drains.
-        budget.observe(&pool, 4, 0, 0, t + Duration::from_secs(3));
-        assert_eq!(budget.bytes(), 16 * MIB);
-        budget.observe(&pool, 5, 4 * MIB, 0, t + Duration::from_secs(9));
         assert!(
-            !budget.loan_expired(t + Duration::from_secs(20)),
-            "draining"
+            budget.judge_at().is_none(),
+            "judged at once: past the window"
         );
+        // Seen drained again without a new pause: nothing to judge.
+        peer.look(&mut budget, &pool, 3, 0);
+        assert!(budget.judge_at().is_none());
+        assert_eq!(pool.loans(), 0);
+        // A loan is not given back while a pause is being judged.
+        pause(&mut budget, &pool, &mut peer, Duration::ZERO);
+        assert_eq!(budget.bytes(), 16 * MIB);
+        peer.pass(Duration::from_secs(6));
+        peer.look(&mut budget, &pool, 5, 4 * MIB);
+        peer.pass(Duration::from_secs(20));
+        assert!(!budget.loan_expired(peer.t), "draining");
         budget.give_back(&pool);
+    }
+
+    #[test]
+    fn a_pause_drained_before_the_daemon_looked_is_judged_from_the_look_before() {
+        let pool = BacklogPool::default();
+        let mut peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
+        peer.look(&mut budget, &pool, 0, 2 * MIB);
+        peer.pass(Duration::from_millis(3));
+        // Paused and drained within those 3 ms; the peer took 3 MiB meanwhile.
+        peer.look(&mut budget, &pool, 1, 0);
+        assert_eq!(budget.judge_at(), Some(peer.t + Duration::from_millis(2)));
+        peer.pass(Duration::from_millis(2));
+        peer.look(&mut budget, &pool, 1, 0);
+        assert_eq!(budget.bytes(), 16 * MIB);
+        budget.give_back(&pool);
+
+        // The same with a slow peer: nothing to grow for.
+        let mut peer = Peer::new(8 * MIB);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
+        peer.look(&mut budget, &pool, 0, 2 * MIB);
+        peer.pass(Duration::from_millis(3));
+        peer.look(&mut budget, &pool, 1, 0);
+        peer.pass(Duration::from_millis(2));
+        peer.look(&mut budget, &pool, 1, 0);
+        assert_eq!(budget.bytes(), 4 * MIB);
     }
 
     #[test]
     fn a_contended_flow_gives_its_loan_back_and_does_not_grow() {
         let pool = BacklogPool::default();
-        let mut t = Instant::now();
-        let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
-        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        let mut peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(4 * MIB, 256 * MIB, &peer);
+        pause(&mut budget, &pool, &mut peer, Duration::ZERO);
         assert_eq!(budget.bytes(), 16 * MIB);
         budget.set_contended(true);
         assert_eq!(budget.bytes(), 4 * MIB, "held to the base budget at once");
         // The loan still covers bytes in the kernel until the backlog is within base.
-        budget.observe(&pool, 1, 10 * MIB, 0, t);
+        peer.look(&mut budget, &pool, 1, 10 * MIB);
         assert_eq!(pool.lent(), 12 * MIB);
-        budget.observe(&pool, 1, 4 * MIB, 0, t);
+        peer.look(&mut budget, &pool, 1, 4 * MIB);
         assert_eq!(pool.lent(), 0);
-        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        pause(&mut budget, &pool, &mut peer, Duration::ZERO);
         assert_eq!(budget.bytes(), 4 * MIB, "no growth while contended");
         budget.set_contended(false);
-        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        pause(&mut budget, &pool, &mut peer, Duration::ZERO);
         assert_eq!(budget.bytes(), 16 * MIB);
-        budget.give_back(&pool);
-    }
-
-    #[test]
-    fn a_drain_into_the_destinations_buffers_is_not_a_fast_reader() {
-        let pool = BacklogPool::default();
-        let t = Instant::now();
-        let mut budget = FlowBudget::new(4 * MIB, 256 * MIB, t);
-        // Drained at once, but 3 MiB of it sit in the destination's send queue.
-        budget.observe(&pool, 1, 4 * MIB, 0, t);
-        budget.observe(&pool, 1, 0, 3 * MIB, t);
-        assert_eq!(budget.bytes(), 4 * MIB);
-        budget.observe(&pool, 2, 4 * MIB, 0, t);
-        budget.observe(&pool, 2, 0, 512 << 10, t);
-        assert_eq!(budget.bytes(), 16 * MIB, "a quarter of the base may remain");
         budget.give_back(&pool);
     }
 
     #[test]
     fn a_base_budget_past_the_most_a_flow_gets_never_grows() {
         let pool = BacklogPool::default();
-        let mut t = Instant::now();
-        let mut budget = FlowBudget::new(128 * MIB, 256 * MIB, t);
-        pause(&mut budget, &pool, &mut t, Duration::ZERO);
+        let mut peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(128 * MIB, 256 * MIB, &peer);
+        pause(&mut budget, &pool, &mut peer, Duration::ZERO);
         assert_eq!(budget.bytes(), 128 * MIB);
         assert_eq!(pool.lent(), 0);
     }

@@ -16,7 +16,7 @@ use gateway_common::{FlowControl, FlowStats};
 use tokio::sync::Notify;
 
 use super::{
-    budget::{FlowBudget, LOAN_IDLE},
+    budget::{FlowBudget, FAST_DRAIN_WITHIN, LOAN_IDLE},
     limits::{monotonic_coarse_ns, since_ns, Limits},
     sockio::{kick, recv_nonblocking, send_nonblocking},
     watch::HangupWatch,
@@ -362,10 +362,12 @@ impl Supervisor<'_> {
             .map_err(|error| Failure { side: None, error })?;
         let mut pause = POLL_MIN;
         loop {
-            // A loan unused for a while goes back at the flow's next step.
+            // A loan unused for a while goes back at the flow's next step; a drained pause
+            // is judged once its peer has had time to show its reading speed.
             let now = Instant::now();
             for half in halves.iter_mut() {
-                half.attention |= half.budget.loan_expired(now);
+                half.attention |= half.budget.loan_expired(now)
+                    || half.budget.judge_at().is_some_and(|at| at <= now);
             }
             // Passed bytes go behind whatever waits in their source's psock queue, and that
             // queue also holds the bytes the other flow redirects *to* that socket. Waiting
@@ -419,12 +421,15 @@ impl Supervisor<'_> {
                 pause = POLL_MIN;
             }
 
-            // Poll quickly while bytes wait to move, slowly while a flow is merely paused,
-            // and once a loan's idle time is up.
+            // Poll quickly while bytes wait to move or a drained pause waits to be judged,
+            // slowly while a flow is merely paused, and once a loan's idle time is up.
             let busy = halves.iter().any(|h| (h.eof && !h.shut) || h.outstanding);
             let paused = halves.iter().any(|h| h.attention);
             let lending = halves.iter().any(|h| h.budget.lent() > 0);
-            let poll = if busy {
+            let judging = halves.iter().any(|h| h.budget.judge_at().is_some());
+            let poll = if judging {
+                FAST_DRAIN_WITHIN
+            } else if busy {
                 POLL_MAX
             } else if paused {
                 POLL_PAUSED_MAX
@@ -441,7 +446,7 @@ impl Supervisor<'_> {
                     continue;
                 }
                 events = watch.next() => events.map_err(|error| Failure { side: None, error })?,
-                () = tokio::time::sleep(pause), if busy || paused || lending => {
+                () = tokio::time::sleep(pause), if busy || paused || lending || judging => {
                     pause = (pause * 2).min(poll);
                     continue;
                 }
@@ -508,7 +513,7 @@ impl Supervisor<'_> {
             self.ebpf.backlog_pool(),
             flow.pauses,
             backlog,
-            to_counters.send_queue,
+            to_counters.bytes_acked,
             Instant::now(),
         );
         let budget = half.budget.bytes();
