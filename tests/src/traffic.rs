@@ -3,6 +3,10 @@
 //! which seed, and whether it reads slowly; [`run_side`] sends them in writes of random size
 //! with random short pauses, half-closes when told ([`Close`]), and reads the other side to
 //! EOF meanwhile, keeping its [`Progress`] so a side that hangs can say where.
+//!
+//! The bytes are the seed's [`Pattern`], so the reader checks each one by position as it
+//! arrives and a failure names the first wrong offset (and whether bytes came twice or went
+//! missing there), not only that a hash differs.
 
 use std::{
     fmt, io,
@@ -10,14 +14,17 @@ use std::{
     time::Duration,
 };
 
-use rand::{rngs::StdRng, Rng as _, RngCore as _, SeedableRng as _};
+use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
     sync::{oneshot, Barrier},
 };
 
-use crate::data::{Hasher, Summary, CHUNK_BYTES};
+use crate::{
+    data::{Hasher, Summary, CHUNK_BYTES},
+    pattern::Pattern,
+};
 
 /// Most bytes one side sends.
 pub const MAX_BYTES: u64 = 2 << 20;
@@ -107,11 +114,13 @@ impl fmt::Display for Progress {
 }
 
 /// One side of a tunnel: sends its bytes, half-closes as told, and reads the other side's
-/// bytes to EOF meanwhile. Returns the summaries of what it sent and received.
+/// bytes to EOF meanwhile, checking each against the other side's pattern (`peer_seed`).
+/// Returns the summaries of what it sent and received.
 pub async fn run_side(
     stream: &mut TcpStream,
     already: &[u8],
     plan: SidePlan,
+    peer_seed: u64,
     close: Close<'_>,
     progress: &Progress,
 ) -> io::Result<(Summary, Summary)> {
@@ -119,7 +128,7 @@ pub async fn run_side(
     let (eof_tx, eof_rx) = oneshot::channel::<()>();
     let send = async {
         let mut rng = StdRng::seed_from_u64(plan.seed);
-        let sent = write_paced(&mut writer, &mut rng, plan.send, progress).await?;
+        let sent = write_paced(&mut writer, plan.seed, &mut rng, plan.send, progress).await?;
         match close {
             Close::Now => {}
             // A dropped sender means the read failed; its error is reported below.
@@ -137,7 +146,7 @@ pub async fn run_side(
     let receive = async {
         let mut rng = StdRng::seed_from_u64(!plan.seed);
         let slow = plan.slow_reader.then_some(&mut rng);
-        let received = read_counted(&mut reader, already, slow, progress).await;
+        let received = read_counted(&mut reader, already, peer_seed, slow, progress).await;
         if received.is_ok() {
             progress.eof.store(true, Ordering::Relaxed);
             let _ = eof_tx.send(());
@@ -148,13 +157,16 @@ pub async fn run_side(
     Ok((sent?, received?))
 }
 
-/// Writes `len` random bytes in writes of random size, now and then pausing a little.
+/// Writes `len` bytes of the pattern of `seed` in writes of random size (from `rng`), now
+/// and then pausing a little.
 pub async fn write_paced(
     writer: &mut (impl AsyncWrite + Unpin),
+    seed: u64,
     rng: &mut StdRng,
     len: u64,
     progress: &Progress,
 ) -> io::Result<Summary> {
+    let pattern = Pattern::new(seed);
     let mut hasher = Hasher::default();
     let mut chunk = vec![0; MAX_WRITE_BYTES];
     let mut left = len;
@@ -171,7 +183,7 @@ pub async fn write_paced(
             .random_range(1..=most)
             .min(usize::try_from(left).unwrap_or(most));
         let chunk = &mut chunk[..size];
-        rng.fill_bytes(chunk);
+        pattern.fill(len - left, chunk);
         writer.write_all(chunk).await?;
         hasher.update(chunk);
         progress.sent.fetch_add(size as u64, Ordering::Relaxed);
@@ -183,14 +195,23 @@ pub async fn write_paced(
     Ok(hasher.finish())
 }
 
-/// Reads to EOF. With `slow`, reads small chunks and pauses a little after some reads: a
-/// slow consumer.
+/// Reads to EOF, checking every byte (`already`, then everything read) against the pattern
+/// of `seed`: the first wrong one is an `InvalidData` error naming its offset. With `slow`,
+/// reads small chunks and pauses a little after some reads: a slow consumer.
 pub async fn read_counted(
     reader: &mut (impl AsyncRead + Unpin),
     already: &[u8],
+    seed: u64,
     mut slow: Option<&mut StdRng>,
     progress: &Progress,
 ) -> io::Result<Summary> {
+    let mut checker = Pattern::new(seed).checker();
+    let mut check = |bytes: &[u8]| {
+        checker
+            .check(bytes)
+            .map_err(|mismatch| io::Error::new(io::ErrorKind::InvalidData, mismatch.to_string()))
+    };
+    check(already)?;
     let mut hasher = Hasher::default();
     hasher.update(already);
     progress
@@ -205,6 +226,7 @@ pub async fn read_counted(
         match reader.read(&mut chunk[..want]).await? {
             0 => return Ok(hasher.finish()),
             read => {
+                check(&chunk[..read])?;
                 hasher.update(&chunk[..read]);
                 progress.received.fetch_add(read as u64, Ordering::Relaxed);
             }

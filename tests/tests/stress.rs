@@ -3,9 +3,10 @@
 //! 4000 tunnels, at most 200 open at once. Each has its own random plan: bytes each way
 //! (0..=2 MiB, mostly small), random write sizes and pauses, who half-closes first (client,
 //! backend, or both at once through a barrier), and on either side at random a slow reader
-//! that reads small chunks with short pauses. Every byte is checked by length and SHA-256 at
-//! both ends. Afterwards `SPLICED`, `PEERS` and `FLOWS` are empty, the gateway's descriptors
-//! are back to their baseline, and its resident memory is near its baseline.
+//! that reads small chunks with short pauses. Every byte is checked by position as it
+//! arrives (a failure names the first wrong offset), and by length and SHA-256 at both
+//! ends. Afterwards `SPLICED`, `PEERS` and `FLOWS` are empty, the gateway's descriptors are
+//! back to their baseline, and its resident memory is near its baseline.
 //!
 //! A failure names the seed; `GATEWAY_TEST_SEED=N` replays the same plans.
 //! `GATEWAY_STRESS_TUNNELS=N` runs N tunnels instead (the longer soak: 10 000 or more; the
@@ -130,6 +131,7 @@ async fn client_tunnel(addr: SocketAddr, index: usize, plans: Arc<Vec<Plan>>) ->
             &mut tunnel.stream,
             &tunnel.leftover,
             plan.client,
+            plan.backend.seed,
             plan.client_close(),
             &progress,
         )
@@ -153,6 +155,7 @@ async fn backend_tunnel(mut conn: RawConn, plans: Arc<Vec<Plan>>) -> SideResult 
             &mut conn.stream,
             &conn.leftover,
             plan.backend,
+            plan.client.seed,
             plan.backend_close(),
             &progress,
         )

@@ -7,9 +7,10 @@
 //! for that reader), or the kernel's redirect worker fell a budget behind a faster sender
 //! while the reader keeps up (measured here: a sender at full speed outruns the worker by a
 //! few MiB within milliseconds). The second kind is told apart by two things: the backlog
-//! of the pause drained fast, and the destination's peer acknowledged bytes at a reader's
-//! full speed meanwhile (a slow reader's first pauses drain as fast, into empty buffers,
-//! but its peer acknowledges only what its small window takes). Such a flow multiplies its
+//! of the pause drained fast, and meanwhile the destination's peer acknowledged as many
+//! bytes as the backlog held, or acknowledged at a reader's full speed (a slow reader's
+//! first pauses drain as fast, into empty buffers, but its peer acknowledges only what its
+//! small window takes). Such a flow multiplies its
 //! budget by [`GROWTH`], up to [`MAX_FLOW_BUDGET_BYTES`], with bytes borrowed from the
 //! gateway-wide pool ([`BacklogPool`], `spliced_backlog_pool_bytes`). A pause that does not
 //! pass, or a loan not needed for [`LOAN_IDLE`], gives the loan back. See docs/dataplane.md,
@@ -27,15 +28,16 @@ pub const MAX_FLOW_BUDGET_BYTES: u64 = 64 * 1024 * 1024;
 /// once it is several times that: from the default 4 MiB, two pauses reach the most.
 pub const GROWTH: u64 = 4;
 /// A destination that drained the backlog of a pause at this rate or faster, and whose
-/// peer acknowledged bytes at this rate meanwhile, was not what paused the flow (about
-/// 2 Gbit/s: far above any reader a budget protects, far below what the redirect worker
-/// moves on one core, or what a reader on loopback takes).
+/// peer acknowledged the backlog's worth or bytes at this rate meanwhile, was not what
+/// paused the flow (about 2 Gbit/s: far above any reader a budget protects, far below what
+/// the redirect worker moves on one core, or what a reader on loopback takes).
 pub const FAST_DRAIN_BYTES_PER_SEC: u64 = 256 * 1024 * 1024;
 /// A backlog drained within this long counts as drained fast whatever its size: the daemon
 /// takes about that long to look (small budgets drain in microseconds), and a budget then
 /// settles at what the reader takes in this time. It is also the shortest time over which
 /// the peer's acknowledgements are judged: a slow reader's peer can take a whole window in
-/// a few microseconds, not at full speed for milliseconds.
+/// a few microseconds, but neither a budget's worth nor bytes at full speed for
+/// milliseconds.
 pub const FAST_DRAIN_WITHIN: Duration = Duration::from_millis(5);
 /// A loan the flow has not needed for this long (its backlog stayed within the base
 /// budget) goes back to the pool, so an idle tunnel does not sit on it.
@@ -159,8 +161,8 @@ impl FlowBudget {
                     .drained
                     .map_or(window, |d| d.saturating_duration_since(wait.since));
                 let acked_meanwhile = acked.saturating_sub(wait.acked);
-                let fast =
-                    drained_fast(wait.backlog, took) && at_full_speed(acked_meanwhile, window);
+                let fast = drained_fast(wait.backlog, took)
+                    && (acked_meanwhile >= wait.backlog || at_full_speed(acked_meanwhile, window));
                 if fast {
                     self.grow(pool);
                     self.last_needed = now;
@@ -339,6 +341,26 @@ mod tests {
     }
 
     #[test]
+    fn a_small_budget_settles_at_what_the_reader_takes_in_a_few_milliseconds() {
+        let pool = BacklogPool::default();
+        // A reader at 8 MiB/s: 40 KiB in 5 ms.
+        let mut peer = Peer::new(8 * MIB);
+        let mut budget = new_budget(16 << 10, 256 * MIB, &peer);
+        let mut seen = vec![];
+        for _ in 0..4 {
+            let took = Duration::from_micros(budget.bytes() * 1_000_000 / (8 * MIB));
+            pause(&mut budget, &pool, &mut peer, took);
+            seen.push(budget.bytes() >> 10);
+        }
+        assert_eq!(
+            seen,
+            [64, 16, 64, 16],
+            "KiB: up while within 5 ms, then back"
+        );
+        budget.give_back(&pool);
+    }
+
+    #[test]
     fn a_peer_that_takes_a_window_at_once_is_judged_over_milliseconds() {
         let pool = BacklogPool::default();
         let mut peer = Peer::new(0);
@@ -356,7 +378,11 @@ mod tests {
         peer.pass(FAST_DRAIN_WITHIN);
         peer.look(&mut budget, &pool, 1, 0);
         assert!(budget.judge_at().is_none());
-        assert_eq!(budget.bytes(), 4 * MIB, "256 KiB in 5 ms is 50 MiB/s");
+        assert_eq!(
+            budget.bytes(),
+            4 * MIB,
+            "256 KiB in 5 ms: 50 MiB/s, and not the 4 MiB backlog"
+        );
     }
 
     #[test]
