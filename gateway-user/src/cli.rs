@@ -147,7 +147,10 @@ pub struct RunArgs {
     /// --max-tunnel-backlog-bytes. A flow whose receiver keeps up but pauses anyway (the
     /// kernel's redirect worker fell behind a faster sender) grows its budget fourfold at each
     /// such pause, up to 64 MiB, from this pool, unless the tunnel's other direction is busy
-    /// too; a slow receiver gets its base budget back. 0: no flow grows. [default: 268435456]
+    /// too; a slow receiver gets its base budget back. It also covers what a peer that reads
+    /// nothing keeps sending past 16 MiB per direction (bytes no socket accounts for): a
+    /// tunnel it cannot cover is reset. 0: no flow grows, and no peer may owe past 16 MiB.
+    /// [default: 1073741824]
     #[arg(long, value_name = "BYTES")]
     pub spliced_backlog_pool_bytes: Option<u64>,
 

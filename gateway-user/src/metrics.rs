@@ -452,8 +452,8 @@ impl Collector for KernelCounters {
             .unwrap_or_default();
         let metric = encoder.encode_descriptor(
             "gateway_splice_backlog_pool_lent_bytes",
-            "Kernel memory spliced flows have borrowed beyond their own backlog budget, out of \
-             spliced_backlog_pool_bytes",
+            "Kernel memory spliced flows have borrowed beyond their own backlog budget and \
+             allowance of owed bytes, out of spliced_backlog_pool_bytes",
             None,
             ConstGauge::new(0i64).metric_type(),
         )?;

@@ -11,9 +11,12 @@ pub const LOG_LEVEL: &str = "info";
 /// 4 MiB and 5–10 at 2 MiB, the most autotuning grants on a stock kernel
 /// (docs/dataplane.md, "The destination's send buffer"). 0 keeps autotuning.
 pub const TUNNEL_SNDBUF_BYTES: u32 = 8 * 1024 * 1024;
-/// What spliced flows whose destination keeps up may borrow, together, beyond their own
-/// backlog budget: about four flows grown to the most one flow gets (64 MiB).
-pub const SPLICED_BACKLOG_POOL_BYTES: u64 = 256 * 1024 * 1024;
+/// What spliced flows may borrow, together, beyond their own backlog budget and allowance:
+/// flows whose destination keeps up grow their budget from it (up to 64 MiB each), and it
+/// covers what peers that do not read what they are sent owe past 16 MiB per direction. A
+/// flood both ways with a client whose reads pause 20 ms at a time owed up to 298 MB for a
+/// moment (`tests/tests/splice_integrity.rs`), past the 256 MiB this was before.
+pub const SPLICED_BACKLOG_POOL_BYTES: u64 = 1024 * 1024 * 1024;
 /// Azure probes every backend: with no custom probe, `GET /` every 30 s.
 pub const DEFAULT_PROBES: bool = true;
 

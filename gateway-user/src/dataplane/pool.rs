@@ -2,8 +2,11 @@
 //!
 //! Each flow is guaranteed its `max_tunnel_backlog_bytes`; a flow whose destination keeps
 //! up may run further ahead (see `tunnel::budget`), with bytes lent from this one pool that
-//! all tunnels share. So the kernel holds at most, over every spliced flow, its base budget
-//! plus the bytes lent here, which never exceed the capacity in force.
+//! all tunnels share. Passed bytes a flow owes past what its source's receive buffer
+//! accounts for are covered from the same pool ([`BacklogPool::reserve`]): no socket is
+//! charged for them either. So the kernel holds at most, over every spliced flow, its base
+//! budget and allowances plus the bytes lent here, which never exceed the capacity in
+//! force.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,7 +46,18 @@ impl BacklogPool {
         }
     }
 
-    /// Returns bytes a [`BacklogPool::borrow`] lent.
+    /// Lends exactly `want` bytes if no more than `capacity` are then lent in all, else
+    /// nothing. Not counted as a loan: it covers bytes already in the kernel, it does not
+    /// let a flow run further ahead.
+    pub fn reserve(&self, want: u64, capacity: u64) -> bool {
+        self.lent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lent| {
+                lent.checked_add(want).filter(|&total| total <= capacity)
+            })
+            .is_ok()
+    }
+
+    /// Returns bytes a [`BacklogPool::borrow`] or [`BacklogPool::reserve`] lent.
     pub fn give_back(&self, bytes: u64) {
         let before = self.lent.fetch_sub(bytes, Ordering::Relaxed);
         debug_assert!(before >= bytes, "gave back {bytes} of {before} lent");
@@ -77,6 +91,18 @@ mod tests {
         assert_eq!(pool.borrow(10, 30), 0);
         assert_eq!(pool.lent(), 50);
         assert_eq!(pool.loans(), 3, "borrows that lent something");
+    }
+
+    #[test]
+    fn a_reservation_is_all_or_nothing_and_not_a_loan() {
+        let pool = BacklogPool::default();
+        assert_eq!(pool.borrow(60, 100), 60);
+        assert!(!pool.reserve(41, 100), "41 more would pass the capacity");
+        assert_eq!(pool.lent(), 60, "nothing taken");
+        assert!(pool.reserve(40, 100));
+        assert_eq!(pool.lent(), 100);
+        assert_eq!(pool.loans(), 1, "only the borrow counts as a loan");
+        pool.give_back(100);
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub const FAST_DRAIN_BYTES_PER_SEC: u64 = 256 * 1024 * 1024;
 /// a few microseconds, but neither a budget's worth nor bytes at full speed for
 /// milliseconds.
 pub const FAST_DRAIN_WITHIN: Duration = Duration::from_millis(5);
+/// Passed bytes a flow may owe without covering them from the pool: what its source's
+/// receive buffer accounts for (at most 8 MiB, which the kernel doubles; see
+/// `splice::receive_buffer`). Owed bytes past it wait where no socket accounts for them:
+/// behind the other flow's bytes in the source's psock queue, so TCP does not stop their
+/// sender. Each of those is covered from the pool, like a grown budget.
+pub const OWED_ALLOWANCE_BYTES: u64 = 16 * 1024 * 1024;
 /// A loan the flow has not needed for this long (its backlog stayed within the base
 /// budget) goes back to the pool, so an idle tunnel does not sit on it.
 pub const LOAN_IDLE: Duration = Duration::from_secs(1);
@@ -67,6 +73,8 @@ pub struct FlowBudget {
     pool_capacity: u64,
     /// Borrowed from the pool on top of `base`.
     lent: u64,
+    /// Reserved from the pool for owed bytes past [`OWED_ALLOWANCE_BYTES`].
+    owed_covered: u64,
     /// The flow's pause count (`FlowStats::pauses`) when last observed.
     pauses_seen: u64,
     /// A pause being judged.
@@ -85,6 +93,7 @@ impl FlowBudget {
             base,
             pool_capacity,
             lent: 0,
+            owed_covered: 0,
             pauses_seen: 0,
             wait: None,
             last_look: (now, 0),
@@ -217,12 +226,38 @@ impl FlowBudget {
         }
     }
 
-    /// Gives back everything borrowed (a slow drain, an idle or contended loan, or the
-    /// tunnel closing).
+    /// Gives back the loan (a slow drain, an idle or contended loan).
     pub fn give_back(&mut self, pool: &BacklogPool) {
         if self.lent > 0 {
             pool.give_back(self.lent);
             self.lent = 0;
+        }
+    }
+
+    /// Covers `owed` passed bytes past [`OWED_ALLOWANCE_BYTES`] from the pool, and gives
+    /// back what covered bytes no longer owed. `Err` carries the bytes the pool had no
+    /// room for: the flow's sender is then holding kernel memory nothing else bounds, and
+    /// its tunnel must go.
+    pub fn cover_owed(&mut self, pool: &BacklogPool, owed: u64) -> Result<(), u64> {
+        let want = owed.saturating_sub(OWED_ALLOWANCE_BYTES);
+        if want > self.owed_covered {
+            let more = want - self.owed_covered;
+            if !pool.reserve(more, self.pool_capacity) {
+                return Err(more);
+            }
+        } else {
+            pool.give_back(self.owed_covered - want);
+        }
+        self.owed_covered = want;
+        Ok(())
+    }
+
+    /// Gives back everything taken from the pool: the tunnel is closing.
+    pub fn release(&mut self, pool: &BacklogPool) {
+        self.give_back(pool);
+        if self.owed_covered > 0 {
+            pool.give_back(self.owed_covered);
+            self.owed_covered = 0;
         }
     }
 
@@ -237,7 +272,11 @@ impl FlowBudget {
 
 impl Drop for FlowBudget {
     fn drop(&mut self) {
-        debug_assert_eq!(self.lent, 0, "a flow's loan must go back to the pool");
+        debug_assert_eq!(
+            (self.lent, self.owed_covered),
+            (0, 0),
+            "what a flow took from the pool must go back"
+        );
     }
 }
 
@@ -512,6 +551,34 @@ mod tests {
         pause(&mut budget, &pool, &mut peer, Duration::ZERO);
         assert_eq!(budget.bytes(), 16 * MIB);
         budget.give_back(&pool);
+    }
+
+    #[test]
+    fn owed_bytes_past_the_allowance_are_covered_from_the_pool_or_refused() {
+        let pool = BacklogPool::default();
+        let peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(4 * MIB, 32 * MIB, &peer);
+        budget
+            .cover_owed(&pool, OWED_ALLOWANCE_BYTES)
+            .expect("within the allowance");
+        assert_eq!(pool.lent(), 0);
+        budget
+            .cover_owed(&pool, OWED_ALLOWANCE_BYTES + 20 * MIB)
+            .expect("the pool covers 20 MiB");
+        assert_eq!(pool.lent(), 20 * MIB);
+        assert_eq!(pool.loans(), 0, "covering is not a loan");
+        assert_eq!(
+            budget.cover_owed(&pool, OWED_ALLOWANCE_BYTES + 40 * MIB),
+            Err(20 * MIB),
+            "12 MiB left in the pool"
+        );
+        assert_eq!(pool.lent(), 20 * MIB, "a refusal takes nothing");
+        budget
+            .cover_owed(&pool, OWED_ALLOWANCE_BYTES + 5 * MIB)
+            .expect("fewer owed");
+        assert_eq!(pool.lent(), 5 * MIB, "what is no longer owed went back");
+        budget.release(&pool);
+        assert_eq!(pool.lent(), 0);
     }
 
     #[test]

@@ -47,7 +47,9 @@ const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
 /// stuck bytes moving again, however bursty: a flood both ways from a peer whose reads
 /// came in bursts owed 281 MB for a moment. One that keeps writing without reading does
 /// not, and is reset once it owes the first bound; the second is the most any peer may
-/// have stuck.
+/// have stuck. Before either, owed bytes past the flow's allowance are covered from the
+/// shared pool (`FlowBudget::cover_owed`), and a flow the pool cannot cover is reset at
+/// once: that is what bounds them over all tunnels together.
 const MAX_OWED_BYTES: u64 = 256 * 1024 * 1024;
 const MAX_OWED_MOVING_BYTES: u64 = 1024 * 1024 * 1024;
 const STUCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -326,7 +328,7 @@ impl Drop for Spliced {
     fn drop(&mut self) {
         self.ebpf.unsplice(self.keys);
         for half in &mut self.halves {
-            half.budget.give_back(self.ebpf.backlog_pool());
+            half.budget.release(self.ebpf.backlog_pool());
         }
     }
 }
@@ -564,6 +566,16 @@ impl Supervisor<'_> {
             half.released_at = Instant::now();
         }
         let stuck_for = half.released_at.elapsed();
+        if let Err(uncovered) = half.budget.cover_owed(self.ebpf.backlog_pool(), owed) {
+            return Err(Failure {
+                side: Some(from),
+                error: io::Error::other(format!(
+                    "the peer sent {owed} bytes more than the gateway could pass on without it \
+                     reading what it is sent, and the kernel memory spliced tunnels share for \
+                     such bytes (spliced_backlog_pool_bytes) has no room for {uncovered} more"
+                )),
+            });
+        }
         if owed > MAX_OWED_MOVING_BYTES || (owed > MAX_OWED_BYTES && stuck_for >= STUCK_TIMEOUT) {
             return Err(Failure {
                 side: Some(from),
