@@ -245,7 +245,7 @@ impl FlowBudget {
             if !pool.reserve(more, self.pool_capacity) {
                 return Err(more);
             }
-        } else {
+        } else if want < self.owed_covered {
             pool.give_back(self.owed_covered - want);
         }
         self.owed_covered = want;
