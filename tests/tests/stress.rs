@@ -3,7 +3,8 @@
 //! 4000 tunnels, at most 200 open at once. Each has its own random plan: bytes each way
 //! (0..=2 MiB, mostly small), random write sizes and pauses, who half-closes first (client,
 //! backend, or both at once through a barrier), and on either side at random a slow reader
-//! that reads small chunks with short pauses. Every byte is checked by position as it
+//! that reads small chunks with short pauses. One tunnel in five has an echo backend
+//! instead, which sends back what it reads and stops reading while it cannot write. Every byte is checked by position as it
 //! arrives (a failure names the first wrong offset), and by length and SHA-256 at both
 //! ends. Afterwards `SPLICED`, `PEERS` and `FLOWS` are empty, the gateway's descriptors are
 //! back to their baseline, and its resident memory is near its baseline.
@@ -24,7 +25,7 @@ use std::{
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
-    data::{test_seed, Summary, SEED_ENV},
+    data::{echo_to_eof, test_seed, Summary, SEED_ENV},
     process::rss_bytes,
     skip_unprivileged,
     traffic::{run_side, Close, Progress, SidePlan},
@@ -62,6 +63,9 @@ enum CloseOrder {
     BackendFirst,
     /// Both, released together by the tunnel's barrier.
     Together,
+    /// The backend echoes: the client sends its bytes, half-closes, and reads them back;
+    /// the backend half-closes once it has echoed everything to the client's EOF.
+    Echo,
 }
 
 struct Plan {
@@ -84,9 +88,10 @@ impl fmt::Debug for Plan {
 
 impl Plan {
     fn random(rng: &mut StdRng) -> Self {
-        let order = match rng.random_range(0..3) {
+        let order = match rng.random_range(0..5) {
             0 => CloseOrder::ClientFirst,
             1 => CloseOrder::BackendFirst,
+            2 => CloseOrder::Echo,
             _ => CloseOrder::Together,
         };
         Self {
@@ -97,19 +102,35 @@ impl Plan {
         }
     }
 
+    /// The pattern the client reads: the backend's, or its own when the backend echoes.
+    fn expected_by_client(&self) -> u64 {
+        match self.order {
+            CloseOrder::Echo => self.client.seed,
+            _ => self.backend.seed,
+        }
+    }
+
+    /// What the backend sends, by its plan or as an echo.
+    fn backend_sends(&self) -> u64 {
+        match self.order {
+            CloseOrder::Echo => self.client.send,
+            _ => self.backend.send,
+        }
+    }
+
     /// When the client half-closes.
     fn client_close(&self) -> Close<'_> {
         match self.order {
-            CloseOrder::ClientFirst => Close::Now,
+            CloseOrder::ClientFirst | CloseOrder::Echo => Close::Now,
             CloseOrder::BackendFirst => Close::AfterEof,
             CloseOrder::Together => Close::At(&self.barrier),
         }
     }
 
-    /// When the backend half-closes.
+    /// When the backend half-closes (an echo backend: after echoing the client's EOF).
     fn backend_close(&self) -> Close<'_> {
         match self.order {
-            CloseOrder::ClientFirst => Close::AfterEof,
+            CloseOrder::ClientFirst | CloseOrder::Echo => Close::AfterEof,
             CloseOrder::BackendFirst => Close::Now,
             CloseOrder::Together => Close::At(&self.barrier),
         }
@@ -131,7 +152,7 @@ async fn client_tunnel(addr: SocketAddr, index: usize, plans: Arc<Vec<Plan>>) ->
             &mut tunnel.stream,
             &tunnel.leftover,
             plan.client,
-            plan.backend.seed,
+            plan.expected_by_client(),
             plan.client_close(),
             &progress,
         )
@@ -149,6 +170,15 @@ async fn backend_tunnel(mut conn: RawConn, plans: Arc<Vec<Plan>>) -> SideResult 
     let plan = &plans[index];
     let response = conn.switching_protocols();
     let progress = Progress::default();
+    if matches!(plan.order, CloseOrder::Echo) {
+        let echo = async {
+            conn.stream.write_all(&response).await?;
+            let (mut reader, mut writer) = conn.stream.split();
+            let echoed = echo_to_eof(&mut reader, &mut writer, &conn.leftover).await?;
+            Ok((echoed, echoed))
+        };
+        return (index, bounded(echo, &progress).await);
+    }
     let run = async {
         conn.stream.write_all(&response).await?;
         run_side(
@@ -208,7 +238,7 @@ async fn stress(test: &str, budget: Option<u64>) {
     let plans: Arc<Vec<Plan>> = Arc::new((0..tunnels).map(|_| Plan::random(&mut rng)).collect());
     let bytes: u64 = plans
         .iter()
-        .map(|plan| plan.client.send + plan.backend.send)
+        .map(|plan| plan.client.send + plan.backend_sends())
         .sum();
     eprintln!("{test}: {tunnels} tunnels, {CONCURRENT} at a time, {bytes} bytes in all");
 
@@ -371,7 +401,7 @@ fn check_tunnel(
             ));
         }
     };
-    if client_sent.len != plan.client.send || backend_sent.len != plan.backend.send {
+    if client_sent.len != plan.client.send || backend_sent.len != plan.backend_sends() {
         return Err(format!(
             "sent {client_sent} (client) and {backend_sent} (backend), not the planned sizes"
         ));
