@@ -24,6 +24,7 @@ use gateway_tests::{
     backend::{RawBackend, RawConn},
     client::{self, RawTunnel},
     data::test_seed,
+    ends::read_until_end,
     metrics::Metrics,
     pattern::{Checker, Pattern},
     skip_unprivileged,
@@ -300,9 +301,8 @@ async fn half_closes_during_a_pause_keep_every_byte_ebpf() {
     closed(&gateway, baseline_sockets, "done").await;
 }
 
-/// The client reads until the gateway is catching up; returns the checker and what the
-/// counters said then.
-async fn into_catch_up(tunnel: &mut Tunnel, seed: u64) -> (Checker, Splice) {
+/// The client reads until the gateway is catching up; returns the client's checker.
+async fn into_catch_up(tunnel: &mut Tunnel, seed: u64) -> Checker {
     let (sent, at_pause) = flood_until_paused(tunnel, seed).await;
     let mut checker = Pattern::new(seed).checker();
     within(
@@ -332,7 +332,7 @@ async fn into_catch_up(tunnel: &mut Tunnel, seed: u64) -> (Checker, Splice) {
         now.passed,
         metrics.text
     );
-    (checker, now)
+    checker
 }
 
 /// The backend resets while the gateway is forwarding its passed bytes to the client: the
@@ -345,7 +345,7 @@ async fn a_backend_reset_during_a_catch_up_reaches_the_client_ebpf() {
     }
     let seed = test_seed(test);
     let mut tunnel = open(test).await;
-    let (mut checker, _) = into_catch_up(&mut tunnel, seed).await;
+    let mut checker = into_catch_up(&mut tunnel, seed).await;
     let Tunnel {
         gateway,
         baseline_sockets,
@@ -392,18 +392,15 @@ async fn a_client_reset_during_a_catch_up_reaches_the_backend_ebpf() {
     reset(&client.stream);
     drop(client);
 
-    let mut buf = vec![0; READ_BYTES];
-    let end = within(STEP_TIMEOUT, "the backend sees the client's reset", async {
-        loop {
-            match backend.read(&mut buf).await {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(error) => return Err(error),
-            }
-        }
-    })
+    let end = within(
+        STEP_TIMEOUT,
+        "the backend sees the client's reset",
+        read_until_end(&mut backend, &[]),
+    )
     .await;
-    let error = end.expect_err("the backend saw a clean EOF, not the client's reset");
+    let error = end
+        .ended
+        .expect_err("the backend saw a clean EOF, not the client's reset");
     assert_eq!(
         error.kind(),
         io::ErrorKind::ConnectionReset,
