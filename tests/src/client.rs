@@ -17,6 +17,7 @@ use crate::{
     data::Summary,
     exchange,
     http::{self, Head},
+    tunnels::GO,
 };
 
 /// Connects a WebSocket client to `gateway` through its upgrade; tungstenite checks the 101
@@ -53,6 +54,14 @@ impl RawTunnel {
     /// (`leftover` first).
     pub async fn read_to_eof(&mut self) -> Summary {
         exchange::read_to_eof(&mut self.stream, &self.leftover, "client").await
+    }
+
+    /// Sends [`GO`]: the tunnel has opened and the backend may send.
+    pub async fn send_go(&mut self) {
+        self.stream
+            .write_all(&[GO])
+            .await
+            .expect("client sends the go byte");
     }
 
     /// Sends `len` random bytes from `rng`, then half-closes; returns their summary.

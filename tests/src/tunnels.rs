@@ -2,13 +2,20 @@
 
 use std::time::Duration;
 
-use crate::{wait::eventually, Gateway};
+use crate::{wait::eventually, Dataplane, Gateway};
+
+/// The byte a test client sends once its tunnel has opened ([`wait_opened`]), and its
+/// backend waits for before sending: the backend's first bytes then meet a tunnel that is in
+/// place instead of racing the handoff.
+pub const GO: u8 = b'g';
 
 /// Both `mode` labels of the tunnel metrics.
 pub const MODES: [&str; 2] = ["spliced", "userspace"];
 
 /// How long closed tunnels may take to leave `gateway_tunnels_active`.
 const INACTIVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a tunnel may take to open once its client has the 101.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `gateway_tunnels_active{mode}`.
 pub fn active(gateway: &Gateway, mode: &str) -> f64 {
@@ -38,4 +45,51 @@ pub async fn wait_none_active(gateway: &Gateway) {
         Ok(())
     })
     .await;
+}
+
+/// `gateway_spliced_bytes_total{direction}`: bytes the verdict redirected (`direction` is
+/// `client_to_backend` or `backend_to_client`).
+pub fn spliced_bytes(gateway: &Gateway, direction: &str) -> f64 {
+    gateway
+        .metrics()
+        .metric("gateway_spliced_bytes_total", &[("direction", direction)])
+}
+
+/// Waits until the gateway has opened `count` tunnels in all, then asserts that every one
+/// opened in `dataplane`'s mode.
+///
+/// A test of the splice that half-closes, resets or floods must wait for this before it
+/// does: the handoff takes a socket into the sockmap only while it is established and its
+/// receive queue runs empty, so a FIN or a flood that beats the handoff rightly sends the
+/// tunnel to the relay, and the test would then not be testing the splice.
+pub async fn wait_opened(gateway: &Gateway, dataplane: Dataplane, count: f64) {
+    eventually(OPEN_TIMEOUT, "tunnels opened", || {
+        let metrics = gateway.metrics();
+        let mut opened = 0.0;
+        for mode in MODES {
+            opened += metrics.exported("gateway_tunnels_opened_total", &[("mode", mode)])?;
+        }
+        (opened >= count)
+            .then_some(())
+            .ok_or_else(|| format!("{opened} of {count} tunnels opened"))
+    })
+    .await;
+    let metrics = gateway.metrics();
+    let mode = dataplane.tunnel_mode();
+    assert_eq!(
+        metrics.metric("gateway_tunnels_opened_total", &[("mode", mode)]),
+        count,
+        "every tunnel opened {mode}:\n{}",
+        metrics.text
+    );
+}
+
+/// Asserts that the verdict redirected some of the `sent` bytes that went `direction`, and
+/// no more than that: the kernel carried them, not the relay.
+pub fn assert_spliced(gateway: &Gateway, direction: &str, sent: u64) {
+    let spliced = spliced_bytes(gateway, direction);
+    assert!(
+        spliced > 0.0 && spliced <= sent as f64,
+        "{spliced} bytes spliced {direction}, expected some of the {sent} sent"
+    );
 }

@@ -34,6 +34,7 @@ use gateway_tests::{
     data::{read_to_eof, seeded_rng, Hasher, Summary, CHUNK_BYTES},
     dataplane_tests, skip_unprivileged,
     sockstat::{kernel_tcp_memory_bytes, socket_memory, ss_tcp_sockets, MemInfo, SocketMemory},
+    tunnels::GO,
     wait::within,
     Dataplane, Gateway,
 };
@@ -77,11 +78,6 @@ const ABORT_TCP_GROWTH_BYTES: u64 = 1 << 30;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The byte the client sends once it has the 101, and the backend waits for before writing:
-/// by then the gateway has taken both sockets out of HTTP, so the backend's burst cannot
-/// overflow the handoff (which would put the tunnel on the userspace relay).
-const GO: u8 = b'g';
 
 /// Counters the backend, the client and the sampler share.
 #[derive(Default)]

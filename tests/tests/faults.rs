@@ -3,6 +3,11 @@
 //! and goes quiet. Every byte that must arrive is checked by length and SHA-256, every wait
 //! is bounded (a hang is a failure), and afterwards the gateway has counted the tunnel as
 //! closed and released its sockets and, on eBPF, its map entries.
+//!
+//! Each test waits for the tunnel to open ([`tunnels::wait_opened`]) before a side sends a
+//! byte, half-closes or goes quiet, and a backend that sends first waits for the client's
+//! [`GO`]: so on the eBPF dataplane the fault meets a spliced tunnel, which each test asserts
+//! (its mode, and the bytes the verdict redirected).
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -18,13 +23,14 @@ use gateway_tests::{
     http,
     netns::VethNamespace,
     process_backend::{expected_stream_summary, StreamingBackend},
-    skip_unprivileged, tunnels,
+    skip_unprivileged,
+    tunnels::{self, assert_spliced, GO},
     wait::within,
     Dataplane, Gateway,
 };
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use tokio::{
-    io::AsyncWriteExt as _,
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
     sync::{oneshot, Barrier, Notify},
     time::Instant,
 };
@@ -178,11 +184,18 @@ async fn backend_unreachable_closed_by_idle_timeout(dataplane: Dataplane, test: 
             .write_all(&http::switching_protocols(&key))
             .await
             .expect("backend writes the 101");
+        assert!(leftover.is_empty(), "backend got bytes before the go byte");
+        let mut go = [0];
+        stream
+            .read_exact(&mut go)
+            .await
+            .expect("backend reads the go byte");
+        assert_eq!(go, [GO], "the client's first byte");
         let (mut reader, mut writer) = stream.split();
         let mut backend_rng = StdRng::seed_from_u64(backend_seed);
         let (sent, received) = tokio::join!(
             write_random(&mut writer, &mut backend_rng, backend_len),
-            read_exact_summary(&mut reader, &leftover, client_len)
+            read_exact_summary(&mut reader, &[], client_len)
         );
         let seen = (
             sent.expect("backend sends"),
@@ -196,6 +209,13 @@ async fn backend_unreachable_closed_by_idle_timeout(dataplane: Dataplane, test: 
     let baseline = gateway.socket_fd_count();
 
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/unreachable", &[]).await;
+    within(
+        STEP_TIMEOUT,
+        "the tunnel opens",
+        tunnels::wait_opened(&gateway, dataplane, 1.0),
+    )
+    .await;
+    tunnel.send_go().await;
     let (mut reader, mut writer) = tunnel.stream.split();
     let (sent, received) = within(STEP_TIMEOUT, "bytes both ways before the cut", async {
         tokio::join!(
@@ -218,6 +238,10 @@ async fn backend_unreachable_closed_by_idle_timeout(dataplane: Dataplane, test: 
         received, backend_sent,
         "the client got every backend byte sent before the cut"
     );
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "client_to_backend", 1 + client_len);
+        assert_spliced(&gateway, "backend_to_client", backend_len);
+    }
 
     host.cut();
     let cut_at = Instant::now();
@@ -255,6 +279,7 @@ async fn both_sides_half_close_at_once(dataplane: Dataplane, test: &str) {
         let barrier = Arc::clone(&backend_barrier);
         async move {
             conn.accept_upgrade().await;
+            conn.read_go().await;
             let mut rng = StdRng::seed_from_u64(backend_seed);
             conn.send_random_while_reading(&mut rng, len, barrier.wait())
                 .await
@@ -266,6 +291,8 @@ async fn both_sides_half_close_at_once(dataplane: Dataplane, test: &str) {
 
     let (sent, received) = within(STEP_TIMEOUT, "both sides half-close at once", async {
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/both-close", &[]).await;
+        tunnels::wait_opened(&gateway, dataplane, 1.0).await;
+        tunnel.send_go().await;
         tunnel
             .send_random_while_reading(&mut rng, len, barrier.wait())
             .await
@@ -283,6 +310,10 @@ async fn both_sides_half_close_at_once(dataplane: Dataplane, test: &str) {
         received, backend_sent,
         "the client got every backend byte, then EOF"
     );
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "client_to_backend", 1 + len);
+        assert_spliced(&gateway, "backend_to_client", len);
+    }
     tunnels::wait_none_active(&gateway).await;
     gateway.wait_tunnels_gone(baseline).await;
 }
@@ -318,6 +349,7 @@ async fn half_closed_then_silent_stays_open(dataplane: Dataplane, test: &str) {
 
     let (sent, closed_at, end) = within(STEP_TIMEOUT, "half-close, silence, answer", async {
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/silent", &[]).await;
+        tunnels::wait_opened(&gateway, dataplane, 1.0).await;
         let sent = tunnel
             .send_random_then_half_close(&mut rng, client_len)
             .await;
@@ -347,6 +379,10 @@ async fn half_closed_then_silent_stays_open(dataplane: Dataplane, test: &str) {
         "the answer came {:?} after the half-close, before the backend's silence ended",
         end.at - closed_at
     );
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "client_to_backend", client_len);
+        assert_spliced(&gateway, "backend_to_client", backend_len);
+    }
     tunnels::wait_none_active(&gateway).await;
     gateway.wait_tunnels_gone(baseline).await;
 }
@@ -385,6 +421,12 @@ async fn half_closed_then_silent_closed_by_idle_timeout(dataplane: Dataplane, te
     let baseline = gateway.socket_fd_count();
 
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/silent-idle", &[]).await;
+    within(
+        STEP_TIMEOUT,
+        "the tunnel opens",
+        tunnels::wait_opened(&gateway, dataplane, 1.0),
+    )
+    .await;
     // Every byte of this tunnel moves after this instant, so the gateway's last activity is
     // no earlier and the idle timeout cannot expire before `last + 1 s`.
     let last = Instant::now();
@@ -421,6 +463,9 @@ async fn half_closed_then_silent_closed_by_idle_timeout(dataplane: Dataplane, te
         "the backend got every client byte, then EOF"
     );
     assert_write_reset(&backend_error, "backend");
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "client_to_backend", client_len);
+    }
     tunnels::wait_none_active(&gateway).await;
     gateway.wait_tunnels_gone(baseline).await;
 }

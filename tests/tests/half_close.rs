@@ -1,6 +1,9 @@
 //! Half-close in each direction. When one side sends FIN, the gateway delivers all its bytes,
 //! then half-closes the other side for writing, while the opposite direction keeps flowing;
 //! once both directions are closed, both sockets close.
+//!
+//! Each side sends only once the tunnel has opened ([`tunnels::wait_opened`]), so on the eBPF
+//! dataplane the half-closes meet a spliced tunnel, which each test asserts.
 
 use std::time::Duration;
 
@@ -9,6 +12,7 @@ use gateway_tests::{
     client,
     data::{random_bytes, seeded_rng, Hasher, Summary},
     dataplane_tests, skip_unprivileged,
+    tunnels::{self, assert_spliced},
     wait::within,
     Dataplane, Gateway,
 };
@@ -55,6 +59,7 @@ async fn client_half_closes_first(dataplane: Dataplane, test: &str) {
 
     let (sent, received) = within(STEP_TIMEOUT, "client half-closes first", async {
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/half-close", &[]).await;
+        tunnels::wait_opened(&gateway, dataplane, 1.0).await;
         tunnel
             .send_random_then_read_to_eof(&mut rng, CLIENT_BYTES)
             .await
@@ -72,6 +77,10 @@ async fn client_half_closes_first(dataplane: Dataplane, test: &str) {
         received, seen.sent,
         "client got every byte the backend sent after the half-close, then EOF"
     );
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "client_to_backend", CLIENT_BYTES);
+        assert_spliced(&gateway, "backend_to_client", BACKEND_BYTES);
+    }
     gateway.wait_tunnels_gone(baseline).await;
 }
 
@@ -85,6 +94,7 @@ async fn backend_half_closes_first(dataplane: Dataplane, test: &str) {
     let backend_seed: u64 = rng.random();
     let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
         conn.accept_upgrade().await;
+        conn.read_go().await;
         // Keeps reading after its half-close, to the client's EOF.
         let mut rng = StdRng::seed_from_u64(backend_seed);
         let (sent, received) = conn
@@ -108,6 +118,8 @@ async fn backend_half_closes_first(dataplane: Dataplane, test: &str) {
 
     let received = within(STEP_TIMEOUT, "backend half-closes first", async {
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/half-close", &[]).await;
+        tunnels::wait_opened(&gateway, dataplane, 1.0).await;
+        tunnel.send_go().await;
         // The first half goes out while the backend is sending, the second after its EOF.
         let ((), received) = tunnel
             .while_reading_to_eof(async |writer| {
@@ -137,6 +149,14 @@ async fn backend_half_closes_first(dataplane: Dataplane, test: &str) {
         seen.received, sent,
         "backend got every client byte, before and after its own half-close"
     );
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(
+            &gateway,
+            "client_to_backend",
+            1 + 2 * CLIENT_HALF_BYTES as u64,
+        );
+        assert_spliced(&gateway, "backend_to_client", BACKEND_BYTES);
+    }
     gateway.wait_tunnels_gone(baseline).await;
 }
 

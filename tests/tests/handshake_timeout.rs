@@ -16,6 +16,7 @@ use gateway_tests::{
     gateway::GatewayBuilder,
     http::{self, Head},
     skip_unprivileged,
+    tunnels::{self, assert_spliced},
     wait::within,
     Dataplane, Gateway,
 };
@@ -249,6 +250,12 @@ async fn an_open_tunnel_outlives_the_handshake_timeout(dataplane: Dataplane, tes
         .dataplane(dataplane)
         .start();
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/idle", &[]).await;
+    within(
+        STEP_TIMEOUT,
+        "the tunnel opens",
+        tunnels::wait_opened(&gateway, dataplane, 1.0),
+    )
+    .await;
     // The property under test is about time passing, not readiness.
     tokio::time::sleep(HANDSHAKE_TIMEOUT * 2).await;
 
@@ -269,6 +276,10 @@ async fn an_open_tunnel_outlives_the_handshake_timeout(dataplane: Dataplane, tes
         "backend got every byte"
     );
     assert_eq!(echoed, Summary::of(&payload), "client got every byte back");
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "client_to_backend", TUNNEL_BYTES as u64);
+        assert_spliced(&gateway, "backend_to_client", TUNNEL_BYTES as u64);
+    }
 }
 
 dataplane_tests!(an_open_tunnel_outlives_the_handshake_timeout => an_open_tunnel_outlives_the_handshake_timeout_ebpf, an_open_tunnel_outlives_the_handshake_timeout_userspace);

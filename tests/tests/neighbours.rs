@@ -17,7 +17,7 @@ use gateway_tests::{
     http_backend::{backend_of, HttpBackend},
     http_client::ws_connect_as,
     oneshot::ScratchDir,
-    skip_unprivileged,
+    skip_unprivileged, tunnels,
     wait::within,
     Dataplane, Gateway,
 };
@@ -85,6 +85,9 @@ async fn teardown_leaves_neighbours_alone(dataplane: Dataplane, test: &str) {
         )
         .await;
         assert_eq!(response.status().as_u16(), 101);
+        // Opened before it sends, so on eBPF it is spliced (asserted here).
+        let opened = tunnels.len() as f64 + 1.0;
+        tunnels::wait_opened(&gateway, dataplane, opened).await;
         tunnels.push(BusyTunnel::start(ws, StdRng::seed_from_u64(seeds.random())));
     }
     wait_flowing(&tunnels, FLOWING_BYTES, STALL_TIMEOUT, "busy tunnels flow").await;
@@ -137,6 +140,14 @@ async fn teardown_leaves_neighbours_alone(dataplane: Dataplane, test: &str) {
     sent_all.sort_by_key(key);
     at_backend.sort_by_key(key);
     assert_eq!(at_backend, sent_all, "the backend received every byte sent");
+    if dataplane == Dataplane::Ebpf {
+        // The busy tunnels' bytes (WebSocket frames, so more than their payloads): some went
+        // through the kernel, the rest through userspace while their flows were paused.
+        for direction in ["client_to_backend", "backend_to_client"] {
+            let spliced = tunnels::spliced_bytes(&gateway, direction);
+            assert!(spliced > 0.0, "nothing spliced {direction}");
+        }
+    }
 }
 
 dataplane_tests!(teardown_leaves_neighbours_alone => teardown_leaves_neighbours_alone_ebpf, teardown_leaves_neighbours_alone_userspace);

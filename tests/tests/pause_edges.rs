@@ -52,9 +52,6 @@ const MOST_BEFORE_PAUSE: u64 = 256 << 20;
 /// How far past the redirected bytes the client reads before a reset: the catch-up has begun.
 const INTO_CATCH_UP_BYTES: u64 = 512 << 10;
 const READ_BYTES: usize = 64 << 10;
-/// The byte the client sends once it has the 101, and the backend waits for before
-/// flooding: by then the gateway has taken both sockets out of HTTP.
-const GO: u8 = b'g';
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One spliced tunnel, with both ends in the test's hands.
@@ -95,30 +92,19 @@ async fn open_with(test: &str, budget: u64, args: &[&str]) -> Tunnel {
     let backend = async {
         let mut conn = accepted.recv().await.expect("the backend accepts");
         conn.accept_upgrade().await;
-        assert!(
-            conn.leftover.is_empty(),
-            "{test}: bytes after the request head"
-        );
+        conn.read_go().await;
         conn.stream
     };
-    let (mut client, mut backend) = within(STEP_TIMEOUT, "upgrade", async {
-        tokio::join!(
-            client::raw_upgrade(gateway.listen_addr(), "/edge", &[]),
-            backend
-        )
+    let client = async {
+        let mut client = client::raw_upgrade(gateway.listen_addr(), "/edge", &[]).await;
+        assert!(client.leftover.is_empty(), "{test}: bytes after the 101");
+        client.send_go().await;
+        client
+    };
+    let (client, backend) = within(STEP_TIMEOUT, "upgrade and go", async {
+        tokio::join!(client, backend)
     })
     .await;
-    assert!(client.leftover.is_empty(), "{test}: bytes after the 101");
-    client
-        .stream
-        .write_all(&[GO])
-        .await
-        .expect("client sends go");
-    let mut go = [0];
-    within(STEP_TIMEOUT, "the go byte", backend.read_exact(&mut go))
-        .await
-        .expect("backend reads go");
-    assert_eq!(go, [GO]);
     Tunnel {
         gateway,
         baseline_sockets,

@@ -1,5 +1,8 @@
 //! A reset on one side of a tunnel reaches the other side as a reset, not as a clean EOF
 //! and not as a connection left hanging; on both dataplanes.
+//!
+//! Each side writes only once the tunnel has opened ([`tunnels::wait_opened`]), so on the
+//! eBPF dataplane the reset meets a spliced tunnel, which each test asserts.
 
 use std::{io, time::Duration};
 
@@ -8,18 +11,21 @@ use gateway_tests::{
     client, dataplane_tests,
     ends::read_until_end,
     skip_unprivileged,
+    tunnels::{self, assert_spliced},
     wait::within,
     Dataplane, Gateway,
 };
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// What each side writes before its reset.
+const WRITE_BYTES: usize = 4096;
 
-/// Writes 4 KiB of `byte`, then sets `SO_LINGER` 0: dropping `stream` now resets the
+/// Writes [`WRITE_BYTES`] of `byte`, then sets `SO_LINGER` 0: dropping `stream` now resets the
 /// connection instead of closing it.
 async fn write_then_arm_reset(stream: &mut TcpStream, byte: u8, who: &str) {
     stream
-        .write_all(&[byte; 4096])
+        .write_all(&[byte; WRITE_BYTES])
         .await
         .unwrap_or_else(|error| panic!("{who} writes: {error}"));
     socket2::SockRef::from(&*stream)
@@ -42,6 +48,12 @@ async fn client_reset_reaches_backend(dataplane: Dataplane, test: &str) {
         .start();
 
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/reset", &[]).await;
+    within(
+        STEP_TIMEOUT,
+        "the tunnel opens",
+        tunnels::wait_opened(&gateway, dataplane, 1.0),
+    )
+    .await;
     write_then_arm_reset(&mut tunnel.stream, 1, "client").await;
     drop(tunnel); // the client's socket closes with a reset
 
@@ -59,6 +71,9 @@ async fn client_reset_reaches_backend(dataplane: Dataplane, test: &str) {
         io::ErrorKind::ConnectionReset,
         "backend read error: {err}"
     );
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "client_to_backend", WRITE_BYTES as u64);
+    }
 }
 
 async fn backend_reset_reaches_client(dataplane: Dataplane, test: &str) {
@@ -67,6 +82,7 @@ async fn backend_reset_reaches_client(dataplane: Dataplane, test: &str) {
     }
     let backend = RawBackend::start(|mut conn: RawConn| async move {
         conn.accept_upgrade().await;
+        conn.read_go().await;
         write_then_arm_reset(&mut conn.stream, 2, "backend").await;
         // Dropping the stream here resets the connection.
     })
@@ -77,6 +93,13 @@ async fn backend_reset_reaches_client(dataplane: Dataplane, test: &str) {
         .start();
 
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/reset", &[]).await;
+    within(
+        STEP_TIMEOUT,
+        "the tunnel opens",
+        tunnels::wait_opened(&gateway, dataplane, 1.0),
+    )
+    .await;
+    tunnel.send_go().await;
     let end = within(
         STEP_TIMEOUT,
         "the client sees the backend's reset",
@@ -91,6 +114,9 @@ async fn backend_reset_reaches_client(dataplane: Dataplane, test: &str) {
         io::ErrorKind::ConnectionReset,
         "client read error: {err}"
     );
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "backend_to_client", WRITE_BYTES as u64);
+    }
 }
 
 dataplane_tests!(client_reset_reaches_backend => client_reset_reaches_backend_ebpf, client_reset_reaches_backend_userspace);

@@ -15,6 +15,7 @@ use gateway_tests::{
     dataplane_tests,
     http::{self, Head},
     skip_unprivileged,
+    tunnels::{self, assert_spliced},
     wait::{eventually, within},
     Dataplane, Gateway,
 };
@@ -72,7 +73,8 @@ async fn probe(stream: &mut TcpStream, leftover: &[u8]) {
 }
 
 /// An [`echo_backend`], a gateway in front of it draining for `drain_secs` on SIGTERM, and a
-/// tunnel through it to `path`, [`probe`]d open end to end.
+/// tunnel through it to `path`, opened in `dataplane`'s mode (on eBPF: spliced, its probe
+/// carried by the kernel) and [`probe`]d open end to end.
 async fn probed_tunnel(
     dataplane: Dataplane,
     drain_secs: u64,
@@ -85,7 +87,17 @@ async fn probed_tunnel(
         .shutdown_drain_secs(drain_secs)
         .start();
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), path, &[]).await;
+    within(
+        STEP_TIMEOUT,
+        "the tunnel opens",
+        tunnels::wait_opened(&gateway, dataplane, 1.0),
+    )
+    .await;
     probe(&mut tunnel.stream, &tunnel.leftover).await;
+    if dataplane == Dataplane::Ebpf {
+        assert_spliced(&gateway, "client_to_backend", PROBE_BYTES as u64);
+        assert_spliced(&gateway, "backend_to_client", PROBE_BYTES as u64);
+    }
     (backend, gateway, tunnel)
 }
 

@@ -24,6 +24,7 @@ use gateway_tests::{
     dataplane_tests,
     pattern::{Mismatch, Pattern},
     skip_unprivileged,
+    tunnels::GO,
     wait::within,
     Dataplane, Gateway,
 };
@@ -44,7 +45,6 @@ const SLOW_BYTES_PER_SEC: f64 = 4.0 * (1u64 << 20) as f64;
 const DEFAULT_SLOW_MS: u64 = 600;
 const WRITE_BYTES: usize = 256 << 10;
 const READ_BYTES: usize = 256 << 10;
-const GO: u8 = b'g';
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
 

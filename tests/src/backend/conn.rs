@@ -5,12 +5,16 @@
 use std::{future::Future, io};
 
 use rand::RngCore;
-use tokio::{io::AsyncWriteExt as _, net::TcpStream};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
 
 use crate::{
     data::{self, Summary},
     exchange,
     http::{self, Head},
+    tunnels::GO,
 };
 
 /// A connection accepted by a [`super::RawBackend`], its request head already read.
@@ -46,6 +50,22 @@ impl RawConn {
             .write_all(&response)
             .await
             .expect("backend writes the 101");
+    }
+
+    /// Waits for the client's [`GO`], its first byte after the upgrade (nothing may come
+    /// before it).
+    pub async fn read_go(&mut self) {
+        assert!(
+            self.leftover.is_empty(),
+            "backend got {} bytes along with the request head, before the go byte",
+            self.leftover.len()
+        );
+        let mut go = [0];
+        self.stream
+            .read_exact(&mut go)
+            .await
+            .expect("backend reads the go byte");
+        assert_eq!(go, [GO], "the client's first byte after the upgrade");
     }
 
     /// Answers a plain request with a `200 OK`, `Connection: close`, whose body is `body`.
