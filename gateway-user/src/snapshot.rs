@@ -8,6 +8,7 @@ use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
 
 use crate::{
     config::{Bind, Config, Forward, Protocol, Route, RuleAction},
+    dataplane::splice::SpliceSettings,
     health::Health,
     resolve,
     route::Router,
@@ -138,9 +139,11 @@ pub async fn resolve_upstreams(
         let tunnel = tunnel::Settings {
             idle_timeout: limits.idle_timeout,
             max_lifetime: limits.max_lifetime,
-            max_backlog_bytes: limits.max_backlog_bytes,
-            sndbuf_bytes,
-            backlog_pool_bytes,
+            splice: SpliceSettings {
+                max_backlog_bytes: limits.max_backlog_bytes,
+                sndbuf_bytes,
+                backlog_pool_bytes,
+            },
         };
         let mut upstream =
             Upstream::new(&pool.name, settings.clone(), addresses, key, tunnel, health);

@@ -262,8 +262,8 @@ fn take_queued_leaves_no_partly_read_skb() {
     let mut head = [0u8; 1000];
     near.read_exact(&mut head).expect("read the head");
     let mut early = head.to_vec();
-    let emptied =
-        gateway::tunnel::take_queued(&near, &mut early, 1 << 20).expect("take the queued bytes");
+    let emptied = gateway::dataplane::sockio::take_queued(&near, &mut early, 1 << 20)
+        .expect("take the queued bytes");
     assert!(emptied);
     // Bytes that arrive after the queue was emptied form fresh skbs: they are spliced once.
     let more = payload(30_000, 7);

@@ -1,10 +1,15 @@
 //! Which dataplane carries upgraded tunnels: the kernel splice (eBPF sockmap) or the
 //! userspace relay, chosen once at start-up from `--dataplane`.
 
+pub mod clock;
 pub mod ebpf;
 pub mod events;
 pub mod pool;
+mod selftest;
+pub mod sockio;
 pub mod sockopt;
+pub mod splice;
+mod watch;
 
 use std::{fmt, sync::Arc};
 
@@ -40,7 +45,7 @@ pub enum StartError {
 
 impl Dataplane {
     /// Sets up the dataplane `mode` asks for. eBPF must also pass a start-up self-test
-    /// (`tunnel::selftest`): a real tunnel on loopback with a checksum, half-closes and a
+    /// ([`selftest`]): a real tunnel on loopback with a checksum, half-closes and a
     /// flow-control pause. Returns the dataplane and, in words, why it was chosen.
     pub async fn start(mode: DataplaneMode) -> Result<(Self, String), StartError> {
         match mode {
@@ -65,9 +70,7 @@ impl Dataplane {
     async fn checked() -> Result<Self, StartError> {
         let dataplane = Self::loaded(EbpfDataplane::load()?);
         if let Self::Ebpf(ebpf) = &dataplane {
-            crate::tunnel::selftest::run(ebpf)
-                .await
-                .map_err(StartError::SelfTest)?;
+            selftest::run(ebpf).await.map_err(StartError::SelfTest)?;
             ebpf.reset_counters();
             tracing::info!("kernel splice self-test passed");
         }

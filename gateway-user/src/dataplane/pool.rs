@@ -1,7 +1,7 @@
 //! The kernel memory spliced flows may borrow beyond their own backlog budget.
 //!
 //! Each flow is guaranteed its `max_tunnel_backlog_bytes`; a flow whose destination keeps
-//! up may run further ahead (see `tunnel::budget`), with bytes lent from this one pool that
+//! up may run further ahead (see `splice::budget`), with bytes lent from this one pool that
 //! all tunnels share. Passed bytes a flow owes past what its source's receive buffer
 //! accounts for are covered from the same pool ([`BacklogPool::reserve`]): no socket is
 //! charged for them either. So the kernel holds at most, over every spliced flow, its base

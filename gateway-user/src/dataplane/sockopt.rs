@@ -231,6 +231,26 @@ pub fn set_linger_zero(sock: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
+/// Makes the coming close of both sockets a reset (`SO_LINGER {on, 0}`): when one side of a
+/// tunnel fails, the other learns it at once instead of seeing a clean EOF or hanging.
+pub fn reset_both(client: &impl AsRawFd, backend: &impl AsRawFd) {
+    for result in [set_linger_zero(client), set_linger_zero(backend)] {
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "could not arm a reset");
+        }
+    }
+}
+
+/// Shuts both sockets down both ways: both peers get a FIN now, whatever is still queued
+/// (how a limit such as the idle timeout ends a tunnel).
+pub fn shutdown_both(client: &impl AsRawFd, backend: &impl AsRawFd) {
+    for sock in [client.as_raw_fd(), backend.as_raw_fd()] {
+        // SAFETY: plain syscall on fds the caller owns; errors (already closed) are
+        // harmless here.
+        unsafe { libc::shutdown(sock, libc::SHUT_RDWR) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{

@@ -344,5 +344,5 @@ impl Drop for Health {
 
 /// Time on the clock passive ejections use.
 fn now_ns() -> u64 {
-    crate::tunnel::monotonic_coarse_ns()
+    crate::dataplane::clock::monotonic_coarse_ns()
 }

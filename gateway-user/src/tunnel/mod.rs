@@ -1,18 +1,9 @@
 //! An upgraded WebSocket connection: the handoff from HTTP to a tunnel, and the tunnel's
 //! life on the chosen dataplane until both sides have closed.
 
-mod budget;
 mod limits;
 pub mod registry;
 mod relay;
-pub mod selftest;
-mod sockio;
-mod splice;
-mod witness;
-
-pub use limits::monotonic_coarse_ns;
-pub use sockio::take_queued;
-mod watch;
 
 use std::{fmt, io, os::fd::AsRawFd, sync::Arc, time::Instant};
 
@@ -25,7 +16,11 @@ use tokio::{
 use self::registry::{Peers, Registry};
 use crate::{
     config::OnBackendDown,
-    dataplane::{Dataplane, EbpfDataplane},
+    dataplane::{
+        sockio, sockopt,
+        splice::{self, witness::Finding, SpliceEnd, SpliceSettings},
+        Dataplane, EbpfDataplane,
+    },
     health::Lease,
     metrics::{Direction, Metrics, Mode},
     tls::{BackendStream, ClientStream, MaybeTls},
@@ -50,13 +45,8 @@ pub struct Settings {
     pub idle_timeout: std::time::Duration,
     /// The tunnel closes this long after it opened, busy or not.
     pub max_lifetime: Option<std::time::Duration>,
-    /// Most bytes the kernel may hold for one direction of a spliced tunnel.
-    pub max_backlog_bytes: u64,
-    /// Send buffer forced on spliced sockets; 0 leaves the kernel's autotuning.
-    pub sndbuf_bytes: u32,
-    /// What all spliced flows together may borrow beyond `max_backlog_bytes` while their
-    /// destination keeps up (`spliced_backlog_pool_bytes`).
-    pub backlog_pool_bytes: u64,
+    /// How a spliced tunnel's flows are held back.
+    pub splice: SpliceSettings,
 }
 
 /// What a tunnel needs from the gateway around it.
@@ -98,7 +88,7 @@ pub enum CloseReason {
     BackendDown { removed: bool },
     /// The bytes the kernel moved for a spliced tunnel did not add up: the stream can no
     /// longer be vouched for, so both sides are reset.
-    SpliceIntegrity(witness::Finding),
+    SpliceIntegrity(Finding),
 }
 
 impl CloseReason {
@@ -146,13 +136,21 @@ enum Closing {
 fn close_both(reason: &CloseReason, client: &impl AsRawFd, backend: &impl AsRawFd) {
     match reason.closing() {
         Closing::AsIs => {}
-        Closing::Reset => reset_both(client, backend),
-        Closing::Graceful => {
-            for sock in [client.as_raw_fd(), backend.as_raw_fd()] {
-                // SAFETY: plain syscall on fds the caller owns; errors (already closed) are
-                // harmless here.
-                unsafe { libc::shutdown(sock, libc::SHUT_RDWR) };
-            }
+        Closing::Reset => sockopt::reset_both(client, backend),
+        Closing::Graceful => sockopt::shutdown_both(client, backend),
+    }
+}
+
+impl From<SpliceEnd<CloseReason>> for CloseReason {
+    /// A spliced tunnel's end; `Stopped` carries the limit that stopped it.
+    fn from(end: SpliceEnd<CloseReason>) -> Self {
+        match end {
+            SpliceEnd::Done => Self::Done,
+            SpliceEnd::ClientError(err) => Self::ClientError(err),
+            SpliceEnd::BackendError(err) => Self::BackendError(err),
+            SpliceEnd::Internal(err) => Self::Internal(err),
+            SpliceEnd::Integrity(finding) => Self::SpliceIntegrity(finding),
+            SpliceEnd::Stopped(limit) => limit,
         }
     }
 }
@@ -249,13 +247,14 @@ pub async fn run(up: Upgraded, ctx: Context) {
     }
     let (reason, up_bytes, down_bytes) = match carrier {
         Carrier::Spliced(spliced) => {
-            let out = spliced.run(&mut limits).await;
+            let idle = spliced.idle_clock();
+            let out = spliced.run(limits.reached(|| idle.idle_for())).await;
             let [up, down] = out.forwarded_bytes;
             if up + down > 0 {
                 tracing::debug!(up, down, "bytes forwarded by userspace while paused");
             }
             (
-                out.reason,
+                CloseReason::from(out.end),
                 out.client_to_backend.bytes + up,
                 out.backend_to_client.bytes + down,
             )
@@ -328,7 +327,7 @@ async fn open_plain(
             }
             Err(err) => {
                 tracing::info!(error = %err, "tunnel failed during the handoff; resetting both sides");
-                reset_both(&client, &backend);
+                sockopt::reset_both(&client, &backend);
                 return None;
             }
         }
@@ -336,7 +335,7 @@ async fn open_plain(
     // Early bytes go first, in userspace, before any byte can be redirected.
     if let Err(err) = deliver_early(&mut client, &mut backend, &early).await {
         tracing::info!(error = %err, "tunnel failed while delivering handshake bytes; resetting both sides");
-        reset_both(&client, &backend);
+        sockopt::reset_both(&client, &backend);
         return None;
     }
     let carrier = Carrier::choose(ebpf, client, backend, settings, relay_reason)?;
@@ -352,21 +351,10 @@ async fn open_tls(
 ) -> Option<(Carrier, Early)> {
     if let Err(err) = deliver_early(&mut client, &mut backend, &early).await {
         tracing::info!(error = %err, "tunnel failed while delivering handshake bytes; resetting both sides");
-        reset_both(client.tcp(), backend.tcp());
+        sockopt::reset_both(client.tcp(), backend.tcp());
         return None;
     }
     Some((Carrier::Tls(client, backend), early))
-}
-
-/// Makes the coming close of both sockets a reset (`SO_LINGER {on, 0}`): when one side of a
-/// tunnel fails, the other learns it at once instead of seeing a clean EOF or hanging.
-fn reset_both(client: &impl AsRawFd, backend: &impl AsRawFd) {
-    use crate::dataplane::sockopt::set_linger_zero;
-    for result in [set_linger_zero(client), set_linger_zero(backend)] {
-        if let Err(err) = result {
-            tracing::debug!(error = %err, "could not arm a reset");
-        }
-    }
 }
 
 /// Writes the early bytes each side is owed (through TLS where there is TLS), flushed.
@@ -420,7 +408,7 @@ impl Carrier {
         let (client, backend) = into_std(client, backend)
             .inspect_err(|err| tracing::warn!(error = %err, "cannot leave the runtime"))
             .ok()?;
-        match splice::Spliced::start(ebpf, client, backend, settings) {
+        match splice::Spliced::start(ebpf, client, backend, &settings.splice) {
             Ok(spliced) => Some(Self::Spliced(Box::new(spliced))),
             Err(refused) if refused.can_relay => {
                 tracing::info!(error = %refused.error, "kernel refused the splice; relaying");
@@ -431,7 +419,7 @@ impl Carrier {
             }
             Err(refused) => {
                 tracing::warn!(error = %refused.error, "splice failed after bytes moved; resetting");
-                reset_both(&refused.client, &refused.backend);
+                sockopt::reset_both(&refused.client, &refused.backend);
                 None
             }
         }

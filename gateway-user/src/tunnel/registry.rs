@@ -15,7 +15,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::limits::{monotonic_coarse_ns, since_ns};
+use crate::dataplane::clock::{monotonic_coarse_ns, since_ns};
 use crate::{
     dataplane::{EbpfDataplane, TunnelKeys},
     metrics::Mode,

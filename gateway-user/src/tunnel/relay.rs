@@ -16,12 +16,11 @@ use tokio::{
 use tokio_util::either::Either;
 
 use super::registry::RelayMeter;
-use super::{
-    close_both,
-    limits::{monotonic_coarse_ns, since_ns, Limits},
-    CloseReason, Closing,
+use super::{close_both, limits::Limits, CloseReason, Closing};
+use crate::{
+    dataplane::clock::{monotonic_coarse_ns, since_ns},
+    tls::{MaybeTls, TlsOverTcp},
 };
-use crate::tls::{MaybeTls, TlsOverTcp};
 
 const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 

@@ -5,6 +5,7 @@ use http::header;
 use super::*;
 use crate::{
     config::{OnBackendDown, PassiveHealth, Protocol, TunnelLimits},
+    dataplane::splice::SpliceSettings,
     health::Lease,
 };
 
@@ -57,9 +58,11 @@ fn upstream_with(
         tunnel::Settings {
             idle_timeout: Duration::from_secs(300),
             max_lifetime: None,
-            max_backlog_bytes: 1 << 20,
-            sndbuf_bytes: 0,
-            backlog_pool_bytes: 0,
+            splice: SpliceSettings {
+                max_backlog_bytes: 1 << 20,
+                sndbuf_bytes: 0,
+                backlog_pool_bytes: 0,
+            },
         },
         &Health::new(false),
     )

@@ -14,8 +14,11 @@ use tokio::{
 
 use gateway_common::counter;
 
-use super::{limits::Limits, splice::Spliced, CloseReason, Settings};
-use crate::dataplane::{sockopt, EbpfDataplane};
+use super::{
+    sockopt,
+    splice::{SpliceEnd, SpliceSettings, Spliced},
+    EbpfDataplane,
+};
 
 /// Bytes each way (queued-before-splice bytes come on top): more than a spliced socket's
 /// receive buffer (8 MiB), so that the client's direction still has bytes to send after
@@ -67,9 +70,7 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
     wait_queued(&client, QUEUED_BYTES).await?;
 
     // The budget stays put (no pool to grow from): the pause must come at the budget.
-    let settings = Settings {
-        idle_timeout: DEADLINE,
-        max_lifetime: None,
+    let settings = SpliceSettings {
         max_backlog_bytes: BUDGET_BYTES,
         sndbuf_bytes: 0,
         backlog_pool_bytes: 0,
@@ -81,13 +82,8 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
         &settings,
     )
     .map_err(|refused| format!("splice refused: {}", refused.error))?;
-    let mut limits = Limits::new(
-        settings,
-        std::time::Instant::now(),
-        Default::default(),
-        None,
-    );
-    let tunnel = async { spliced.run(&mut limits).await };
+    // No limit of its own: the whole check runs within `DEADLINE`.
+    let tunnel = spliced.run(std::future::pending::<std::convert::Infallible>());
 
     // Client sends and half-closes; the backend reads to EOF, then answers and closes.
     let peers = async {
@@ -126,7 +122,7 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
             gateway_common::SKB_CB_OFFSET
         ));
     }
-    if let CloseReason::SpliceIntegrity(wrong) = &outcome.reason {
+    if let SpliceEnd::Integrity(wrong) = &outcome.end {
         return Err(format!("the integrity witness reset the tunnel: {wrong}"));
     }
     let (got_up, got_down) = peers?;
@@ -144,8 +140,8 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
             down.len()
         ));
     }
-    if !matches!(outcome.reason, CloseReason::Done) {
-        return Err(format!("tunnel ended with {}", outcome.reason));
+    if !matches!(outcome.end, SpliceEnd::Done) {
+        return Err(format!("tunnel ended with {}", outcome.end));
     }
     tracing::debug!(
         pauses = moved(counter::PAUSES),

@@ -1,14 +1,11 @@
-//! A tunnel whose bytes the kernel moves: both sockets join the sockmap, and userspace only
-//! watches for hang-ups, keeps each direction's kernel backlog within its budget, forwards
-//! FIN once the redirected bytes have drained, and tears the tunnel down. See
-//! docs/dataplane.md for why each step is ordered as it is.
+//! The loop that watches one spliced tunnel: hang-ups and errors from epoll, attention
+//! from the verdict's events, and each flow's budget, catch-up and FIN.
 
 use std::{
     future::Future,
     io,
     net::{Shutdown, TcpStream},
     os::fd::AsFd,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,15 +13,15 @@ use gateway_common::{FlowControl, FlowStats};
 use tokio::sync::Notify;
 
 use super::{
-    budget::{FlowBudget, FAST_DRAIN_WITHIN, LOAN_IDLE},
-    limits::{monotonic_coarse_ns, since_ns, Limits},
-    sockio::{kick, recv_nonblocking, send_nonblocking},
-    watch::HangupWatch,
+    budget::{FAST_DRAIN_WITHIN, LOAN_IDLE},
+    half::Half,
     witness::{self, Finding},
-    CloseReason, Settings,
+    SpliceEnd,
 };
 use crate::dataplane::{
-    sockopt::{self, TcpCounters},
+    sockio::{kick, recv_nonblocking, send_nonblocking},
+    sockopt,
+    watch::HangupWatch,
     EbpfDataplane, TunnelKeys,
 };
 
@@ -39,7 +36,7 @@ const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
 /// are charged to its receive buffer (see [`receive_buffer`]; the kernel doubles it), so
 /// one peek normally covers them all; held bytes past this are taken even though the flow
 /// has not caught up, which bounds what each round re-peeks.
-const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
+pub(super) const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
 /// Passed bytes a flow may owe while none of them moves for [`STUCK_TIMEOUT`], and at all,
 /// before its tunnel is reset. They are bounded by the source's receive buffer while they
 /// can be read; while they are stuck behind bytes for the source itself (see
@@ -54,29 +51,18 @@ const MAX_OWED_BYTES: u64 = 256 * 1024 * 1024;
 const MAX_OWED_MOVING_BYTES: u64 = 1024 * 1024 * 1024;
 const STUCK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a spliced tunnel moved, for the close log.
-#[derive(Debug)]
-pub struct SpliceOutcome {
-    pub reason: CloseReason,
-    pub client_to_backend: FlowStats,
-    pub backend_to_client: FlowStats,
-    /// Bytes the verdict passed to userspace (pauses, failed redirects) and userspace
-    /// forwarded: client→backend, backend→client.
-    pub forwarded_bytes: [u64; 2],
-}
-
 /// A failed syscall, and the side of the tunnel it was about (`None`: the gateway's own).
-struct Failure {
+pub(super) struct Failure {
     side: Option<usize>,
     error: io::Error,
 }
 
 impl Failure {
-    fn reason(self) -> CloseReason {
+    pub(super) fn into_end<S>(self) -> SpliceEnd<S> {
         match self.side {
-            Some(0) => CloseReason::ClientError(Some(self.error)),
-            Some(_) => CloseReason::BackendError(Some(self.error)),
-            None => CloseReason::Internal(self.error),
+            Some(0) => SpliceEnd::ClientError(Some(self.error)),
+            Some(_) => SpliceEnd::BackendError(Some(self.error)),
+            None => SpliceEnd::Internal(self.error),
         }
     }
 }
@@ -88,268 +74,23 @@ fn on(side: usize) -> impl FnOnce(io::Error) -> Failure {
     }
 }
 
-/// One direction of the tunnel: bytes arriving on `from` leave through `to`.
-struct Half {
-    /// Cookie of `from`: the key of this flow in `FLOWS` and `CONTROL`.
-    cookie: u64,
-    /// Bytes userspace had consumed from `from` before the splice began.
-    consumed_before: u64,
-    /// Bytes written into `to` before the splice began.
-    written_before: u64,
-    /// Bytes userspace wrote into `to` since (passed bytes it forwarded).
-    forwarded: u64,
-    /// What this flow's `CONTROL` entry should hold (only we write it); `limit` may be
-    /// raised here before it is published.
-    control: FlowControl,
-    /// What this flow's `CONTROL` entry holds now.
-    published: FlowControl,
-    /// How far the flow may run ahead of `to`.
-    budget: FlowBudget,
-    /// Scratch space for peeking passed bytes; freed once the flow is caught up.
-    buf: Vec<u8>,
-    /// Passed bytes at the head of `from`'s queue already written to `to` but not yet
-    /// taken off `from` (see `Supervisor::forward`).
-    held: usize,
-    /// The flow may need us: paused, passed bytes to forward, or a watermark crossed.
-    attention: bool,
-    /// Passed bytes wait in `from`'s queue to be forwarded.
-    outstanding: bool,
-    /// Bytes redirected but not yet in `to`'s send queue, at the last step.
-    backlog: u64,
-    /// `control.released` when last seen to change, and when: how long owed bytes have
-    /// not moved.
-    released_seen: u64,
-    released_at: Instant,
-    /// Held paused for the other flow: its passed bytes may wait in `to`'s psock queue
-    /// behind this flow's redirected ones, where nothing stops its sender (see
-    /// `Supervisor::run`).
-    yielding: bool,
-    /// Some passed bytes owed could not be read at the last peek: they wait in `from`'s
-    /// psock queue behind bytes the other flow redirected to `from`.
-    stuck: bool,
-    /// `from` has sent FIN.
-    eof: bool,
-    /// `to` has been shut down for writing (FIN forwarded).
-    shut: bool,
-}
-
-impl Half {
-    fn new(cookie: u64, from: &TcpCounters, to: &TcpCounters, budget: FlowBudget) -> Self {
-        Self {
-            cookie,
-            consumed_before: from.bytes_consumed(),
-            written_before: to.bytes_written(),
-            forwarded: 0,
-            control: FlowControl::new(budget.bytes()),
-            published: FlowControl::new(budget.bytes()),
-            budget,
-            buf: Vec::new(),
-            held: 0,
-            attention: true,
-            outstanding: false,
-            backlog: 0,
-            released_seen: 0,
-            released_at: Instant::now(),
-            yielding: false,
-            stuck: false,
-            eof: false,
-            shut: false,
-        }
-    }
-
-    /// Redirected bytes that have left the kernel's redirect queue for `to`'s send queue.
-    fn delivered(&self, to: &TcpCounters) -> u64 {
-        to.bytes_written()
-            .saturating_sub(self.written_before + self.forwarded)
-    }
-
-    /// Whether every byte `from` received before its FIN is now in `to`'s send queue.
-    /// After the FIN, `bytes_received` counts one extra for it.
-    fn drained(&self, from: &TcpCounters, to: &TcpCounters) -> bool {
-        let expected = from.bytes_received.saturating_sub(1 + self.consumed_before);
-        to.bytes_written().saturating_sub(self.written_before) >= expected
-    }
-}
-
-/// A tunnel registered in the kernel maps. Dropping it takes the tunnel out of the maps
-/// (verdict first) and only then closes the sockets, however the tunnel ended.
-pub struct Spliced {
-    ebpf: Arc<EbpfDataplane>,
-    keys: TunnelKeys,
-    halves: [Half; 2],
-    /// [`monotonic_coarse_ns`] when the splice began: activity before any segment.
-    spliced_at_ns: u64,
-    /// Woken by the event dispatcher when the verdict asks for attention.
-    notify: Arc<Notify>,
-    // Declared last: fields drop after `Drop::drop` has unspliced.
-    client: TcpStream,
-    backend: TcpStream,
-}
-
-/// The kernel would not splice the tunnel; its sockets are handed back.
-pub struct Refused {
-    pub client: TcpStream,
-    pub backend: TcpStream,
-    pub error: io::Error,
-    /// Nothing moved in the kernel, so the userspace relay can carry the tunnel. Otherwise
-    /// bytes may have been lost with a peer's psock and the tunnel must be reset.
-    pub can_relay: bool,
-}
-
-impl Spliced {
-    /// Reads the baselines and registers the tunnel: from here on the kernel moves its
-    /// bytes, each direction at most its budget ahead of its destination (the settings'
-    /// `max_backlog_bytes`, grown from the shared pool while the destination keeps up; see
-    /// [`super::budget`]). The sockets
-    /// must not have been read from or written to by anyone else since the handshake, and
-    /// their receive queues must hold no partly read skb ([`take_queued`]).
-    pub fn start(
-        ebpf: Arc<EbpfDataplane>,
-        client: TcpStream,
-        backend: TcpStream,
-        settings: &Settings,
-    ) -> Result<Self, Refused> {
-        let budget = settings.max_backlog_bytes;
-        // Exact baselines: a byte or an ACK miscounted here would make a FIN go out too
-        // early (bytes lost) or never (tunnel hangs).
-        let counters = sockopt::tcp_counters_settled(&client)
-            .and_then(|c| Ok((c, sockopt::tcp_counters_settled(&backend)?)));
-        let (c, b) = match counters {
-            Ok(counters) => counters,
-            Err(error) => {
-                return Err(Refused {
-                    client,
-                    backend,
-                    error,
-                    can_relay: true,
-                })
-            }
-        };
-        let sized = [&client, &backend].into_iter().try_for_each(|sock| {
-            sockopt::set_receive_buffer(sock, receive_buffer(budget))?;
-            warn_if_receive_buffer_capped(sock, receive_buffer(budget));
-            if settings.sndbuf_bytes > 0 {
-                // Not fatal: a smaller buffer only slows the redirect worker down.
-                if let Err(err) = sockopt::set_send_buffer(sock, settings.sndbuf_bytes) {
-                    tracing::debug!(error = %err, "could not set the tunnel's send buffer");
-                }
-            }
-            // A fixed receive buffer stops autotuning, which is also what raises the
-            // window clamp; left at its value from the handshake (about two loopback MSS)
-            // it would cap the window at 128 KiB. The clamp is a ceiling here, not a brake.
-            sockopt::set_window_clamp(sock, 2 * receive_buffer(budget))
-        });
-        if let Err(error) = sized {
-            return Err(Refused {
-                client,
-                backend,
-                error,
-                can_relay: true,
-            });
-        }
-        match ebpf.splice(&client, &backend, budget) {
-            Ok(keys) => {
-                let notify = Arc::new(Notify::new());
-                ebpf.watch_flows(keys, &notify);
-                let now = Instant::now();
-                let flow_budget = || FlowBudget::new(budget, settings.backlog_pool_bytes, now);
-                Ok(Self {
-                    halves: [
-                        Half::new(keys.client, &c, &b, flow_budget()),
-                        Half::new(keys.backend, &b, &c, flow_budget()),
-                    ],
-                    spliced_at_ns: monotonic_coarse_ns(),
-                    notify,
-                    ebpf,
-                    keys,
-                    client,
-                    backend,
-                })
-            }
-            Err(refused) => Err(Refused {
-                can_relay: refused.can_relay(),
-                error: io::Error::other(refused),
-                client,
-                backend,
-            }),
-        }
-    }
-
-    /// The cookies the tunnel's sockets are registered under.
-    pub fn keys(&self) -> TunnelKeys {
-        self.keys
-    }
-
-    pub fn ebpf(&self) -> &Arc<EbpfDataplane> {
-        &self.ebpf
-    }
-
-    /// Runs the tunnel to its end: both sides closed, a failure (both sockets are then
-    /// reset), or a limit (both peers then get a FIN).
-    pub async fn run(mut self, limits: &mut Limits) -> SpliceOutcome {
-        // Idleness comes from the timestamps the verdict program keeps per direction.
-        let (ebpf, keys, spliced_at) = (&self.ebpf, self.keys, self.spliced_at_ns);
-        let limit = limits.reached(|| {
-            let (up, down) = ebpf.flow_stats(keys);
-            since_ns(
-                up.last_activity_ns
-                    .max(down.last_activity_ns)
-                    .max(spliced_at),
-            )
-        });
-        let tunnel = Supervisor {
-            ebpf,
-            keys,
-            socks: [&self.client, &self.backend],
-            notify: &self.notify,
-        };
-        let reason = match tunnel.run(&mut self.halves, limit).await {
-            // Every byte has been delivered: the counts must now agree exactly.
-            Ok(CloseReason::Done) => match tunnel.witness(&self.halves, true) {
-                Ok(None) => CloseReason::Done,
-                Ok(Some(wrong)) => CloseReason::SpliceIntegrity(wrong),
-                Err(failure) => failure.reason(),
-            },
-            Ok(reason) => reason,
-            Err(failure) => failure.reason(),
-        };
-        super::close_both(&reason, &self.client, &self.backend);
-        let (client_to_backend, backend_to_client) = self.ebpf.flow_stats(self.keys);
-        SpliceOutcome {
-            reason,
-            client_to_backend,
-            backend_to_client,
-            forwarded_bytes: [self.halves[0].forwarded, self.halves[1].forwarded],
-        }
-    }
-}
-
-impl Drop for Spliced {
-    fn drop(&mut self) {
-        self.ebpf.unsplice(self.keys);
-        for half in &mut self.halves {
-            half.budget.release(self.ebpf.backlog_pool());
-        }
-    }
-}
-
 /// What the supervision loop works with.
-struct Supervisor<'a> {
-    ebpf: &'a EbpfDataplane,
-    keys: TunnelKeys,
-    socks: [&'a TcpStream; 2],
-    notify: &'a Notify,
+pub(super) struct Supervisor<'a> {
+    pub ebpf: &'a EbpfDataplane,
+    pub keys: TunnelKeys,
+    pub socks: [&'a TcpStream; 2],
+    pub notify: &'a Notify,
 }
 
 impl Supervisor<'_> {
     /// Waits for hang-ups, events and limits; keeps each flow within budget and forwards
     /// each FIN once its bytes have drained, until both directions are closed (`Done`), a
     /// side fails, or `limit` is reached.
-    async fn run(
+    pub(super) async fn run<S>(
         &self,
         halves: &mut [Half; 2],
-        limit: impl Future<Output = CloseReason>,
-    ) -> Result<CloseReason, Failure> {
+        limit: impl Future<Output = S>,
+    ) -> Result<SpliceEnd<S>, Failure> {
         tokio::pin!(limit);
         let socks = self.socks;
         // Segments that arrived before a socket joined the map sit in its receive queue
@@ -411,12 +152,12 @@ impl Supervisor<'_> {
                 }
             }
             if halves.iter().all(|h| h.shut) {
-                return Ok(CloseReason::Done);
+                return Ok(SpliceEnd::Done);
             }
             // At every pause, resume and watermark: does what the kernel moved add up?
             if stepped {
                 if let Some(wrong) = self.witness(halves, false)? {
-                    return Ok(CloseReason::SpliceIntegrity(wrong));
+                    return Ok(SpliceEnd::Integrity(wrong));
                 }
             }
             if progressed {
@@ -439,7 +180,7 @@ impl Supervisor<'_> {
                 LOAN_IDLE
             };
             let events = tokio::select! {
-                reason = &mut limit => return Ok(reason),
+                reason = &mut limit => return Ok(SpliceEnd::Stopped(reason)),
                 () = self.notify.notified() => {
                     for half in halves.iter_mut() {
                         half.attention = true;
@@ -458,9 +199,9 @@ impl Supervisor<'_> {
             if let Some(side) = events.iter().position(|e| e.error) {
                 let err = sockopt::take_socket_error(socks[side]).map_err(on(side))?;
                 return Ok(if side == 0 {
-                    CloseReason::ClientError(err)
+                    SpliceEnd::ClientError(err)
                 } else {
-                    CloseReason::BackendError(err)
+                    SpliceEnd::BackendError(err)
                 });
             }
             for (from, half) in halves.iter_mut().enumerate() {
@@ -472,7 +213,11 @@ impl Supervisor<'_> {
     }
 
     /// The integrity witness over both directions (see [`witness`]).
-    fn witness(&self, halves: &[Half; 2], at_end: bool) -> Result<Option<Finding>, Failure> {
+    pub(super) fn witness(
+        &self,
+        halves: &[Half; 2],
+        at_end: bool,
+    ) -> Result<Option<Finding>, Failure> {
         let ledgers = [0, 1].map(|from| {
             let half = &halves[from];
             witness::Ledger {
@@ -706,52 +451,3 @@ impl Supervisor<'_> {
         }
     }
 }
-
-/// The receive buffer (`SO_RCVBUF`) of a spliced socket: how much a paused flow holds in
-/// its source's queue before TCP stops the sender, so what one pause hands to userspace.
-/// A quarter of the budget (the kernel doubles it for its bookkeeping), between
-/// [`MIN_RECEIVE_BUFFER_BYTES`] and [`MAX_RECEIVE_BUFFER_BYTES`]. It also bounds the window
-/// a spliced socket advertises, and so the throughput of one tunnel over a path with a long
-/// round trip (16 MiB doubled covers 1.3 Gbit/s at 100 ms).
-fn receive_buffer(budget: u64) -> u32 {
-    u32::try_from(budget / 4)
-        .unwrap_or(u32::MAX)
-        .clamp(MIN_RECEIVE_BUFFER_BYTES, MAX_RECEIVE_BUFFER_BYTES)
-}
-
-/// Says once per process that spliced sockets got less receive buffer than asked for:
-/// without `CAP_NET_ADMIN`, `net.core.rmem_max` caps it, and pauses then stall.
-fn warn_if_receive_buffer_capped(sock: &TcpStream, asked: u32) {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let Ok(granted) = sockopt::receive_buffer(sock) else {
-        return;
-    };
-    // The kernel reports twice what it granted.
-    if granted / 2 < asked.min(MIN_RECEIVE_BUFFER_BYTES)
-        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
-    {
-        tracing::warn!(
-            asked_bytes = asked,
-            granted_bytes = granted / 2,
-            "spliced sockets get a smaller receive buffer than the splice needs \
-             (net.core.rmem_max caps it without CAP_NET_ADMIN): a fast tunnel will stall \
-             about 200 ms at each flow-control pause; raise it with \
-             `sysctl -w net.core.rmem_max=8388608`"
-        );
-    }
-}
-
-/// Smaller buffers stall a fast sender. As passed bytes fill the buffer, the advertised
-/// window shrinks below one MSS (64 KiB on loopback); a sender does not send into such a
-/// window and waits for its persist timer (about 200 ms), and once the buffer has been
-/// emptied no window update reached it either (`ss -ti` on the sender: `snd_wnd` 4–14 KiB,
-/// `rwnd_limited` over 90 %, `lastsnd` climbing to the RTO). Measured here with one 1 GiB
-/// upload through a 4 MiB budget: 2 MiB buffers ran at 0.4 Gbit/s with a stall per pause,
-/// 8 MiB ones (this, once the kernel doubles it) at 4.7–6 Gbit/s with none. The value is
-/// capped by `net.core.rmem_max` unless the gateway holds CAP_NET_ADMIN
-/// (`SO_RCVBUFFORCE`); see docs/dataplane.md.
-const MIN_RECEIVE_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
-/// What one pause may pass (twice this, once the kernel doubles it) must fit in one
-/// catch-up round ([`MAX_CATCH_UP_BYTES`]): otherwise held bytes are taken before the sender
-/// has stopped, its window reopens, and the flow never catches up.
-const MAX_RECEIVE_BUFFER_BYTES: u32 = (MAX_CATCH_UP_BYTES / 2) as u32;
