@@ -445,10 +445,13 @@ impl Collector for KernelCounters {
         )?;
         ConstCounter::new(c[counter::PASSED_BYTES as usize]).encode(metric)?;
 
-        let (lent, loans) = self
+        let (lent, loans, brakes) = self
             .0
             .as_ref()
-            .map(|ebpf| (ebpf.backlog_pool().lent(), ebpf.backlog_pool().loans()))
+            .map(|ebpf| {
+                let pool = ebpf.backlog_pool();
+                (pool.lent(), pool.loans(), ebpf.brakes())
+            })
             .unwrap_or_default();
         let metric = encoder.encode_descriptor(
             "gateway_splice_backlog_pool_lent_bytes",
@@ -464,7 +467,15 @@ impl Collector for KernelCounters {
             None,
             bytes.metric_type(),
         )?;
-        ConstCounter::new(loans).encode(metric)
+        ConstCounter::new(loans).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "gateway_splice_brakes",
+            "Times a spliced flow's sender was stopped (its receive window shut) because its \
+             passed bytes could not move until its own peer read",
+            None,
+            bytes.metric_type(),
+        )?;
+        ConstCounter::new(brakes).encode(metric)
     }
 }
 

@@ -14,17 +14,14 @@
 //! Every byte either end receives is checked by position ([`Pattern`]); a failure names
 //! the first wrong offset.
 //!
-//! And the bound on what is stuck: peers that write without reading pile passed bytes up
-//! where no socket accounts for them; the gateway covers those from the shared pool and
-//! resets the tunnel when it cannot.
+//! What bounds passed bytes that cannot be forwarded is `stuck_bytes.rs`.
 
 use std::{io, time::Duration};
 
 use gateway_tests::{
-    backend::{RawBackend, RawConn},
-    client::{self, RawTunnel},
     data::test_seed,
     ends::read_until_end,
+    held::HeldTunnel,
     metrics::Metrics,
     pattern::{Checker, Pattern},
     skip_unprivileged,
@@ -34,7 +31,6 @@ use gateway_tests::{
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
-    sync::mpsc,
 };
 
 /// `--max-tunnel-backlog-bytes`: far less than one loopback segment, so the flow pauses as
@@ -54,64 +50,12 @@ const INTO_CATCH_UP_BYTES: u64 = 512 << 10;
 const READ_BYTES: usize = 64 << 10;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One spliced tunnel, with both ends in the test's hands.
-struct Tunnel {
-    gateway: Gateway,
-    /// The gateway's sockets before the tunnel opened.
-    baseline_sockets: usize,
-    client: RawTunnel,
-    backend: TcpStream,
-    /// The backend's listener, which handed its one connection over to the test.
-    _server: RawBackend<()>,
-}
-
-async fn open(test: &str) -> Tunnel {
-    open_with(test, BUDGET_BYTES, &[]).await
-}
-
-/// [`open`], with another budget and more arguments for the gateway.
-async fn open_with(test: &str, budget: u64, args: &[&str]) -> Tunnel {
-    let (conns, mut accepted) = mpsc::unbounded_channel();
-    let server = RawBackend::start(move |conn: RawConn| {
-        let conns = conns.clone();
-        async move {
-            let _ = conns.send(conn);
-        }
-    })
-    .await;
-    let mut builder = Gateway::builder()
-        .backend(server.addr())
-        .dataplane(Dataplane::Ebpf)
+/// Opens the one tunnel a test drives, with a [`BUDGET_BYTES`] budget.
+async fn open() -> HeldTunnel {
+    let gateway = Gateway::builder()
         .arg("--max-tunnel-backlog-bytes")
-        .arg(budget.to_string());
-    for arg in args {
-        builder = builder.arg(*arg);
-    }
-    let gateway = builder.start();
-    let baseline_sockets = gateway.socket_fd_count();
-    let backend = async {
-        let mut conn = accepted.recv().await.expect("the backend accepts");
-        conn.accept_upgrade().await;
-        conn.read_go().await;
-        conn.stream
-    };
-    let client = async {
-        let mut client = client::raw_upgrade(gateway.listen_addr(), "/edge", &[]).await;
-        assert!(client.leftover.is_empty(), "{test}: bytes after the 101");
-        client.send_go().await;
-        client
-    };
-    let (client, backend) = within(STEP_TIMEOUT, "upgrade and go", async {
-        tokio::join!(client, backend)
-    })
-    .await;
-    Tunnel {
-        gateway,
-        baseline_sockets,
-        client,
-        backend,
-        _server: server,
-    }
+        .arg(BUDGET_BYTES.to_string());
+    HeldTunnel::open(gateway, Dataplane::Ebpf, "/edge").await
 }
 
 /// The gateway's splice counters at one moment.
@@ -142,7 +86,7 @@ impl Splice {
 
 /// The backend writes `seed`'s pattern to a client that does not read, until the flow is
 /// paused with [`PASSED_BYTES`] passed to userspace. Returns how much it wrote.
-async fn flood_until_paused(tunnel: &mut Tunnel, seed: u64) -> (u64, Splice) {
+async fn flood_until_paused(tunnel: &mut HeldTunnel, seed: u64) -> (u64, Splice) {
     let pattern = Pattern::new(seed);
     let mut chunk = vec![0; WRITE_BYTES];
     let mut sent = 0;
@@ -237,7 +181,7 @@ async fn half_closes_during_a_pause_keep_every_byte_ebpf() {
         return;
     }
     let seed = test_seed(test);
-    let mut tunnel = open(test).await;
+    let mut tunnel = open().await;
     let (sent, _) = flood_until_paused(&mut tunnel, seed).await;
 
     // The client sends its own bytes and half-closes; the backend reads them to EOF.
@@ -279,7 +223,7 @@ async fn half_closes_during_a_pause_keep_every_byte_ebpf() {
     .await
     .expect("client reads to EOF");
     assert_eq!(checker.offset(), sent, "bytes the client got");
-    let Tunnel {
+    let HeldTunnel {
         gateway,
         baseline_sockets,
         ..
@@ -288,7 +232,7 @@ async fn half_closes_during_a_pause_keep_every_byte_ebpf() {
 }
 
 /// The client reads until the gateway is catching up; returns the client's checker.
-async fn into_catch_up(tunnel: &mut Tunnel, seed: u64) -> Checker {
+async fn into_catch_up(tunnel: &mut HeldTunnel, seed: u64) -> Checker {
     let (sent, at_pause) = flood_until_paused(tunnel, seed).await;
     let mut checker = Pattern::new(seed).checker();
     within(
@@ -330,14 +274,14 @@ async fn a_backend_reset_during_a_catch_up_reaches_the_client_ebpf() {
         return;
     }
     let seed = test_seed(test);
-    let mut tunnel = open(test).await;
+    let mut tunnel = open().await;
     let mut checker = into_catch_up(&mut tunnel, seed).await;
-    let Tunnel {
+    let HeldTunnel {
         gateway,
         baseline_sockets,
         mut client,
         backend,
-        _server,
+        ..
     } = tunnel;
     reset(&backend);
     drop(backend);
@@ -366,14 +310,14 @@ async fn a_client_reset_during_a_catch_up_reaches_the_backend_ebpf() {
         return;
     }
     let seed = test_seed(test);
-    let mut tunnel = open(test).await;
+    let mut tunnel = open().await;
     into_catch_up(&mut tunnel, seed).await;
-    let Tunnel {
+    let HeldTunnel {
         gateway,
         baseline_sockets,
         client,
         mut backend,
-        _server,
+        ..
     } = tunnel;
     reset(&client.stream);
     drop(client);
@@ -400,118 +344,4 @@ fn reset(stream: &TcpStream) {
     socket2::SockRef::from(stream)
         .set_linger(Some(Duration::ZERO))
         .expect("SO_LINGER 0");
-}
-
-/// `--spliced-backlog-pool-bytes` for the next test: small, so the pool runs out long before
-/// the per-flow bounds (256 MiB owed) are reached.
-const SMALL_POOL_BYTES: u64 = 32 << 20;
-/// `--tunnel-sndbuf-bytes` and `--max-tunnel-backlog-bytes` for the next test: a backlog
-/// far larger than the send buffer it waits for, so each flow's redirected bytes stay in
-/// the kernel's queue in front of the other flow's passed ones. (When the backlog fits in
-/// the send buffer, as with a 16 KiB budget, or 8 MiB buffers in most runs, it drains there,
-/// the passed bytes then reach the receive buffer, and TCP stops both peers instead:
-/// bounded too, by the socket buffers, but not this test's case.)
-const SMALL_SNDBUF_BYTES: u64 = 64 << 10;
-const STUCK_BUDGET_BYTES: u64 = 4 << 20;
-/// What each peer of the next test writes at most.
-const FLOOD_BYTES: u64 = 1 << 30;
-/// What the two peers may have written in all when the tunnel is reset: the pool, each
-/// flow's 16 MiB allowance of owed bytes, and every socket buffer the bytes cross (the
-/// peers' and the gateway's, up to 16 MiB each as the kernel counts them), with room for
-/// what arrives between two looks of the gateway. Without the pool's cover on owed bytes
-/// the first bound to stop them was 256 MiB per flow.
-const WRITTEN_AT_RESET_LIMIT_BYTES: u64 = 200 << 20;
-
-/// Both peers write and neither reads: each flow pauses, and its passed bytes wait behind
-/// the other flow's bytes in the source's psock queue, where no socket accounts for them and
-/// TCP never stops their sender. The gateway covers such bytes from the shared pool and
-/// resets the tunnel once the pool has no room; both peers see the reset.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peers_that_write_without_reading_are_reset_when_the_pool_is_out_ebpf() {
-    let test = "peers_that_write_without_reading_are_reset_when_the_pool_is_out_ebpf";
-    if skip_unprivileged(Dataplane::Ebpf, test) {
-        return;
-    }
-    let seed = test_seed(test);
-    let mut tunnel = open_with(
-        test,
-        STUCK_BUDGET_BYTES,
-        &[
-            "--spliced-backlog-pool-bytes",
-            &SMALL_POOL_BYTES.to_string(),
-            "--tunnel-sndbuf-bytes",
-            &SMALL_SNDBUF_BYTES.to_string(),
-        ],
-    )
-    .await;
-    let (client, backend) = (&mut tunnel.client.stream, &mut tunnel.backend);
-    let (client_wrote, backend_wrote) = within(STEP_TIMEOUT, "the tunnel is reset", async {
-        tokio::join!(
-            write_until_error(client, seed, "client"),
-            write_until_error(backend, !seed, "backend")
-        )
-    })
-    .await;
-    let written = client_wrote + backend_wrote;
-    eprintln!("{test}: the client wrote {client_wrote} bytes, the backend {backend_wrote}");
-    assert!(
-        written <= WRITTEN_AT_RESET_LIMIT_BYTES,
-        "the peers wrote {written} bytes before the reset (limit {WRITTEN_AT_RESET_LIMIT_BYTES})"
-    );
-    let Tunnel {
-        gateway,
-        baseline_sockets,
-        ..
-    } = tunnel;
-    // The peers saw the reset as the gateway closed the sockets, before it logged why.
-    eventually(STEP_TIMEOUT, "the gateway logs the tunnel's close", || {
-        let log = gateway.stderr_text();
-        match log.lines().find(|line| line.contains("tunnel closed")) {
-            Some(line) if line.contains("spliced_backlog_pool_bytes) has no room") => Ok(()),
-            Some(line) => panic!("the tunnel closed for another reason: {line}"),
-            None => Err("no close line yet".to_owned()),
-        }
-    })
-    .await;
-    let metrics = gateway.metrics();
-    let closed = metrics.metric(
-        "gateway_tunnels_closed_total",
-        &[("mode", "spliced"), ("reason", "client_error")],
-    ) + metrics.metric(
-        "gateway_tunnels_closed_total",
-        &[("mode", "spliced"), ("reason", "backend_error")],
-    );
-    assert_eq!(closed, 1.0, "closed as a peer's fault:\n{}", metrics.text);
-    assert!(
-        metrics.metric("gateway_splice_passed_bytes_total", &[]) > 0.0,
-        "nothing was passed: the flows never paused"
-    );
-    assert_eq!(
-        metrics.metric("gateway_splice_integrity_errors_total", &[]),
-        0.0
-    );
-    gateway.wait_tunnels_gone(baseline_sockets).await;
-}
-
-/// Writes `seed`'s pattern until a write fails (the reset) or [`FLOOD_BYTES`] are written;
-/// returns how many were written. Only a reset may end it.
-async fn write_until_error(stream: &mut TcpStream, seed: u64, who: &str) -> u64 {
-    let pattern = Pattern::new(seed);
-    let mut chunk = vec![0; WRITE_BYTES];
-    let mut sent = 0;
-    while sent < FLOOD_BYTES {
-        pattern.fill(sent, &mut chunk);
-        if let Err(error) = stream.write_all(&chunk).await {
-            assert!(
-                matches!(
-                    error.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                ),
-                "{who}: a write failed with something other than a reset: {error}"
-            );
-            return sent;
-        }
-        sent += chunk.len() as u64;
-    }
-    panic!("{who} wrote {sent} bytes to a peer that reads nothing, and was never reset");
 }

@@ -15,13 +15,13 @@
 //! slow (the case: `GATEWAY_HUNT_BYTES=1073741824 GATEWAY_HUNT_SLOW_MS=6000
 //! GATEWAY_HUNT_BUDGETS=4194304`).
 
-use std::time::Duration;
+use std::{sync::atomic::AtomicU64, time::Duration};
 
 use gateway_tests::{
     backend::{RawBackend, RawConn},
     client,
     data::test_seed,
-    dataplane_tests,
+    dataplane_tests, flood,
     pattern::{Mismatch, Pattern},
     skip_unprivileged,
     tunnels::GO,
@@ -43,7 +43,6 @@ const BUDGETS: [u64; 7] = [
 const DEFAULT_BYTES: u64 = 96 << 20;
 const SLOW_BYTES_PER_SEC: f64 = 4.0 * (1u64 << 20) as f64;
 const DEFAULT_SLOW_MS: u64 = 600;
-const WRITE_BYTES: usize = 256 << 10;
 const READ_BYTES: usize = 256 << 10;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
@@ -285,17 +284,8 @@ async fn a_reader_that_keeps_up_grows_the_budget_from_the_pool_ebpf() {
 
 /// Writes `len` bytes of `seed`'s pattern into `writer` as fast as it takes them, then
 /// half-closes.
-async fn write_pattern(mut writer: impl tokio::io::AsyncWrite + Unpin, seed: u64, len: u64) {
-    let pattern = Pattern::new(seed);
-    let mut chunk = vec![0; WRITE_BYTES];
-    let mut sent = 0;
-    while sent < len {
-        let now = usize::try_from(len - sent).map_or(WRITE_BYTES, |left| left.min(WRITE_BYTES));
-        pattern.fill(sent, &mut chunk[..now]);
-        writer.write_all(&chunk[..now]).await.expect("write");
-        sent += now as u64;
-    }
-    writer.shutdown().await.expect("half-close");
+async fn write_pattern(writer: impl tokio::io::AsyncWrite + Unpin, seed: u64, len: u64) {
+    flood::write(writer, seed, len, &AtomicU64::new(0)).await;
 }
 
 /// Reads `reader` to EOF, checking every byte (`first`, what came with the head, then

@@ -136,6 +136,9 @@ pub struct EbpfDataplane {
     baseline: [std::sync::atomic::AtomicU64; counter::COUNT as usize],
     /// What spliced flows borrow beyond their own budget (see [`super::pool`]).
     backlog_pool: super::pool::BacklogPool,
+    /// Times a flow's source was braked (`gateway_splice_brakes_total`; see
+    /// `splice::supervisor`).
+    brakes: std::sync::atomic::AtomicU64,
     /// Keeps the program loaded and its attachment alive.
     _ebpf: Ebpf,
 }
@@ -186,6 +189,7 @@ impl EbpfDataplane {
             events: Mutex::new(Some(events)),
             baseline: Default::default(),
             backlog_pool: super::pool::BacklogPool::default(),
+            brakes: std::sync::atomic::AtomicU64::new(0),
             _ebpf: ebpf,
         })
     }
@@ -193,6 +197,17 @@ impl EbpfDataplane {
     /// The kernel memory spliced flows share beyond their own budget.
     pub fn backlog_pool(&self) -> &super::pool::BacklogPool {
         &self.backlog_pool
+    }
+
+    /// Counts a brake put on a flow's source.
+    pub(super) fn braked(&self) {
+        self.brakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Brakes put on flows' sources, ever (`gateway_splice_brakes_total`).
+    pub fn brakes(&self) -> u64 {
+        self.brakes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Registers a tunnel and starts the kernel splice on both sockets.

@@ -46,6 +46,9 @@ pub(super) struct Half {
     /// Some passed bytes owed could not be read at the last peek: they wait in `from`'s
     /// psock queue behind bytes the other flow redirected to `from`.
     pub(super) stuck: bool,
+    /// Since when `from`'s receive window is shut, and `from`'s `bytes_acked` then (see
+    /// `Supervisor::brake`).
+    pub(super) braked: Option<(Instant, u64)>,
     /// `from` has sent FIN.
     pub(super) eof: bool,
     /// `to` has been shut down for writing (FIN forwarded).
@@ -76,6 +79,7 @@ impl Half {
             released_at: Instant::now(),
             yielding: false,
             stuck: false,
+            braked: None,
             eof: false,
             shut: false,
         }

@@ -102,6 +102,8 @@ pub struct Spliced {
     spliced_at_ns: u64,
     /// Woken by the event dispatcher when the verdict asks for attention.
     notify: Arc<Notify>,
+    /// The sockets' `TCP_WINDOW_CLAMP`: a ceiling, lowered only to brake a sender.
+    window_clamp: u32,
     // Declared last: fields drop after `Drop::drop` has unspliced.
     client: TcpStream,
     backend: TcpStream,
@@ -155,10 +157,7 @@ impl Spliced {
                     tracing::debug!(error = %err, "could not set the tunnel's send buffer");
                 }
             }
-            // A fixed receive buffer stops autotuning, which is also what raises the
-            // window clamp; left at its value from the handshake (about two loopback MSS)
-            // it would cap the window at 128 KiB. The clamp is a ceiling here, not a brake.
-            sockopt::set_window_clamp(sock, 2 * receive_buffer(budget))
+            sockopt::set_window_clamp(sock, window_clamp(budget))
         });
         if let Err(error) = sized {
             return Err(Refused {
@@ -181,6 +180,7 @@ impl Spliced {
                     ],
                     spliced_at_ns: monotonic_coarse_ns(),
                     notify,
+                    window_clamp: window_clamp(budget),
                     ebpf,
                     keys,
                     client,
@@ -223,6 +223,7 @@ impl Spliced {
             keys: self.keys,
             socks: [&self.client, &self.backend],
             notify: &self.notify,
+            window_clamp: self.window_clamp,
         };
         let end = match tunnel.run(&mut self.halves, stop).await {
             // Every byte has been delivered: the counts must now agree exactly.
@@ -290,6 +291,14 @@ fn receive_buffer(budget: u64) -> u32 {
     u32::try_from(budget / 4)
         .unwrap_or(u32::MAX)
         .clamp(MIN_RECEIVE_BUFFER_BYTES, MAX_RECEIVE_BUFFER_BYTES)
+}
+
+/// The `TCP_WINDOW_CLAMP` of a spliced socket. A fixed receive buffer stops autotuning,
+/// which is also what raises the window clamp; left at its value from the handshake (about
+/// two loopback MSS) it would cap the window at 128 KiB. The clamp is a ceiling here, not a
+/// brake (but see `Supervisor::brake`).
+fn window_clamp(budget: u64) -> u32 {
+    2 * receive_buffer(budget)
 }
 
 /// Says once per process that spliced sockets got less receive buffer than asked for:

@@ -13,7 +13,7 @@ use gateway_common::{FlowControl, FlowStats};
 use tokio::sync::Notify;
 
 use super::{
-    budget::{FAST_DRAIN_WITHIN, LOAN_IDLE},
+    budget::{FAST_DRAIN_WITHIN, LOAN_IDLE, OWED_ALLOWANCE_BYTES},
     half::Half,
     witness::{self, Finding},
     SpliceEnd,
@@ -37,6 +37,10 @@ const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
 /// one peek normally covers them all; held bytes past this are taken even though the flow
 /// has not caught up, which bounds what each round re-peeks.
 pub(super) const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
+/// The least a brake holds before a peer that reads again is let go (see
+/// `Supervisor::brake`): far longer than a loopback or LAN round trip, and short next to
+/// the spells the brake is for (a peer busy elsewhere, or starved of CPU, for a second).
+const BRAKE_HOLD: Duration = Duration::from_millis(20);
 /// Passed bytes a flow may owe while none of them moves for [`STUCK_TIMEOUT`], and at all,
 /// before its tunnel is reset. They are bounded by the source's receive buffer while they
 /// can be read; while they are stuck behind bytes for the source itself (see
@@ -80,6 +84,8 @@ pub(super) struct Supervisor<'a> {
     pub keys: TunnelKeys,
     pub socks: [&'a TcpStream; 2],
     pub notify: &'a Notify,
+    /// The sockets' `TCP_WINDOW_CLAMP` while not braked.
+    pub window_clamp: u32,
 }
 
 impl Supervisor<'_> {
@@ -333,6 +339,7 @@ impl Supervisor<'_> {
         }
         half.outstanding = owed > 0;
         half.stuck &= half.outstanding;
+        self.brake(half, from, owed)?;
         half.backlog = flow.bytes.saturating_sub(delivered);
         half.attention = flow.paused != 0 || half.outstanding;
         if !half.outstanding && half.buf.capacity() > 0 {
@@ -343,6 +350,55 @@ impl Supervisor<'_> {
             .want_writable(to, half.outstanding)
             .map_err(|error| Failure { side: None, error })?;
         Ok(moved)
+    }
+
+    /// Shuts `from`'s receive window while the flow owes more passed bytes than its
+    /// source's receive buffer accounts for ([`OWED_ALLOWANCE_BYTES`]); reopens it once the
+    /// flow owes half as many, or once `from`'s peer has read something and the brake has
+    /// held for [`BRAKE_HOLD`].
+    ///
+    /// Past the allowance, passed bytes wait in `from`'s psock queue behind the bytes the
+    /// other flow redirected *to* `from`, which only `from`'s peer's reads move, and there
+    /// they are charged to no receive buffer: TCP would let the peer send on for ever (a
+    /// peer that flooded while not reading for 2 s piled up 413 MB). A clamp far below one
+    /// segment stops the sender as a full buffer would: it sends nothing into such a
+    /// window but a window probe now and then. The window the peer was already offered
+    /// still holds (the kernel never retracts one), so the brake takes effect within one
+    /// receive buffer. Reopened, the window reaches the sender with its next probe or the
+    /// next window update.
+    ///
+    /// A peer that reads again is let go: an echo peer reads only once its writes went
+    /// through, so a brake held on it until its stuck bytes moved would stop the very reads
+    /// that move them, and the tunnel would hang (as a window shut on every stuck spell once
+    /// did, `tests/tests/neighbours.rs`). Its own send buffer takes its writes while it
+    /// reads on, and the hold keeps a peer that reads a little from flapping the brake.
+    fn brake(&self, half: &mut Half, from: usize, owed: u64) -> Result<(), Failure> {
+        let braked = match half.braked {
+            None if owed <= OWED_ALLOWANCE_BYTES => return Ok(()),
+            None => true,
+            Some(_) if owed <= OWED_ALLOWANCE_BYTES / 2 => false,
+            Some((since, _)) if since.elapsed() < BRAKE_HOLD => return Ok(()),
+            Some((_, acked)) => {
+                let now = sockopt::tcp_counters(self.socks[from]).map_err(on(from))?;
+                now.bytes_acked == acked
+            }
+        };
+        if braked == half.braked.is_some() {
+            return Ok(());
+        }
+        if braked {
+            let acked = sockopt::tcp_counters(self.socks[from])
+                .map_err(on(from))?
+                .bytes_acked;
+            sockopt::set_window_clamp(self.socks[from], 1).map_err(on(from))?;
+            half.braked = Some((Instant::now(), acked));
+            self.ebpf.braked();
+        } else {
+            sockopt::set_window_clamp(self.socks[from], self.window_clamp).map_err(on(from))?;
+            half.braked = None;
+        }
+        tracing::debug!(from, braked, owed, "sender brake");
+        Ok(())
     }
 
     /// Makes `control` this flow's `CONTROL` entry, unless it already is.
