@@ -7,10 +7,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{
-    config::{LogFormat, Overrides, Sources},
-    dataplane::DataplaneMode,
-};
+use crate::config::{DataplaneMode, LogFormat, Overrides, Sources};
 
 /// eBPF-accelerated HTTP and WebSocket gateway. Plaintext WebSocket tunnels are spliced in
 /// the kernel (sockmap + sk_skb verdict) after the backend answers 101 Switching Protocols.

@@ -7,7 +7,6 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 
 pub use super::matching::{BackendAddress, BackendHost, HostMatch, HostPattern, PathPattern};
-use crate::dataplane::DataplaneMode;
 
 /// `http` or `https`, of a listener, backend settings or probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -35,6 +34,18 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// What the operator asked for with `--dataplane` (or `[global] dataplane`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataplaneMode {
+    /// Load eBPF; if that fails, log why once and relay in userspace.
+    Auto,
+    /// Load eBPF or refuse to start.
+    Ebpf,
+    /// Never load eBPF; relay every tunnel in userspace.
+    Userspace,
 }
 
 /// `kind` of a rule.

@@ -10,12 +10,12 @@
 
 use std::net::SocketAddr;
 
+use super::model::DataplaneMode;
 use super::{
     error::{ConfigError, COMMAND_LINE},
     model::{Global, LogFormat},
     validate::{global::check_log_level, SettingsDefaults},
 };
-use crate::dataplane::DataplaneMode;
 
 /// Flags given on the command line; `None`: not given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

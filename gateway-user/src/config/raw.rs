@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::model::DataplaneMode;
 use super::model::{LoadBalancing, LogFormat, OnBackendDownKind, Protocol, RuleKind};
-use crate::dataplane::DataplaneMode;
 
 /// `[global]`: the process, not the traffic.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -15,17 +15,7 @@ use std::{fmt, sync::Arc};
 
 pub use ebpf::{EbpfDataplane, LoadError, SpliceRefused, TunnelKeys};
 
-/// What the operator asked for with `--dataplane` (or `[global] dataplane`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DataplaneMode {
-    /// Load eBPF; if that fails, log why once and relay in userspace.
-    Auto,
-    /// Load eBPF or refuse to start.
-    Ebpf,
-    /// Never load eBPF; relay every tunnel in userspace.
-    Userspace,
-}
+use crate::config::DataplaneMode;
 
 /// The dataplane actually in use.
 #[derive(Clone)]

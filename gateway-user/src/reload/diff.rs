@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn keys_that_need_a_restart_are_named() {
         let started = two_binds().global;
-        assert_eq!(started.dataplane, crate::dataplane::DataplaneMode::Auto);
+        assert_eq!(started.dataplane, crate::config::DataplaneMode::Auto);
         assert_eq!(started.log_level, "info");
         // Applied live: no warning.
         let live = Global {
@@ -156,7 +156,7 @@ mod tests {
         };
         assert!(needs_restart(&started, &live).is_empty());
         let restart = Global {
-            dataplane: crate::dataplane::DataplaneMode::Userspace,
+            dataplane: crate::config::DataplaneMode::Userspace,
             admin: None,
             log_level: "debug".to_owned(),
             ..started.clone()

@@ -4,13 +4,10 @@
 use std::{sync::Arc, time::Duration};
 
 use super::*;
-use crate::{
-    config::{
-        defaults, load as load_sources, shortcut, BackendHost, HostHeader, HostMatch,
-        LoadBalancing, OnBackendDown, Overrides, PassiveHealth, ProbeHost, RedirectTarget, Route,
-        RuleAction, Sources,
-    },
-    dataplane::DataplaneMode,
+use crate::config::{
+    defaults, load as load_sources, shortcut, BackendHost, DataplaneMode, HostHeader, HostMatch,
+    LoadBalancing, OnBackendDown, Overrides, PassiveHealth, ProbeHost, RedirectTarget, Route,
+    RuleAction, Sources,
 };
 
 #[test]

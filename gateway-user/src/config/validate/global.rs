@@ -3,14 +3,11 @@
 use std::{net::SocketAddr, time::Duration};
 
 use super::Checker;
-use crate::{
-    config::{
-        defaults,
-        document::{Element, Origin},
-        model::Global,
-        raw::RawGlobal,
-    },
-    dataplane::DataplaneMode,
+use crate::config::{
+    defaults,
+    document::{Element, Origin},
+    model::{DataplaneMode, Global},
+    raw::RawGlobal,
 };
 
 /// The global settings with defaults applied (all defaults without a `[global]` table, or
