@@ -203,9 +203,14 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
             dataplane: dataplane.to_string(),
             reason: why,
         };
-        let mut registry = metrics.registry(dataplane.ebpf().cloned(), info);
+        let mut registry = metrics.registry(info);
         reload_metrics.register(&mut registry);
-        Metrics::register_live(&mut registry, shared.health.clone(), shared.tunnels.clone());
+        admin::collectors::register(
+            &mut registry,
+            dataplane.ebpf().cloned(),
+            shared.health.clone(),
+            shared.tunnels.clone(),
+        );
         let admin = admin::Admin {
             registry,
             shared,

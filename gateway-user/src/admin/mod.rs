@@ -2,6 +2,8 @@
 //! health of every backend, JSON), `GET /tunnels` (every live tunnel, JSON), `POST /reload`
 //! to read the configuration again (as SIGHUP does). Keep it on loopback.
 
+pub mod collectors;
+
 use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;

@@ -1,0 +1,300 @@
+//! Metrics read from live state when `/metrics` is scraped: the eBPF program's per-CPU
+//! counters and the splice's userspace counters, backend health and probes, and live
+//! tunnels by mode and state. The counters the data path writes as it goes are in
+//! `crate::metrics`.
+
+use std::{fmt, sync::Arc};
+
+use gateway_common::counter;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::{
+    dataplane::EbpfDataplane,
+    health::Health,
+    metrics::{Direction, DirectionLabels},
+    tunnel::registry::Registry as Tunnels,
+};
+
+/// Adds the collectors to `registry`: the kernel's counters (zero when eBPF is not loaded,
+/// so the same names exist whatever the dataplane), backend health, live tunnels.
+pub fn register(
+    registry: &mut Registry,
+    ebpf: Option<Arc<EbpfDataplane>>,
+    health: Arc<Health>,
+    tunnels: Arc<Tunnels>,
+) {
+    registry.register_collector(Box::new(KernelCounters(ebpf)));
+    registry.register_collector(Box::new(LiveState { health, tunnels }));
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    pool: String,
+    settings: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendStateLabels {
+    pool: String,
+    settings: String,
+    backend: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    pool: String,
+    settings: String,
+    backend: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelStateLabels {
+    mode: &'static str,
+    state: &'static str,
+}
+
+/// Reads the eBPF per-CPU counters on every scrape; all zero without eBPF.
+struct KernelCounters(Option<Arc<EbpfDataplane>>);
+
+impl fmt::Debug for KernelCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KernelCounters")
+    }
+}
+
+impl Collector for KernelCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let c = self
+            .0
+            .as_ref()
+            .map(|ebpf| ebpf.counters())
+            .unwrap_or_default();
+        let bytes = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "gateway_spliced_bytes",
+            "Bytes redirected between client and backend by the kernel splice, by direction",
+            None,
+            bytes.metric_type(),
+        )?;
+        for (direction, index) in [
+            (Direction::ClientToBackend, counter::BYTES_CLIENT_TO_BACKEND),
+            (Direction::BackendToClient, counter::BYTES_BACKEND_TO_CLIENT),
+        ] {
+            let labels = DirectionLabels { direction };
+            ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_splice_verdicts",
+            "Segments seen by the splice verdict program, by outcome \
+             (redirected; passed to userspace because no flow or no peer was registered; or \
+             dropped because empty, i.e. a bare FIN)",
+            None,
+            bytes.metric_type(),
+        )?;
+        for (outcome, index) in [
+            ("redirected", counter::REDIRECTED_SEGMENTS),
+            ("passed_no_flow", counter::PASSED_NO_FLOW),
+            ("passed_redirect_failed", counter::PASSED_REDIRECT_FAILED),
+            ("dropped_empty", counter::DROPPED_EMPTY_SEGMENTS),
+            ("passed_paused", counter::PASSED_PAUSED),
+            ("overlap_trimmed", counter::OVERLAP_SEGMENTS),
+        ] {
+            let labels = OutcomeLabels { outcome };
+            ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
+        }
+
+        for (name, help, index) in [
+            (
+                "gateway_splice_pauses",
+                "Times a spliced flow hit its backlog budget and paused (segments then wait in \
+                 the sender's socket until the gateway forwards them)",
+                counter::PAUSES,
+            ),
+            ("gateway_splice_resumes", "Times a paused flow resumed splicing", counter::RESUMES),
+            (
+                "gateway_splice_overlap_bytes",
+                "Bytes the kernel handed the splice verdict a second time (a retransmission \
+                 overlapping bytes already received) and the verdict cut off",
+                counter::OVERLAP_BYTES,
+            ),
+            (
+                "gateway_splice_sequence_anomalies",
+                "Segments whose TCP sequence numbers the splice verdict could not vouch for; \
+                 their tunnels are reset",
+                counter::SEQ_ANOMALIES,
+            ),
+            (
+                "gateway_splice_events_lost",
+                "Flow events that did not fit in the eBPF ring buffer (every tunnel is then checked)",
+                counter::EVENTS_LOST,
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, bytes.metric_type())?;
+            ConstCounter::new(c[index as usize]).encode(metric)?;
+        }
+
+        let metric = encoder.encode_descriptor(
+            "gateway_splice_passed_bytes",
+            "Bytes the splice verdict program left for userspace instead of redirecting",
+            None,
+            bytes.metric_type(),
+        )?;
+        ConstCounter::new(c[counter::PASSED_BYTES as usize]).encode(metric)?;
+
+        let (lent, loans, brakes) = self
+            .0
+            .as_ref()
+            .map(|ebpf| {
+                let pool = ebpf.backlog_pool();
+                (pool.lent(), pool.loans(), ebpf.brakes())
+            })
+            .unwrap_or_default();
+        let metric = encoder.encode_descriptor(
+            "gateway_splice_backlog_pool_lent_bytes",
+            "Kernel memory spliced flows have borrowed beyond their own backlog budget and \
+             allowance of owed bytes, out of spliced_backlog_pool_bytes",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        ConstGauge::new(i64::try_from(lent).unwrap_or(i64::MAX)).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "gateway_splice_backlog_loans",
+            "Times a spliced flow whose receiver kept up grew its backlog budget from the pool",
+            None,
+            bytes.metric_type(),
+        )?;
+        ConstCounter::new(loans).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "gateway_splice_brakes",
+            "Times a spliced flow's sender was stopped (its receive window shut) because its \
+             passed bytes could not move until its own peer read",
+            None,
+            bytes.metric_type(),
+        )?;
+        ConstCounter::new(brakes).encode(metric)
+    }
+}
+
+/// Backend health and live tunnels, read when scraped.
+struct LiveState {
+    health: Arc<Health>,
+    tunnels: Arc<Tunnels>,
+}
+
+impl fmt::Debug for LiveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LiveState")
+    }
+}
+
+impl Collector for LiveState {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let gauge = ConstGauge::new(0i64);
+        let counter = ConstCounter::new(0u64);
+        let reports = self.health.reports();
+        let labels = |r: &crate::health::BackendReport| BackendLabels {
+            pool: r.pool.clone(),
+            settings: r.settings.clone(),
+            backend: r.address.clone(),
+        };
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_backend_state",
+            "1 for each backend's current health state (unknown: not probed yet; healthy; \
+             unhealthy: failed its probe; ejected: taken out by passive checks)",
+            None,
+            gauge.metric_type(),
+        )?;
+        for report in &reports {
+            let current = if report.passive.ejected && report.state.takes_traffic() {
+                "ejected"
+            } else {
+                report.state.as_str()
+            };
+            for state in ["unknown", "healthy", "unhealthy", "ejected"] {
+                let labels = BackendStateLabels {
+                    pool: report.pool.clone(),
+                    settings: report.settings.clone(),
+                    backend: report.address.clone(),
+                    state,
+                };
+                ConstGauge::new(i64::from(state == current))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_backend_probes",
+            "Health probes run, by backend and result (passed, failed)",
+            None,
+            counter.metric_type(),
+        )?;
+        for report in &reports {
+            for (result, value) in [
+                ("passed", report.probes_passed),
+                ("failed", report.probes_failed),
+            ] {
+                let labels = ProbeLabels {
+                    pool: report.pool.clone(),
+                    settings: report.settings.clone(),
+                    backend: report.address.clone(),
+                    result,
+                };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_backend_ejections",
+            "Times passive checks took a backend out (connect failures or resets in a row)",
+            None,
+            counter.metric_type(),
+        )?;
+        for report in &reports {
+            ConstCounter::new(report.passive.ejections_total)
+                .encode(family.encode_family(&labels(report))?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gateway_backend_active_connections",
+            "Requests in flight and tunnels open, by backend",
+            None,
+            gauge.metric_type(),
+        )?;
+        for report in &reports {
+            ConstGauge::new(report.active_connections as i64)
+                .encode(family.encode_family(&labels(report))?)?;
+        }
+
+        let counts = self.tunnels.counts();
+        let mut family = encoder.encode_descriptor(
+            "gateway_tunnels",
+            "Live WebSocket tunnels by mode (spliced, userspace, opening) and state (open, \
+             draining: its backend is down and it closes when the drain time is over)",
+            None,
+            gauge.metric_type(),
+        )?;
+        for mode in ["spliced", "userspace", "opening"] {
+            for state in ["open", "draining"] {
+                let value = counts.get(&(mode, state)).copied().unwrap_or(0);
+                ConstGauge::new(value as i64)
+                    .encode(family.encode_family(&TunnelStateLabels { mode, state })?)?;
+            }
+        }
+        Ok(())
+    }
+}
