@@ -11,6 +11,7 @@
 //!   every byte (it once piled up 413 MB in 2 s and was reset);
 //! - an echo peer, which reads only once its writes went through, is let go by the brake
 //!   as soon as it reads, so it never hangs;
+//! - a peer that writes everything before it reads is braked for 5 s at most, then goes on;
 //! - two peers that write and never read are both braked: they stop, the tunnel stays up,
 //!   and once they read, every byte arrives in order;
 //! - with no pool to cover owed bytes, the same peers are reset.
@@ -43,6 +44,12 @@ use tokio::{
 };
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `gateway_splice_brakes_total` of both senders, for test output.
+fn brakes(metrics: &gateway_tests::metrics::Metrics) -> String {
+    let of = |sender| metrics.metric("gateway_splice_brakes_total", &[("sender", sender)]);
+    format!("client {}, backend {}", of("client"), of("backend"))
+}
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
 const READ_BYTES: usize = 256 << 10;
 
@@ -160,7 +167,7 @@ async fn a_peer_that_stops_reading_while_it_floods_is_braked_not_reset_ebpf() {
     let metrics = gateway.metrics();
     eprintln!(
         "{test}: {} brakes, {} bytes passed",
-        metrics.metric("gateway_splice_brakes_total", &[]),
+        brakes(&metrics),
         metrics.metric("gateway_splice_passed_bytes_total", &[])
     );
     assert_eq!(
@@ -242,7 +249,7 @@ async fn an_echo_peer_is_never_held_by_the_brake_ebpf() {
     let metrics = gateway.metrics();
     eprintln!(
         "{test}: {} brakes, {} bytes passed",
-        metrics.metric("gateway_splice_brakes_total", &[]),
+        brakes(&metrics),
         metrics.metric("gateway_splice_passed_bytes_total", &[])
     );
     assert_eq!(
@@ -350,11 +357,13 @@ async fn peers_that_never_read_are_stopped_and_get_every_byte_once_they_do_ebpf(
             );
         };
         let metrics = gateway.metrics();
-        assert!(
-            metrics.metric("gateway_splice_brakes_total", &[]) >= 2.0,
-            "both peers stopped ({stopped_at} bytes written) but were not both braked:\n{}",
-            metrics.text
-        );
+        for sender in ["client", "backend"] {
+            assert!(
+                metrics.metric("gateway_splice_brakes_total", &[("sender", sender)]) >= 1.0,
+                "both peers stopped ({stopped_at} bytes written), the {sender} unbraked:\n{}",
+                metrics.text
+            );
+        }
         assert_eq!(
             tunnels::active(&gateway, "spliced"),
             1.0,
@@ -391,6 +400,75 @@ async fn peers_that_never_read_are_stopped_and_get_every_byte_once_they_do_ebpf(
         "bytes each way"
     );
     let metrics = gateway.metrics();
+    assert_eq!(
+        metrics.metric(
+            "gateway_tunnels_closed_total",
+            &[("mode", "spliced"), ("reason", "done")]
+        ),
+        1.0,
+        "the tunnel closed cleanly:\n{}",
+        metrics.text
+    );
+    gateway.wait_tunnels_gone(baseline_sockets).await;
+}
+
+/// What the client of the next test writes, all of it before it reads.
+const BLOCKING_WRITE_BYTES: u64 = 64 << 20;
+/// What its backend sends while it reads.
+const BLOCKING_FLOOD_BYTES: u64 = 64 << 20;
+
+/// A client that writes all it has before it reads anything (a blocking `write_all`, then
+/// `read`), to a backend that floods it while reading. The client's bytes get stuck behind
+/// the backend's, and the client is braked; being blocked in its write, it cannot read, so
+/// only the brake's time limit (5 s per episode) lets it go on: then the pool covers what
+/// it owes, it finishes its write, reads, and every byte arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_writes_everything_before_it_reads_is_not_held_for_ever_ebpf() {
+    let test = "a_peer_that_writes_everything_before_it_reads_is_not_held_for_ever_ebpf";
+    if skip_unprivileged(Dataplane::Ebpf, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    let (up_seed, down_seed) = (seed, !seed);
+    let HeldTunnel {
+        gateway,
+        baseline_sockets,
+        client,
+        backend,
+        ..
+    } = open_stuck(1 << 30).await;
+    let (mut client, mut backend) = (client.stream, backend);
+    let counted = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let (backend_reader, backend_writer) = backend.split();
+    let backend_side = async {
+        let write = flood::write(backend_writer, down_seed, BLOCKING_FLOOD_BYTES, &counted.0);
+        let read = flood::read(backend_reader, up_seed, &[], &counted.1);
+        let ((), read) = tokio::join!(write, read);
+        read
+    };
+    let client_side = async {
+        let (reader, writer) = client.split();
+        flood::write(writer, up_seed, BLOCKING_WRITE_BYTES, &counted.2).await;
+        flood::read(reader, down_seed, &[], &counted.2).await
+    };
+    let (up, down) = within(TRANSFER_TIMEOUT, "write everything, then read", async {
+        tokio::join!(backend_side, client_side)
+    })
+    .await;
+    let up = up.unwrap_or_else(|m| panic!("{test}: seed {seed}, client to backend: {m}"));
+    let down = down.unwrap_or_else(|m| panic!("{test}: seed {seed}, backend to client: {m}"));
+    assert_eq!(
+        (up, down),
+        (BLOCKING_WRITE_BYTES, BLOCKING_FLOOD_BYTES),
+        "bytes each way"
+    );
+    let metrics = gateway.metrics();
+    eprintln!("{test}: brakes: {}", brakes(&metrics));
+    assert!(
+        metrics.metric("gateway_splice_brakes_total", &[("sender", "client")]) >= 1.0,
+        "the client's bytes never got stuck, so this tested nothing:\n{}",
+        metrics.text
+    );
     assert_eq!(
         metrics.metric(
             "gateway_tunnels_closed_total",

@@ -33,6 +33,11 @@ pub fn register(
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SenderLabels {
+    sender: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -178,14 +183,18 @@ impl Collector for KernelCounters {
             bytes.metric_type(),
         )?;
         ConstCounter::new(loans).encode(metric)?;
-        let metric = encoder.encode_descriptor(
+        let mut family = encoder.encode_descriptor(
             "gateway_splice_brakes",
-            "Times a spliced flow's sender was stopped (its receive window shut) because its \
-             passed bytes could not move until its own peer read",
+            "Times a spliced flow's sender (client or backend) was stopped, its receive window \
+             shut, because it kept writing while it read nothing and the bytes it sent could \
+             not move until it did",
             None,
             bytes.metric_type(),
         )?;
-        ConstCounter::new(brakes).encode(metric)
+        for (sender, count) in ["client", "backend"].into_iter().zip(brakes) {
+            ConstCounter::new(count).encode(family.encode_family(&SenderLabels { sender })?)?;
+        }
+        Ok(())
     }
 }
 

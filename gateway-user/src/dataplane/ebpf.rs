@@ -136,9 +136,9 @@ pub struct EbpfDataplane {
     baseline: [std::sync::atomic::AtomicU64; counter::COUNT as usize],
     /// What spliced flows borrow beyond their own budget (see [`super::pool`]).
     backlog_pool: super::pool::BacklogPool,
-    /// Times a flow's source was braked (`gateway_splice_brakes_total`; see
-    /// `splice::supervisor`).
-    brakes: std::sync::atomic::AtomicU64,
+    /// Episodes in which a flow's sender was braked, by sender: the client, the backend
+    /// (`gateway_splice_brakes_total`; see `splice::supervisor`).
+    brakes: [std::sync::atomic::AtomicU64; 2],
     /// Keeps the program loaded and its attachment alive.
     _ebpf: Ebpf,
 }
@@ -189,7 +189,7 @@ impl EbpfDataplane {
             events: Mutex::new(Some(events)),
             baseline: Default::default(),
             backlog_pool: super::pool::BacklogPool::default(),
-            brakes: std::sync::atomic::AtomicU64::new(0),
+            brakes: Default::default(),
             _ebpf: ebpf,
         })
     }
@@ -199,15 +199,20 @@ impl EbpfDataplane {
         &self.backlog_pool
     }
 
-    /// Counts a brake put on a flow's source.
-    pub(super) fn braked(&self) {
-        self.brakes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Counts an episode in which the sender on side `from` (0: the client, 1: the
+    /// backend) was braked.
+    pub(super) fn braked(&self, from: usize) {
+        if let Some(count) = self.brakes.get(from) {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
-    /// Brakes put on flows' sources, ever (`gateway_splice_brakes_total`).
-    pub fn brakes(&self) -> u64 {
-        self.brakes.load(std::sync::atomic::Ordering::Relaxed)
+    /// Braking episodes ever, of the client's sender and of the backend's
+    /// (`gateway_splice_brakes_total`).
+    pub fn brakes(&self) -> [u64; 2] {
+        self.brakes
+            .each_ref()
+            .map(|count| count.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Registers a tunnel and starts the kernel splice on both sockets.

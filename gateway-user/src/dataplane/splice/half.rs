@@ -46,9 +46,8 @@ pub(super) struct Half {
     /// Some passed bytes owed could not be read at the last peek: they wait in `from`'s
     /// psock queue behind bytes the other flow redirected to `from`.
     pub(super) stuck: bool,
-    /// Since when `from`'s receive window is shut, and `from`'s `bytes_acked` then (see
-    /// `Supervisor::brake`).
-    pub(super) braked: Option<(Instant, u64)>,
+    /// The brake on `from`'s sender (see `Supervisor::brake`).
+    pub(super) brake: Brake,
     /// `from` has sent FIN.
     pub(super) eof: bool,
     /// `to` has been shut down for writing (FIN forwarded).
@@ -79,7 +78,7 @@ impl Half {
             released_at: Instant::now(),
             yielding: false,
             stuck: false,
-            braked: None,
+            brake: Brake::default(),
             eof: false,
             shut: false,
         }
@@ -97,4 +96,17 @@ impl Half {
         let expected = from.bytes_received.saturating_sub(1 + self.consumed_before);
         to.bytes_written().saturating_sub(self.written_before) >= expected
     }
+}
+
+/// The brake on one flow's sender, over one episode of owing more than the allowance.
+#[derive(Debug, Default)]
+pub(super) struct Brake {
+    /// Since when the window is shut, if it is.
+    pub(super) on_since: Option<Instant>,
+    /// When the episode's first brake went on: it may not last past `BRAKE_MAX` in all.
+    pub(super) episode_since: Option<Instant>,
+    /// The source's `bytes_acked` when last seen to change, and when: whether its peer
+    /// reads what it is sent.
+    pub(super) peer_acked: u64,
+    pub(super) peer_acked_at: Option<Instant>,
 }

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::{
     budget::{FAST_DRAIN_WITHIN, LOAN_IDLE, OWED_ALLOWANCE_BYTES},
-    half::Half,
+    half::{Brake, Half},
     witness::{self, Finding},
     SpliceEnd,
 };
@@ -33,24 +33,27 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
 /// Most passed bytes peeked at once for one flow, and most held (forwarded but not yet
 /// taken off the source) while it catches up. Passed bytes waiting in the source's queue
-/// are charged to its receive buffer (see [`receive_buffer`]; the kernel doubles it), so
+/// are charged to its receive buffer (see [`super::receive_buffer`]; the kernel doubles it), so
 /// one peek normally covers them all; held bytes past this are taken even though the flow
 /// has not caught up, which bounds what each round re-peeks.
 pub(super) const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
-/// The least a brake holds before a peer that reads again is let go (see
-/// `Supervisor::brake`): far longer than a loopback or LAN round trip, and short next to
-/// the spells the brake is for (a peer busy elsewhere, or starved of CPU, for a second).
+/// A peer that acknowledged nothing for this long has stopped reading, and is braked again
+/// (see `Supervisor::brake`): far longer than a loopback or LAN round trip, and short next
+/// to the spells the brake is for (a peer busy elsewhere, or starved of CPU, for a second).
 const BRAKE_HOLD: Duration = Duration::from_millis(20);
+/// The longest one episode of owing too much may keep its sender braked, in all.
+const BRAKE_MAX: Duration = Duration::from_secs(5);
 /// Passed bytes a flow may owe while none of them moves for [`STUCK_TIMEOUT`], and at all,
 /// before its tunnel is reset. They are bounded by the source's receive buffer while they
 /// can be read; while they are stuck behind bytes for the source itself (see
-/// `Supervisor::run`) nothing else bounds them. A peer that reads what it is sent gets its
-/// stuck bytes moving again, however bursty: a flood both ways from a peer whose reads
-/// came in bursts owed 281 MB for a moment. One that keeps writing without reading does
-/// not, and is reset once it owes the first bound; the second is the most any peer may
-/// have stuck. Before either, owed bytes past the flow's allowance are covered from the
-/// shared pool (`FlowBudget::cover_owed`), and a flow the pool cannot cover is reset at
-/// once: that is what bounds them over all tunnels together.
+/// `Supervisor::run`) only the brake does (`Supervisor::brake`), for [`BRAKE_MAX`] per
+/// episode. A peer that reads what it is sent gets its stuck bytes moving again, however
+/// bursty: a flood both ways from a peer whose reads came in bursts owed 281 MB for a
+/// moment, before the brake. One that keeps writing without reading past the brake's time
+/// is reset once it owes the first bound; the second is the most any peer may have stuck.
+/// Before either, owed bytes past the flow's allowance are covered from the shared pool
+/// (`FlowBudget::cover_owed`), and a flow the pool cannot cover is reset at once: that is
+/// what bounds them over all tunnels together.
 const MAX_OWED_BYTES: u64 = 256 * 1024 * 1024;
 const MAX_OWED_MOVING_BYTES: u64 = 1024 * 1024 * 1024;
 const STUCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -353,51 +356,96 @@ impl Supervisor<'_> {
     }
 
     /// Shuts `from`'s receive window while the flow owes more passed bytes than its
-    /// source's receive buffer accounts for ([`OWED_ALLOWANCE_BYTES`]); reopens it once the
-    /// flow owes half as many, or once `from`'s peer has read something and the brake has
-    /// held for [`BRAKE_HOLD`].
+    /// source's receive buffer accounts for ([`OWED_ALLOWANCE_BYTES`]) and `from`'s peer
+    /// does not read.
     ///
     /// Past the allowance, passed bytes wait in `from`'s psock queue behind the bytes the
     /// other flow redirected *to* `from`, which only `from`'s peer's reads move, and there
     /// they are charged to no receive buffer: TCP would let the peer send on for ever (a
-    /// peer that flooded while not reading for 2 s piled up 413 MB). A clamp far below one
-    /// segment stops the sender as a full buffer would: it sends nothing into such a
-    /// window but a window probe now and then. The window the peer was already offered
-    /// still holds (the kernel never retracts one), so the brake takes effect within one
-    /// receive buffer. Reopened, the window reaches the sender with its next probe or the
-    /// next window update.
+    /// peer that flooded while not reading for 2 s piled up 413 MB). A clamp of 1 (the
+    /// kernel makes it about 1 KiB) makes the window far smaller than a segment on
+    /// loopback, so the sender sends nothing but a window probe now and then, as if the
+    /// buffer were full. The window already offered still holds (the kernel never retracts
+    /// one), so the brake takes effect within one receive buffer.
     ///
-    /// A peer that reads again is let go: an echo peer reads only once its writes went
-    /// through, so a brake held on it until its stuck bytes moved would stop the very reads
-    /// that move them, and the tunnel would hang (as a window shut on every stuck spell once
-    /// did, `tests/tests/neighbours.rs`). Its own send buffer takes its writes while it
-    /// reads on, and the hold keeps a peer that reads a little from flapping the brake.
+    /// One episode runs from the flow owing more than the allowance until it owes half as
+    /// much. Its first brake goes on at once. A brake comes off as soon as the peer reads
+    /// (its `tcpi_bytes_acked` grows): an echo peer reads only once its writes went
+    /// through, and a brake held until its stuck bytes moved could stop the very reads that
+    /// move them. It goes on again once the peer has read nothing for [`BRAKE_HOLD`]. And
+    /// no episode brakes for longer than [`BRAKE_MAX`] in all: a peer that writes all it
+    /// has before it reads (blocking) would otherwise wait for ever. Past that, what it
+    /// owes is left to the pool and the bounds on owed bytes, as before there was a brake.
     fn brake(&self, half: &mut Half, from: usize, owed: u64) -> Result<(), Failure> {
-        let braked = match half.braked {
-            None if owed <= OWED_ALLOWANCE_BYTES => return Ok(()),
-            None => true,
-            Some(_) if owed <= OWED_ALLOWANCE_BYTES / 2 => false,
-            Some((since, _)) if since.elapsed() < BRAKE_HOLD => return Ok(()),
-            Some((_, acked)) => {
-                let now = sockopt::tcp_counters(self.socks[from]).map_err(on(from))?;
-                now.bytes_acked == acked
-            }
-        };
-        if braked == half.braked.is_some() {
+        let gateway = |error| Failure { side: None, error };
+        let episode = half.brake.episode_since;
+        if episode.is_none() && owed <= OWED_ALLOWANCE_BYTES {
             return Ok(());
         }
-        if braked {
-            let acked = sockopt::tcp_counters(self.socks[from])
-                .map_err(on(from))?
-                .bytes_acked;
-            sockopt::set_window_clamp(self.socks[from], 1).map_err(on(from))?;
-            half.braked = Some((Instant::now(), acked));
-            self.ebpf.braked();
-        } else {
-            sockopt::set_window_clamp(self.socks[from], self.window_clamp).map_err(on(from))?;
-            half.braked = None;
+        let now = Instant::now();
+        if owed <= OWED_ALLOWANCE_BYTES / 2 {
+            // The episode is over.
+            if half.brake.on_since.is_some() {
+                self.set_brake(half, from, false).map_err(gateway)?;
+            }
+            half.brake = Brake::default();
+            return Ok(());
         }
-        tracing::debug!(from, braked, owed, "sender brake");
+        let acked = sockopt::tcp_counters(self.socks[from])
+            .map_err(gateway)?
+            .bytes_acked;
+        let Some(episode) = episode else {
+            half.brake.episode_since = Some(now);
+            half.brake.peer_acked = acked;
+            half.brake.peer_acked_at = Some(now);
+            self.ebpf.braked(from);
+            return self.set_brake(half, from, true).map_err(gateway);
+        };
+        if acked != half.brake.peer_acked {
+            half.brake.peer_acked = acked;
+            half.brake.peer_acked_at = Some(now);
+        }
+        let spent = now.duration_since(episode) >= BRAKE_MAX;
+        let reading = half
+            .brake
+            .peer_acked_at
+            .is_some_and(|at| now.duration_since(at) < BRAKE_HOLD);
+        let on = half.brake.on_since.is_some();
+        let want = if on {
+            // Reading since the brake went on: the last change is after it.
+            let read_since = half
+                .brake
+                .on_since
+                .zip(half.brake.peer_acked_at)
+                .is_some_and(|(on_since, at)| at > on_since);
+            !spent && !read_since
+        } else {
+            !spent && !reading
+        };
+        if want != on {
+            if !on && spent {
+                return Ok(());
+            }
+            if on && spent {
+                tracing::info!(
+                    from,
+                    owed,
+                    brake_max_secs = BRAKE_MAX.as_secs(),
+                    "a peer kept writing without reading what it is sent; brake lifted, \
+                     what it sends now is covered from the pool"
+                );
+            }
+            self.set_brake(half, from, want).map_err(gateway)?;
+        }
+        Ok(())
+    }
+
+    /// Shuts (`on`) or reopens `from`'s receive window.
+    fn set_brake(&self, half: &mut Half, from: usize, on: bool) -> io::Result<()> {
+        let clamp = if on { 1 } else { self.window_clamp };
+        sockopt::set_window_clamp(self.socks[from], clamp)?;
+        half.brake.on_since = on.then(Instant::now);
+        tracing::debug!(from, on, "sender brake");
         Ok(())
     }
 
