@@ -1,6 +1,7 @@
 //! The gateway daemon as a library: `gateway::start` binds, loads the dataplane, and serves.
 
 pub mod admin;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
@@ -16,7 +17,6 @@ pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 
-mod resolve;
 mod shutdown;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -37,12 +37,8 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("backend pool {pool:?}: cannot resolve {address}: {reason}")]
-    Resolve {
-        pool: String,
-        address: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Resolve(#[from] upstream::resolve::ResolveError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -174,7 +170,7 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
     let snapshot = Snapshot::new(config.clone(), &upstreams, &bound, &tls.acceptors);
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
-        client: proxy::client::new(),
+        client: upstream::client::new(),
         affinity_key,
         dataplane: dataplane.clone(),
         metrics: metrics.clone(),

@@ -10,11 +10,10 @@ use crate::{
     config::{Bind, Config, Forward, Protocol, Route, RuleAction},
     dataplane::splice::SpliceSettings,
     health::Health,
-    resolve,
     route::Router,
     tls::{self, Acceptor, ClientConfig},
     tunnel,
-    upstream::{affinity::AffinityKey, Upstream},
+    upstream::{affinity::AffinityKey, resolve, Upstream},
     StartError,
 };
 

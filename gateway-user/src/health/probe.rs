@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use super::state::Thresholds;
 use crate::{
     config::{defaults, HostHeader, Probe, ProbeHost, Protocol},
-    proxy::connect::{self, TlsTarget},
     tls::ClientConfig,
+    upstream::connect::{self, TlsTarget},
     upstream::{Backend, Upstream},
 };
 

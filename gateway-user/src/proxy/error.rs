@@ -6,8 +6,7 @@ use std::{error::Error as StdError, io, net::SocketAddr, time::Duration};
 
 use http::StatusCode;
 
-use super::connect::ConnectError;
-use crate::tls::TlsConnectError;
+use crate::{tls::TlsConnectError, upstream::connect::ConnectError};
 
 /// What went wrong with the backend.
 #[derive(Debug, thiserror::Error)]

@@ -7,16 +7,15 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
-    connect::backend_uri,
     deadline::{self, Progress, ProgressWatch},
     error::BackendError,
-    handler::Body,
     headers::{self, Forwarding},
     Shared,
 };
 use crate::{
+    body::Body,
     health::Lease,
-    upstream::{Backend, Upstream},
+    upstream::{connect::backend_uri, Backend, Upstream},
 };
 
 /// One request on its way to a chosen backend.

@@ -11,9 +11,7 @@ use std::{
     },
 };
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
 use super::{
@@ -24,13 +22,12 @@ use super::{
     websocket, Shared,
 };
 use crate::{
+    body::{text, Body},
     config::Protocol,
     route::{self, Decision, RequestHost, RequestView, Route},
     snapshot::{BindId, BindRoutes},
     upstream::Upstream,
 };
-
-pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// One client connection, as its requests see it.
 pub struct Conn {
@@ -267,25 +264,4 @@ fn redirect(status: StatusCode, location: &str) -> Response<Body> {
             "cannot build the redirect location",
         ),
     }
-}
-
-pub fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A response with a one-line plain-text body.
-pub fn text(status: StatusCode, message: &str) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(format!("{message}\n")))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }

@@ -1,8 +1,6 @@
 //! The client-facing listener: HTTP/1.1 with upgrades, over plain TCP or TLS, one task and
 //! one span per connection.
 
-pub mod client;
-pub mod connect;
 mod deadline;
 mod error;
 mod forward;
@@ -41,7 +39,7 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// Pooled keep-alive connections to the `http` backends, for ordinary requests (each
     /// `https` upstream has a client of its own).
-    pub client: client::HttpClient,
+    pub client: crate::upstream::client::HttpClient,
     /// Keys the affinity cookies; kept for the snapshots a reload builds, so pinned
     /// clients stay pinned.
     pub affinity_key: crate::upstream::affinity::AffinityKey,

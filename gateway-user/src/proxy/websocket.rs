@@ -11,16 +11,16 @@ use hyper_util::rt::TokioIo;
 use tracing::Instrument as _;
 
 use super::{
-    connect::{self, TlsTarget},
     error::BackendError,
     forward::{strip_response, Outbound},
     guard::Guarded,
-    handler::{empty, Body},
     headers, upgrade,
 };
 use crate::{
+    body::{empty, Body},
     tls::{BackendStream, ClientStream},
     tunnel::{self, registry::Peers, Upgraded},
+    upstream::connect::{self, TlsTarget},
 };
 
 /// Forwards the upgrade; on a correct `101`, spawns the tunnel and returns the `101` for

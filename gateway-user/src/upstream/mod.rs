@@ -2,6 +2,9 @@
 //! a rule uses, with the pool's resolved addresses, round-robin and cookie affinity.
 
 pub mod affinity;
+pub mod client;
+pub mod connect;
+pub mod resolve;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -16,9 +19,9 @@ use http::{HeaderMap, HeaderValue};
 use crate::{
     config::{BackendHost, BackendSettings, HostHeader, LoadBalancing},
     health::{BackendHealth, BackendKey, Health, Lease},
-    proxy::client::{self, HttpClient},
     tls::{self, ClientConfig, ServerName, ServerNameError},
     tunnel,
+    upstream::client::HttpClient,
 };
 use affinity::AffinityKey;
 

@@ -13,8 +13,8 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::{connect::BackendConnector, handler::Body};
-use crate::tls::ClientConfig;
+use super::connect::BackendConnector;
+use crate::{body::Body, tls::ClientConfig};
 
 /// An idle keep-alive connection to a backend is closed after this long: shorter than
 /// nginx's default of 75 s, so the gateway usually closes first rather than send a request

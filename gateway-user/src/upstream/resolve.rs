@@ -3,11 +3,17 @@
 
 use std::net::SocketAddr;
 
-use crate::{
-    config::{BackendAddress, BackendHost},
-    upstream::ip_host,
-    StartError,
-};
+use super::ip_host;
+use crate::config::{BackendAddress, BackendHost};
+
+/// A backend pool's address that did not resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("backend pool {pool:?}: cannot resolve {address}: {reason}")]
+pub struct ResolveError {
+    pub pool: String,
+    pub address: String,
+    pub reason: String,
+}
 
 /// Each address with the host it was written with (for `pick_host_name_from_backend_address`).
 /// Addresses without a port take `default_port` (the backend settings').
@@ -15,10 +21,10 @@ pub async fn addresses(
     pool: &str,
     addresses: &[BackendAddress],
     default_port: u16,
-) -> Result<Vec<(SocketAddr, String)>, StartError> {
+) -> Result<Vec<(SocketAddr, String)>, ResolveError> {
     let mut resolved = Vec::new();
     for address in addresses {
-        let failed = |reason: String| StartError::Resolve {
+        let failed = |reason: String| ResolveError {
             pool: pool.to_owned(),
             address: address.to_string(),
             reason,
