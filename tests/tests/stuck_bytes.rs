@@ -11,9 +11,11 @@
 //!   every byte (it once piled up 413 MB in 2 s and was reset);
 //! - an echo peer, which reads only once its writes went through, is let go by the brake
 //!   as soon as it reads, so it never hangs;
-//! - a peer that writes everything before it reads is braked for 5 s at most, then goes on;
-//! - two peers that write and never read are both braked: they stop, the tunnel stays up,
-//!   and once they read, every byte arrives in order;
+//! - a peer that writes everything before it reads is let go after 5 s braked, one
+//!   allowance at a time, and finishes;
+//! - two peers that write and never read are both braked: they stop (gaining at most one
+//!   allowance each per 5 s after that), the tunnel stays up, and once they read, every
+//!   byte arrives in order;
 //! - with no pool to cover owed bytes, the same peers are reset.
 //!
 //! Every byte either end receives is checked by position ([`gateway_tests::pattern`]).
@@ -44,14 +46,14 @@ use tokio::{
 };
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
+const READ_BYTES: usize = 256 << 10;
 
 /// `gateway_splice_brakes_total` of both senders, for test output.
 fn brakes(metrics: &gateway_tests::metrics::Metrics) -> String {
     let of = |sender| metrics.metric("gateway_splice_brakes_total", &[("sender", sender)]);
     format!("client {}, backend {}", of("client"), of("backend"))
 }
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(240);
-const READ_BYTES: usize = 256 << 10;
 
 /// How long the client of [`a_peer_that_stops_reading_while_it_floods_is_braked_not_reset_ebpf`]
 /// stops reading: longer than the gateway once let owed bytes sit unmoved before it gave up.
@@ -193,8 +195,8 @@ const ECHO_READER_PAUSE: Duration = Duration::from_secs(2);
 /// client, its flow pauses, and what it writes while the client's bytes wait for it gets
 /// stuck in its socket's queue behind them: the brake may shut its window, which would stop
 /// its writes and so its reads, the only thing that moves its stuck bytes. The gateway
-/// lets a braked peer go once it has read something, so the tunnel never hangs: every byte
-/// comes back in order, and the tunnel closes cleanly.
+/// lets a braked peer go as soon as it reads, so neither peer is ever held until the brake's
+/// time runs out: every byte comes back in order, and the tunnel closes cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_echo_peer_is_never_held_by_the_brake_ebpf() {
     let test = "an_echo_peer_is_never_held_by_the_brake_ebpf";
@@ -246,6 +248,11 @@ async fn an_echo_peer_is_never_held_by_the_brake_ebpf() {
         .await
         .expect("the backend echoes to EOF");
     assert_eq!(at_backend.len, ECHO_BYTES, "bytes the backend echoed");
+    let log = gateway.stderr_text();
+    assert!(
+        !log.contains("brake lifted"),
+        "a peer was held by the brake until its time ran out:\n{log}"
+    );
     let metrics = gateway.metrics();
     eprintln!(
         "{test}: {} brakes, {} bytes passed",
@@ -420,8 +427,9 @@ const BLOCKING_FLOOD_BYTES: u64 = 64 << 20;
 /// A client that writes all it has before it reads anything (a blocking `write_all`, then
 /// `read`), to a backend that floods it while reading. The client's bytes get stuck behind
 /// the backend's, and the client is braked; being blocked in its write, it cannot read, so
-/// only the brake's time limit (5 s per episode) lets it go on: then the pool covers what
-/// it owes, it finishes its write, reads, and every byte arrives in order.
+/// only the brake's time limit (5 s) lets it go on, one allowance (16 MiB) at a time, the
+/// pool covering what it owes: it finishes its write, reads, and every byte arrives in
+/// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_writes_everything_before_it_reads_is_not_held_for_ever_ebpf() {
     let test = "a_peer_that_writes_everything_before_it_reads_is_not_held_for_ever_ebpf";
@@ -438,18 +446,18 @@ async fn a_peer_that_writes_everything_before_it_reads_is_not_held_for_ever_ebpf
         ..
     } = open_stuck(1 << 30).await;
     let (mut client, mut backend) = (client.stream, backend);
-    let counted = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let counted = [(); 4].map(|()| AtomicU64::new(0));
     let (backend_reader, backend_writer) = backend.split();
     let backend_side = async {
-        let write = flood::write(backend_writer, down_seed, BLOCKING_FLOOD_BYTES, &counted.0);
-        let read = flood::read(backend_reader, up_seed, &[], &counted.1);
+        let write = flood::write(backend_writer, down_seed, BLOCKING_FLOOD_BYTES, &counted[0]);
+        let read = flood::read(backend_reader, up_seed, &[], &counted[1]);
         let ((), read) = tokio::join!(write, read);
         read
     };
     let client_side = async {
         let (reader, writer) = client.split();
-        flood::write(writer, up_seed, BLOCKING_WRITE_BYTES, &counted.2).await;
-        flood::read(reader, down_seed, &[], &counted.2).await
+        flood::write(writer, up_seed, BLOCKING_WRITE_BYTES, &counted[2]).await;
+        flood::read(reader, down_seed, &[], &counted[3]).await
     };
     let (up, down) = within(TRANSFER_TIMEOUT, "write everything, then read", async {
         tokio::join!(backend_side, client_side)
@@ -468,6 +476,13 @@ async fn a_peer_that_writes_everything_before_it_reads_is_not_held_for_ever_ebpf
         metrics.metric("gateway_splice_brakes_total", &[("sender", "client")]) >= 1.0,
         "the client's bytes never got stuck, so this tested nothing:\n{}",
         metrics.text
+    );
+    let log = gateway.stderr_text();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("brake lifted") && line.contains("sender=\"client\"")),
+        "the client was never held until the brake's time ran out, so this tested \
+         nothing:\n{log}"
     );
     assert_eq!(
         metrics.metric(

@@ -98,15 +98,11 @@ impl Half {
     }
 }
 
-/// The brake on one flow's sender, over one episode of owing more than the allowance.
+/// The brake on one flow's sender (see `Supervisor::brake`).
 #[derive(Debug, Default)]
 pub(super) struct Brake {
-    /// Since when the window is shut, if it is.
-    pub(super) on_since: Option<Instant>,
-    /// When the episode's first brake went on: it may not last past `BRAKE_MAX` in all.
-    pub(super) episode_since: Option<Instant>,
-    /// The source's `bytes_acked` when last seen to change, and when: whether its peer
-    /// reads what it is sent.
-    pub(super) peer_acked: u64,
-    pub(super) peer_acked_at: Option<Instant>,
+    /// What the flow may owe before its sender is braked (again); 0 outside an episode.
+    pub(super) line: u64,
+    /// Since when the window is shut, and `control.released` then, if it is.
+    pub(super) on: Option<(Instant, u64)>,
 }

@@ -37,17 +37,17 @@ const POLL_PAUSED_MAX: Duration = Duration::from_secs(1);
 /// one peek normally covers them all; held bytes past this are taken even though the flow
 /// has not caught up, which bounds what each round re-peeks.
 pub(super) const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
-/// A peer that acknowledged nothing for this long has stopped reading, and is braked again
-/// (see `Supervisor::brake`): far longer than a loopback or LAN round trip, and short next
-/// to the spells the brake is for (a peer busy elsewhere, or starved of CPU, for a second).
-const BRAKE_HOLD: Duration = Duration::from_millis(20);
-/// The longest one episode of owing too much may keep its sender braked, in all.
+/// The longest a sender stays braked without reading (see `Supervisor::brake`): long
+/// next to the spells the brake is for (a peer busy elsewhere, or starved of CPU, for a
+/// second), short enough that a peer blocked in a write it cannot finish is not held long.
 const BRAKE_MAX: Duration = Duration::from_secs(5);
+/// The side of a flow's sender, for logs: index 0 is the client's socket.
+const SENDERS: [&str; 2] = ["client", "backend"];
 /// Passed bytes a flow may owe while none of them moves for [`STUCK_TIMEOUT`], and at all,
 /// before its tunnel is reset. They are bounded by the source's receive buffer while they
 /// can be read; while they are stuck behind bytes for the source itself (see
-/// `Supervisor::run`) only the brake does (`Supervisor::brake`), for [`BRAKE_MAX`] per
-/// episode. A peer that reads what it is sent gets its stuck bytes moving again, however
+/// `Supervisor::run`) only the brake does (`Supervisor::brake`), by one allowance per
+/// [`BRAKE_MAX`]. A peer that reads what it is sent gets its stuck bytes moving again, however
 /// bursty: a flood both ways from a peer whose reads came in bursts owed 281 MB for a
 /// moment, before the brake. One that keeps writing without reading past the brake's time
 /// is reset once it owes the first bound; the second is the most any peer may have stuck.
@@ -355,98 +355,86 @@ impl Supervisor<'_> {
         Ok(moved)
     }
 
-    /// Shuts `from`'s receive window while the flow owes more passed bytes than its
-    /// source's receive buffer accounts for ([`OWED_ALLOWANCE_BYTES`]) and `from`'s peer
-    /// does not read.
+    /// Shuts `from`'s receive window while the flow owes more passed bytes than it may
+    /// (see below), until `from`'s peer reads or [`BRAKE_MAX`] has passed.
     ///
-    /// Past the allowance, passed bytes wait in `from`'s psock queue behind the bytes the
-    /// other flow redirected *to* `from`, which only `from`'s peer's reads move, and there
-    /// they are charged to no receive buffer: TCP would let the peer send on for ever (a
-    /// peer that flooded while not reading for 2 s piled up 413 MB). A clamp of 1 (the
-    /// kernel makes it about 1 KiB) makes the window far smaller than a segment on
-    /// loopback, so the sender sends nothing but a window probe now and then, as if the
-    /// buffer were full. The window already offered still holds (the kernel never retracts
-    /// one), so the brake takes effect within one receive buffer.
+    /// Past its allowance ([`OWED_ALLOWANCE_BYTES`]), a flow's passed bytes wait in
+    /// `from`'s psock queue behind the bytes the other flow redirected *to* `from`, which
+    /// only `from`'s peer's reads move, and there they are charged to no receive buffer:
+    /// TCP would let the peer send on for ever (a peer that flooded while not reading for
+    /// 2 s piled up 413 MB). A clamp of 1 (the kernel makes it about 1 KiB) makes the window
+    /// far smaller than a loopback segment, so the sender sends nothing but a window probe
+    /// now and then, as if the buffer were full. The window already offered still holds
+    /// (the kernel never retracts one), so the brake takes effect within one receive buffer.
     ///
-    /// One episode runs from the flow owing more than the allowance until it owes half as
-    /// much. Its first brake goes on at once. A brake comes off as soon as the peer reads
-    /// (its `tcpi_bytes_acked` grows): an echo peer reads only once its writes went
-    /// through, and a brake held until its stuck bytes moved could stop the very reads that
-    /// move them. It goes on again once the peer has read nothing for [`BRAKE_HOLD`]. And
-    /// no episode brakes for longer than [`BRAKE_MAX`] in all: a peer that writes all it
-    /// has before it reads (blocking) would otherwise wait for ever. Past that, what it
-    /// owes is left to the pool and the bounds on owed bytes, as before there was a brake.
+    /// The line it is braked at ratchets up by bytes, not by time. An episode runs from
+    /// owing more than the allowance until owing half of it; its line starts at the
+    /// allowance. A brake comes off as soon as some of the stuck bytes move (the peer read
+    /// what was queued in front of them, and the gateway forwarded some): an echo peer
+    /// reads only once its writes went through, and a brake held until all its stuck bytes
+    /// moved could stop the very reads that move them. (The peer's acknowledgements are no
+    /// such sign: its kernel acknowledges what fits in its receive buffer whether it reads
+    /// or not.) It also comes off after [`BRAKE_MAX`]: a peer that writes everything it has
+    /// before it reads (a blocking write) cannot read while braked. Either way the line
+    /// moves to one allowance past what the flow owes then, so a peer that never reads gains
+    /// one allowance per [`BRAKE_MAX`] at most, and one whose bytes move is not braked again
+    /// before it has sent another allowance's worth (its sender learns of the reopened
+    /// window only from its next probe). What it owes past the allowance is covered from
+    /// the pool, and the bounds on owed bytes still apply.
     fn brake(&self, half: &mut Half, from: usize, owed: u64) -> Result<(), Failure> {
         let gateway = |error| Failure { side: None, error };
-        let episode = half.brake.episode_since;
-        if episode.is_none() && owed <= OWED_ALLOWANCE_BYTES {
+        let brake = &mut half.brake;
+        if brake.line == 0 && owed <= OWED_ALLOWANCE_BYTES {
             return Ok(());
         }
-        let now = Instant::now();
         if owed <= OWED_ALLOWANCE_BYTES / 2 {
             // The episode is over.
-            if half.brake.on_since.is_some() {
-                self.set_brake(half, from, false).map_err(gateway)?;
+            if brake.on.is_some() {
+                self.set_window_clamp(from, self.window_clamp)
+                    .map_err(gateway)?;
             }
             half.brake = Brake::default();
             return Ok(());
         }
-        let acked = sockopt::tcp_counters(self.socks[from])
-            .map_err(gateway)?
-            .bytes_acked;
-        let Some(episode) = episode else {
-            half.brake.episode_since = Some(now);
-            half.brake.peer_acked = acked;
-            half.brake.peer_acked_at = Some(now);
-            self.ebpf.braked(from);
-            return self.set_brake(half, from, true).map_err(gateway);
-        };
-        if acked != half.brake.peer_acked {
-            half.brake.peer_acked = acked;
-            half.brake.peer_acked_at = Some(now);
+        if brake.line == 0 {
+            brake.line = OWED_ALLOWANCE_BYTES;
         }
-        let spent = now.duration_since(episode) >= BRAKE_MAX;
-        let reading = half
-            .brake
-            .peer_acked_at
-            .is_some_and(|at| now.duration_since(at) < BRAKE_HOLD);
-        let on = half.brake.on_since.is_some();
-        let want = if on {
-            // Reading since the brake went on: the last change is after it.
-            let read_since = half
-                .brake
-                .on_since
-                .zip(half.brake.peer_acked_at)
-                .is_some_and(|(on_since, at)| at > on_since);
-            !spent && !read_since
-        } else {
-            !spent && !reading
-        };
-        if want != on {
-            if !on && spent {
-                return Ok(());
+        let released = half.control.released;
+        match brake.on {
+            None if owed > brake.line => {
+                self.set_window_clamp(from, 1).map_err(gateway)?;
+                half.brake.on = Some((Instant::now(), released));
+                self.ebpf.braked(from);
+                tracing::debug!(sender = SENDERS[from], owed, "sender braked");
             }
-            if on && spent {
-                tracing::info!(
-                    from,
-                    owed,
-                    brake_max_secs = BRAKE_MAX.as_secs(),
-                    "a peer kept writing without reading what it is sent; brake lifted, \
-                     what it sends now is covered from the pool"
-                );
+            None => {}
+            Some((since, released_then)) => {
+                let read = released != released_then;
+                let held_out = since.elapsed() >= BRAKE_MAX;
+                if read || held_out {
+                    self.set_window_clamp(from, self.window_clamp)
+                        .map_err(gateway)?;
+                    half.brake.on = None;
+                    half.brake.line = owed + OWED_ALLOWANCE_BYTES;
+                    if read {
+                        tracing::debug!(sender = SENDERS[from], owed, "braked sender reads again");
+                    } else {
+                        tracing::info!(
+                            sender = SENDERS[from],
+                            owed,
+                            brake_max_secs = BRAKE_MAX.as_secs(),
+                            "a peer kept writing without reading what it is sent; brake \
+                             lifted until it owes another allowance"
+                        );
+                    }
+                }
             }
-            self.set_brake(half, from, want).map_err(gateway)?;
         }
         Ok(())
     }
 
-    /// Shuts (`on`) or reopens `from`'s receive window.
-    fn set_brake(&self, half: &mut Half, from: usize, on: bool) -> io::Result<()> {
-        let clamp = if on { 1 } else { self.window_clamp };
-        sockopt::set_window_clamp(self.socks[from], clamp)?;
-        half.brake.on_since = on.then(Instant::now);
-        tracing::debug!(from, on, "sender brake");
-        Ok(())
+    fn set_window_clamp(&self, from: usize, clamp: u32) -> io::Result<()> {
+        sockopt::set_window_clamp(self.socks[from], clamp)
     }
 
     /// Makes `control` this flow's `CONTROL` entry, unless it already is.
