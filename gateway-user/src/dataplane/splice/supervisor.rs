@@ -356,7 +356,7 @@ impl Supervisor<'_> {
     }
 
     /// Shuts `from`'s receive window while the flow owes more passed bytes than it may
-    /// (see below), until `from`'s peer reads or [`BRAKE_MAX`] has passed.
+    /// (see below), until some of them move or [`BRAKE_MAX`] has passed.
     ///
     /// Past its allowance ([`OWED_ALLOWANCE_BYTES`]), a flow's passed bytes wait in
     /// `from`'s psock queue behind the bytes the other flow redirected *to* `from`, which
