@@ -9,6 +9,7 @@ pub mod health;
 pub mod metrics;
 pub mod plan;
 pub mod privileges;
+pub mod probing;
 pub mod proxy;
 pub mod reload;
 pub mod route;
@@ -146,7 +147,7 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
     // does not resolve binds nothing.
     let tls = snapshot::load_tls(&config)?;
     let affinity_key = AffinityKey::random();
-    let health = Arc::new(health::Health::new(global.default_probes));
+    let health = Arc::new(health::Health::new());
     let upstreams = snapshot::resolve_upstreams(&config, &affinity_key, &tls, &health).await?;
     let mut opened = Vec::new();
     for bind in &config.binds {
@@ -180,10 +181,17 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
         tunnels: Arc::default(),
     });
     // Probers start once everything is bound and the dataplane is up.
-    health.reconcile(&upstreams);
+    let probers = probing::Probers::new(global.default_probes);
+    probers.reconcile(&health, &upstreams);
 
     let reload_metrics = ReloadMetrics::default();
-    let reloader = Reloader::start(shared.clone(), sources, opened, reload_metrics.clone());
+    let reloader = Reloader::start(
+        shared.clone(),
+        probers,
+        sources,
+        opened,
+        reload_metrics.clone(),
+    );
     let mut running = Running {
         listen: bound,
         listen_protocols: config.binds.iter().map(|bind| bind.protocol).collect(),

@@ -1,38 +1,37 @@
-//! Backend health: what active probes and passive checks say about each backend, and the
-//! probers that ask. One [`BackendHealth`] per backend of a pool under one backend settings
-//! (Azure's unit too: the same server can be healthy for one settings and not another),
-//! kept across reloads while the backend stays in the configuration.
+//! Backend health: what active probes and passive checks say about each backend. One
+//! [`BackendHealth`] per backend of a pool under one backend settings (Azure's unit too: the
+//! same server can be healthy for one settings and not another), kept across reloads while
+//! the backend stays in the configuration.
 //!
 //! The data path reads a backend's health with two atomic loads ([`BackendHealth::
-//! takes_traffic`]); probers write it; a backend's tunnels watch it (`on_backend_down`);
-//! `/backends` and `/metrics` read it at request time.
+//! takes_traffic`]) and reports what real traffic sees (passive checks); the control path's
+//! probers (`crate::probing`) write probe results; a backend's tunnels watch it
+//! (`on_backend_down`); `/backends` and `/metrics` read it at request time. This module does
+//! no I/O of its own.
 
+mod outcome;
 mod passive;
-mod probe;
-mod prober;
 mod report;
 pub mod state;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
     },
     time::{Instant, SystemTime},
 };
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use self::{passive::Passive, state::Streak};
 pub use self::{
-    probe::{ProbeOutcome, ProbeSpec},
+    outcome::{ProbeFailure, ProbeOutcome, ProbeRecord},
     report::BackendReport,
-    state::State,
+    state::{State, Thresholds},
 };
-use crate::{snapshot::Upstreams, tls::ClientConfig};
+use self::{passive::Passive, state::Streak};
 
 /// Which backend: a pool's server under one backend settings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,13 +72,6 @@ struct Detail {
     last_probe: Option<ProbeRecord>,
     /// The probe it runs (`default` or a `[[probes]]` name); `None`: not probed.
     probe: Option<String>,
-}
-
-/// One probe's result, as `/backends` shows it.
-#[derive(Clone, Debug)]
-pub struct ProbeRecord {
-    pub at: SystemTime,
-    pub outcome: ProbeOutcome,
 }
 
 impl BackendHealth {
@@ -159,8 +151,8 @@ impl BackendHealth {
         }
     }
 
-    /// Applies a probe's outcome under `thresholds`.
-    fn record_probe(&self, outcome: ProbeOutcome, thresholds: state::Thresholds) {
+    /// Applies a probe's outcome under `thresholds` (the prober's report).
+    pub fn record_probe(&self, outcome: ProbeOutcome, thresholds: Thresholds) {
         let passed = outcome.passed();
         let counter = if passed {
             &self.probes_passed
@@ -177,6 +169,12 @@ impl BackendHealth {
             outcome,
         });
         self.set_state(&mut detail, state, &why);
+    }
+
+    /// Names the probe that runs for it (`default` or a `[[probes]]` name; `None`: not
+    /// probed), for `/backends`.
+    pub fn set_probe(&self, name: Option<String>) {
+        self.lock().probe = name;
     }
 
     /// The backend left the configuration: final, its tunnels apply `on_backend_down`.
@@ -225,35 +223,19 @@ impl Drop for Lease {
     }
 }
 
-/// Every backend's health, and the probers.
-#[derive(Debug)]
+/// Every backend's health, by key: the registry the snapshots' upstreams take their
+/// backends from, so a backend that stays across a reload keeps its state and streak.
+#[derive(Debug, Default)]
 pub struct Health {
-    tracked: Mutex<HashMap<BackendKey, Tracked>>,
-    /// Whether pool/settings pairs without a `probe` get Azure's default one.
-    default_probes: bool,
-    /// Parent of every prober's token: dropping the registry stops them all.
-    stop: CancellationToken,
-    /// System roots, for https probes of http settings (built on first use).
-    system_roots: OnceLock<Option<Arc<ClientConfig>>>,
-}
-
-#[derive(Debug)]
-struct Tracked {
-    health: Arc<BackendHealth>,
-    prober: Option<CancellationToken>,
+    tracked: Mutex<HashMap<BackendKey, Arc<BackendHealth>>>,
 }
 
 impl Health {
-    pub fn new(default_probes: bool) -> Self {
-        Self {
-            tracked: Mutex::new(HashMap::new()),
-            default_probes,
-            stop: CancellationToken::new(),
-            system_roots: OnceLock::new(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BackendKey, Tracked>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BackendKey, Arc<BackendHealth>>> {
         self.tracked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -261,84 +243,31 @@ impl Health {
 
     /// The health of `key`: the one already tracked (a reload keeps it), or a new one.
     pub fn backend(&self, key: BackendKey) -> Arc<BackendHealth> {
-        let mut tracked = self.lock();
-        tracked
+        self.lock()
             .entry(key.clone())
-            .or_insert_with(|| Tracked {
-                health: Arc::new(BackendHealth::new(key)),
-                prober: None,
-            })
-            .health
+            .or_insert_with(|| Arc::new(BackendHealth::new(key)))
             .clone()
     }
 
-    /// Makes the tracked backends those of `upstreams` (which [`Self::backend`] made):
-    /// each gets a prober running its probe (restarted, so a changed probe applies; its
-    /// state and streak stay), and backends no longer in `upstreams` are marked removed
-    /// and forgotten. Must run inside the runtime.
-    pub fn reconcile(&self, upstreams: &Upstreams) {
-        let mut specs = HashMap::new();
-        for upstream in upstreams.values() {
-            for backend in upstream.backends() {
-                let spec = ProbeSpec::for_backend(upstream, backend, self.default_probes, || {
-                    self.system_roots()
-                });
-                specs.insert(backend.health.key.clone(), spec);
+    /// Forgets every backend not in `keep`, marking it removed first (final: its tunnels
+    /// apply their settings' `on_backend_down`). A reload calls it with the backends of the
+    /// configuration it commits.
+    pub fn retain(&self, keep: &HashSet<BackendKey>) {
+        self.lock().retain(|key, health| {
+            let kept = keep.contains(key);
+            if !kept {
+                health.remove();
             }
-        }
-        let mut tracked = self.lock();
-        tracked.retain(|key, entry| {
-            if specs.contains_key(key) {
-                return true;
-            }
-            if let Some(prober) = entry.prober.take() {
-                prober.cancel();
-            }
-            entry.health.remove();
-            false
+            kept
         });
-        for (key, spec) in specs {
-            let Some(entry) = tracked.get_mut(&key) else {
-                continue;
-            };
-            if let Some(prober) = entry.prober.take() {
-                prober.cancel();
-            }
-            let probe_name = spec.as_ref().map(|spec| spec.name.clone());
-            entry.health.lock().probe = probe_name;
-            if let Some(spec) = spec {
-                let stop = self.stop.child_token();
-                tokio::spawn(prober::run(entry.health.clone(), spec, stop.clone()));
-                entry.prober = Some(stop);
-            }
-        }
-    }
-
-    fn system_roots(&self) -> Option<Arc<ClientConfig>> {
-        self.system_roots
-            .get_or_init(|| match crate::tls::system_client_config() {
-                Ok(config) => Some(config),
-                Err(error) => {
-                    tracing::warn!(%error, "https probes of http backend settings cannot verify certificates: no system roots");
-                    None
-                }
-            })
-            .clone()
     }
 
     /// Every tracked backend, sorted by pool, settings and address.
     pub fn reports(&self) -> Vec<BackendReport> {
-        let backends: Vec<Arc<BackendHealth>> =
-            self.lock().values().map(|t| t.health.clone()).collect();
+        let backends: Vec<Arc<BackendHealth>> = self.lock().values().cloned().collect();
         let mut reports: Vec<BackendReport> = backends.iter().map(|b| b.report()).collect();
         reports.sort_by(|a, b| a.key().cmp(&b.key()));
         reports
-    }
-}
-
-impl Drop for Health {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

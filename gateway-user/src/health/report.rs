@@ -40,6 +40,8 @@ pub struct LastProbe {
     pub latency_ms: f64,
     /// Why it failed.
     pub error: Option<String>,
+    /// The same as one word ([`super::ProbeFailure::kind`]), for scripts and alerts.
+    pub error_kind: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -80,7 +82,8 @@ impl BackendHealth {
                 passed: record.outcome.passed(),
                 status: record.outcome.status,
                 latency_ms: record.outcome.latency.as_secs_f64() * 1000.0,
-                error: record.outcome.failure,
+                error: record.outcome.failure.as_ref().map(ToString::to_string),
+                error_kind: record.outcome.failure.as_ref().map(|f| f.kind()),
             }),
             consecutive_successes: detail.streak.consecutive_successes,
             consecutive_failures: detail.streak.consecutive_failures,

@@ -32,6 +32,7 @@ pub use diff::{needs_restart, BindDiff};
 use crate::{
     config::{self, Bind, ConfigErrors, Global, Sources},
     plan::{self, Plan},
+    probing::Probers,
     proxy::{self, Shared},
     snapshot::{self, BindId, Snapshot},
     StartError,
@@ -143,6 +144,8 @@ impl ReloadMetrics {
 /// Applies reloads, and owns the client listeners' tasks.
 pub struct Reloader {
     shared: Arc<Shared>,
+    /// Probes the backends of the configuration served; a reload reconciles them.
+    probers: Probers,
     sources: Sources,
     /// `[global]` as the gateway started: what the keys that need a restart still are.
     started: Global,
@@ -194,6 +197,7 @@ impl Reloader {
     /// order), as configuration generation 1.
     pub(crate) fn start(
         shared: Arc<Shared>,
+        probers: Probers,
         sources: Sources,
         opened: Vec<Opened>,
         metrics: ReloadMetrics,
@@ -210,6 +214,7 @@ impl Reloader {
         Arc::new(Self {
             started: snapshot.config.global.clone(),
             shared,
+            probers,
             sources,
             metrics,
             state: Mutex::new(State {
@@ -344,7 +349,7 @@ impl Reloader {
         self.shared.snapshot.store(Arc::new(snapshot));
         // Probers for new backends; backends that left are marked removed, so their
         // tunnels apply their settings' `on_backend_down`.
-        self.shared.health.reconcile(&upstreams);
+        self.probers.reconcile(&self.shared.health, &upstreams);
 
         // Removed: stop accepting, and wait for the socket to be closed, so a connect after
         // the reload answered is refused.

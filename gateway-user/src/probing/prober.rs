@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{probe, BackendHealth, ProbeSpec};
+use super::{probe, ProbeSpec};
+use crate::health::BackendHealth;
 
 pub async fn run(health: Arc<BackendHealth>, spec: ProbeSpec, stop: CancellationToken) {
     let mut next = Instant::now();
