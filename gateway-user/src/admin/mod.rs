@@ -15,8 +15,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::{
-    proxy::Shared,
     reload::{ReloadError, Reloader, Trigger},
+    shared::Shared,
 };
 
 /// What the admin endpoints read and act on.

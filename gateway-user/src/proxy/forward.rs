@@ -10,11 +10,11 @@ use super::{
     deadline::{self, Progress, ProgressWatch},
     error::BackendError,
     headers::{self, Forwarding},
-    Shared,
 };
 use crate::{
     body::Body,
     health::Lease,
+    shared::Shared,
     upstream::{connect::backend_uri, Backend, Upstream},
 };
 

@@ -19,12 +19,13 @@ use super::{
     guard::Framing,
     headers::Forwarding,
     upgrade::{self, Classified, UpgradeError},
-    websocket, Shared,
+    websocket,
 };
 use crate::{
     body::{text, Body},
     config::Protocol,
     route::{self, Decision, RequestHost, RequestView, Route},
+    shared::Shared,
     snapshot::{BindId, BindRoutes},
     upstream::Upstream,
 };

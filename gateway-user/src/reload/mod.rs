@@ -1,41 +1,36 @@
 //! Configuration reload (SIGHUP, `POST /reload` on the admin listener): the file is read
-//! again with the flags the gateway was started with, checked whole, and applied as a diff.
+//! again with the flags the gateway was started with, checked whole, and applied as a new
+//! generation.
 //!
 //! 1. `config::load`: an invalid configuration is refused with every problem; nothing
 //!    changes.
-//! 2. TLS files and backend names are loaded and resolved; a failure refuses the reload.
-//! 3. Binds new to the configuration are bound; one that cannot be bound refuses the reload
-//!    (the sockets already opened for it are closed). A bind whose [`BindId`] stays keeps
-//!    its socket and its task (with port 0, the port the kernel gave it).
-//! 4. Only then is anything changed: the new snapshot is swapped in (requests and
-//!    connections read it from then on), the listeners of binds that left stop accepting
-//!    (their connections are drained as at shutdown), those of new binds start.
+//! 2. [`crate::generation::prepare`]: TLS files and backend names are loaded and resolved,
+//!    binds new to the configuration are bound; a failure refuses the reload (the sockets
+//!    already opened for it are closed). A bind whose `BindId` stays keeps its socket and
+//!    its task (with port 0, the port the kernel gave it).
+//! 3. Only then is anything changed ([`crate::generation::Served::commit`]): the new
+//!    snapshot is swapped in, the listeners of binds that left stop accepting (their
+//!    connections are drained as at shutdown), those of new binds start.
 //!
 //! Tunnels never read the snapshot: a reload leaves them open, spliced or not. Reloads run
 //! one at a time, and each runs in a task of its own, so a client that hangs up on
 //! `POST /reload` cannot leave one half-applied.
 
-mod diff;
+mod restart;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
-
-pub use diff::{needs_restart, BindDiff};
+pub use restart::needs_restart;
 
 use crate::{
-    config::{self, Bind, ConfigErrors, Global, Sources},
-    plan::{self, Plan},
-    probing::Probers,
-    proxy::{self, Shared},
-    snapshot::{self, BindId, Snapshot},
-    StartError,
+    config::{self, ConfigErrors, Global, Sources},
+    generation::{Generations, Served, StartError},
+    shared::Shared,
 };
 
 /// What asked for a reload; in its log lines.
@@ -54,14 +49,8 @@ impl Trigger {
     }
 }
 
-/// A reload that was applied.
-#[derive(Clone, Debug)]
-pub struct Reloaded {
-    /// The configuration generation now served (1 is the one the gateway started with).
-    pub generation: u64,
-    /// What changed, on one line.
-    pub summary: String,
-}
+/// A reload that was applied: the generation now served, and what changed on one line.
+pub use crate::generation::Committed as Reloaded;
 
 /// Why a reload was refused; the previous configuration keeps running whole.
 #[derive(Debug, thiserror::Error)]
@@ -141,93 +130,33 @@ impl ReloadMetrics {
     }
 }
 
-/// Applies reloads, and owns the client listeners' tasks.
+/// Applies reloads.
 pub struct Reloader {
+    generations: Arc<Generations>,
     shared: Arc<Shared>,
-    /// Probes the backends of the configuration served; a reload reconciles them.
-    probers: Probers,
     sources: Sources,
     /// `[global]` as the gateway started: what the keys that need a restart still are.
     started: Global,
     metrics: ReloadMetrics,
-    /// Held through a whole reload, and by the shutdown while it closes the listeners.
-    state: Mutex<State>,
-    /// Cancelled when a listener task dies (panics): [`crate::Running::wait`] returns.
-    died: CancellationToken,
-}
-
-struct State {
-    generation: u64,
-    /// One per bind of the snapshot being served, in its order.
-    listeners: Vec<ListenerTask>,
-}
-
-/// A client listener: its socket is owned by `task`, which returns (closing it) on `stop`.
-struct ListenerTask {
-    id: BindId,
-    local: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-/// A bound socket, not yet served.
-pub(crate) struct Opened {
-    id: BindId,
-    listener: TcpListener,
-    pub(crate) local: SocketAddr,
-}
-
-/// Binds `bind`'s address.
-pub(crate) async fn open(bind: &Bind) -> Result<Opened, StartError> {
-    let failed = |source| StartError::Bind {
-        addr: bind.addr,
-        source,
-    };
-    let listener = TcpListener::bind(bind.addr).await.map_err(failed)?;
-    let local = listener.local_addr().map_err(failed)?;
-    Ok(Opened {
-        id: BindId::of(bind),
-        listener,
-        local,
-    })
 }
 
 impl Reloader {
-    /// Starts serving `opened`, one socket per bind of the snapshot in `shared` (in its
-    /// order), as configuration generation 1.
-    pub(crate) fn start(
+    /// Reloads what `sources` name into `generations`; `started` is the `[global]` the
+    /// gateway started with.
+    pub fn new(
+        generations: Arc<Generations>,
         shared: Arc<Shared>,
-        probers: Probers,
         sources: Sources,
-        opened: Vec<Opened>,
+        started: Global,
         metrics: ReloadMetrics,
     ) -> Arc<Self> {
-        let snapshot = shared.snapshot.load_full();
-        let died = CancellationToken::new();
-        let listeners = snapshot
-            .config
-            .binds
-            .iter()
-            .zip(opened)
-            .map(|(bind, opened)| listen(&shared, &died, bind, opened))
-            .collect();
         Arc::new(Self {
-            started: snapshot.config.global.clone(),
+            generations,
             shared,
-            probers,
             sources,
+            started,
             metrics,
-            state: Mutex::new(State {
-                generation: 1,
-                listeners,
-            }),
-            died,
         })
-    }
-
-    /// Resolves when a listener task died.
-    pub async fn died(&self) {
-        self.died.cancelled().await;
     }
 
     /// Reads the configuration again and applies it (see the module's documentation); logs
@@ -248,8 +177,8 @@ impl Reloader {
     }
 
     async fn reload_now(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
-        let mut state = self.state.lock().await;
-        let generation = state.generation;
+        let mut served = self.generations.lock().await;
+        let generation = served.generation();
         if self.shared.lifecycle.draining.is_cancelled() {
             tracing::info!(
                 trigger = trigger.as_str(),
@@ -268,7 +197,7 @@ impl Reloader {
                  command-line flags again, which changes nothing"
             );
         }
-        let result = self.apply(&mut state).await;
+        let result = self.apply(&mut served).await;
         match &result {
             Ok(_) => self.metrics.count("ok"),
             Err(error) => {
@@ -306,145 +235,16 @@ impl Reloader {
         result
     }
 
-    async fn apply(&self, state: &mut State) -> Result<Reloaded, ReloadError> {
+    async fn apply(&self, served: &mut Served<'_>) -> Result<Reloaded, ReloadError> {
         let config = config::load(&self.sources).map_err(ReloadError::Invalid)?;
-        let Plan { warnings } = plan::plan(&config);
-        let tls = snapshot::load_tls(&config)?;
-        let upstreams = snapshot::resolve_upstreams(
-            &config,
-            &self.shared.affinity_key,
-            &tls,
-            &self.shared.health,
-        )
-        .await?;
-
-        let running: Vec<BindId> = state.listeners.iter().map(|l| l.id.clone()).collect();
-        let wanted: Vec<BindId> = config.binds.iter().map(BindId::of).collect();
-        let diff = BindDiff::new(&running, &wanted);
-        // Every new socket before anything changes: a bind that fails leaves the running
-        // configuration whole (and closes the sockets opened so far).
-        let mut opened = Vec::new();
-        let mut bound = Vec::new();
-        for bind in &config.binds {
-            let id = BindId::of(bind);
-            match state.listeners.iter().find(|l| l.id == id) {
-                Some(kept) => bound.push(kept.local),
-                None => {
-                    let new = open(bind).await?;
-                    bound.push(new.local);
-                    opened.push(new);
-                }
-            }
+        let mut prepared = served.prepare(config).await?;
+        for warning in needs_restart(&self.started, &prepared.config().global) {
+            prepared.warn(warning);
         }
-
-        for warning in warnings
-            .iter()
-            .chain(&needs_restart(&self.started, &config.global))
-        {
-            tracing::warn!("{warning}");
-        }
-        let summary = config.summary();
-        let config = Arc::new(config);
-        let snapshot = Snapshot::new(config.clone(), &upstreams, &bound, &tls.acceptors);
-        self.shared.snapshot.store(Arc::new(snapshot));
-        // Probers for new backends; backends that left are marked removed, so their
-        // tunnels apply their settings' `on_backend_down`.
-        self.probers.reconcile(&self.shared.health, &upstreams);
-
-        // Removed: stop accepting, and wait for the socket to be closed, so a connect after
-        // the reload answered is refused.
-        let mut listeners = std::mem::take(&mut state.listeners);
-        for id in &diff.removed {
-            if let Some(at) = listeners.iter().position(|l| l.id == *id) {
-                let listener = listeners.remove(at);
-                listener.stop.cancel();
-                let _ = listener.task.await;
-                tracing::info!(bind = %id, local = %listener.local, "stopped listening: the bind left the configuration");
-            }
-        }
-        // In the new configuration's order: kept ones as they were, added ones started.
-        for bind in config.binds.iter() {
-            let id = BindId::of(bind);
-            if let Some(at) = listeners.iter().position(|l| l.id == id) {
-                state.listeners.push(listeners.remove(at));
-            } else if let Some(at) = opened.iter().position(|o| o.id == id) {
-                let opened = opened.remove(at);
-                state
-                    .listeners
-                    .push(listen(&self.shared, &self.died, bind, opened));
-            }
-        }
-        state.generation += 1;
+        let committed = served.commit(prepared).await;
         self.metrics
             .generation
-            .set(i64::try_from(state.generation).unwrap_or(i64::MAX));
-        let names = |ids: &[BindId]| {
-            ids.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let summary = format!(
-            "generation {}: binds {} kept, {} added [{}], {} removed [{}]; {summary}",
-            state.generation,
-            diff.kept.len(),
-            diff.added.len(),
-            names(&diff.added),
-            diff.removed.len(),
-            names(&diff.removed),
-        );
-        Ok(Reloaded {
-            generation: state.generation,
-            summary,
-        })
-    }
-
-    /// For the shutdown, once the drain began (which stops every listener): waits until
-    /// every listener task has returned, closing its socket. A reload still running
-    /// finishes first; later ones are refused.
-    pub(crate) async fn close_listeners(&self) {
-        let mut state = self.state.lock().await;
-        for listener in state.listeners.drain(..) {
-            listener.stop.cancel();
-            let _ = listener.task.await;
-        }
-    }
-}
-
-/// Serves `opened`, the socket of `bind`, in a task that stops on its own token (a child
-/// of the drain's); cancels `died` if the task panics.
-fn listen(
-    shared: &Arc<Shared>,
-    died: &CancellationToken,
-    bind: &Bind,
-    opened: Opened,
-) -> ListenerTask {
-    let names: Vec<&str> = bind.sites.iter().map(|s| s.listener.as_str()).collect();
-    tracing::info!(
-        listeners = %names.join(","),
-        bind = %opened.local,
-        protocol = bind.protocol.as_str(),
-        "listening"
-    );
-    let stop = shared.lifecycle.draining.child_token();
-    let serve = tokio::spawn(proxy::serve(
-        opened.listener,
-        shared.clone(),
-        opened.id.clone(),
-        stop.clone(),
-    ));
-    let died = died.clone();
-    let id = opened.id.clone();
-    let task = tokio::spawn(async move {
-        if let Err(error) = serve.await {
-            tracing::error!(bind = %id, %error, "a listener task died");
-            died.cancel();
-        }
-    });
-    ListenerTask {
-        id: opened.id,
-        local: opened.local,
-        stop,
-        task,
+            .set(i64::try_from(committed.generation).unwrap_or(i64::MAX));
+        Ok(committed)
     }
 }

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{proxy::Lifecycle, Running};
+use super::Running;
+use crate::shared::Lifecycle;
 
 /// Once the drain period is over and the shutdown token is cancelled, tunnels and
 /// connections close themselves (spliced tunnels leave the eBPF maps first). This is how
@@ -21,7 +22,7 @@ impl Running {
         let lifecycle = self.shared.lifecycle.clone();
         lifecycle.draining.cancel();
         // Each listener task returns on `draining`, dropping (closing) its listener.
-        self.reloader.close_listeners().await;
+        self.generations.close_listeners().await;
         lifecycle.connections.close();
         lifecycle.tunnels.close();
         tracing::info!(
