@@ -207,12 +207,23 @@ pub struct FlowEvent {
     pub reserved: u32,
 }
 
-// SAFETY (all three): `repr(C)`, `Copy`, made only of integers, and without padding
-// (FlowStats: 6 × u64 + 4 × u32 = 64 bytes; FlowControl: 3 × u64 = 24; FlowEvent: u64 +
-// 2 × u32 = 16; all 8-byte aligned), so every bit pattern is valid.
+// The layouts both sides read, checked where they are defined: the eBPF program and the
+// daemon are built from this one crate, but a field added without its padding twin would
+// otherwise only show as garbled counters at run time.
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 72);
+const _: () = assert!(core::mem::align_of::<FlowStats>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowControl>() == 24);
+const _: () = assert!(core::mem::align_of::<FlowControl>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 16);
+const _: () = assert!(core::mem::align_of::<FlowEvent>() == 8);
+
+// SAFETY: `repr(C)`, `Copy`, made only of integers, and without padding (7 × u64 + 4 × u32
+// = 72 bytes, 8-byte aligned; asserted above), so every bit pattern is valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowStats {}
+// SAFETY: `repr(C)`, `Copy`, 3 × u64 = 24 bytes without padding (asserted above).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowControl {}
+// SAFETY: `repr(C)`, `Copy`, u64 + 2 × u32 = 16 bytes without padding (asserted above).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowEvent {}

@@ -69,6 +69,7 @@ pub fn splice_verdict(ctx: SkBuffContext) -> u32 {
     // see a write half done: the daemon's integrity checks confirm a finding on a second
     // reading before acting on it).
     let flow = unsafe { &mut *flow };
+    // SAFETY: a helper without arguments that only reads the clock.
     flow.last_activity_ns = unsafe { bpf_ktime_get_coarse_ns() };
     let repeated = repeated_bytes(&ctx, cookie, flow, len);
     let fresh = len - repeated;

@@ -20,6 +20,9 @@ pub enum Command {
     Build(BuildArgs),
     /// Run setup, build in release mode, and start the gateway in front of a demo backend.
     Run(RunArgs),
+    /// Run setup, then `cargo fmt --check` and clippy (all crates and targets, warnings
+    /// denied): the gates CI runs before the tests.
+    Lint,
     /// Run setup, build the daemon, and run every test of the workspace against it.
     Test(TestArgs),
     /// Run setup, build in release mode, and benchmark the gateway against a direct

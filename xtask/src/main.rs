@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod cli;
 mod demo;
+mod lint;
 mod privilege;
 mod process;
 mod readiness;
@@ -21,6 +22,7 @@ fn main() -> anyhow::Result<ExitCode> {
         cli::Command::Setup => setup::run().map(|()| ExitCode::SUCCESS),
         cli::Command::Build(args) => build::run(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Lint => lint::run().map(|()| ExitCode::SUCCESS),
         cli::Command::Test(args) => test::run(&args),
         cli::Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
     }

@@ -169,6 +169,14 @@ pub(super) fn last_cap() -> u32 {
         .unwrap_or(0)
 }
 
+/// `prctl(option, arg2, arg3, 0, 0)`: the capability options take at most two arguments.
+/// Async-signal-safe.
+fn prctl(option: libc::c_int, arg2: c_ulong, arg3: c_ulong) -> libc::c_int {
+    // SAFETY: integer arguments only. The unused ones are passed as 0 because prctl is
+    // variadic and PR_CAP_AMBIENT refuses non-zero ones.
+    unsafe { libc::prctl(option, arg2, arg3, 0 as c_ulong, 0 as c_ulong) }
+}
+
 /// Drops what `plan` says on the calling thread: bounding set (while `CAP_SETPCAP` is still
 /// effective), ambient set, then effective, permitted and inheritable in one `capset`.
 /// Async-signal-safe: syscalls only, no allocation, no lock.
@@ -176,11 +184,9 @@ fn apply_here(plan: Plan) -> Result<(), Failed> {
     let unwanted = (0..=plan.last_cap.min(63)).filter(|&cap| !plan.keep.contains(cap));
     for cap in unwanted.clone() {
         let cap = c_ulong::from(cap);
-        // SAFETY (each prctl below): integer arguments only. The unused ones are passed as 0
-        // because prctl is variadic and PR_CAP_AMBIENT refuses non-zero ones.
         if plan.bounding
-            && unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 1
-            && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0
+            && prctl(libc::PR_CAPBSET_READ, cap, 0) == 1
+            && prctl(libc::PR_CAPBSET_DROP, cap, 0) != 0
         {
             return Err(Failed::now(Step::Bounding));
         }
@@ -189,9 +195,8 @@ fn apply_here(plan: Plan) -> Result<(), Failed> {
         let cap = c_ulong::from(cap);
         let is_set = c_ulong::try_from(libc::PR_CAP_AMBIENT_IS_SET).unwrap_or_default();
         let lower = c_ulong::try_from(libc::PR_CAP_AMBIENT_LOWER).unwrap_or_default();
-        // SAFETY: as above.
-        if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, is_set, cap, 0, 0) } == 1
-            && unsafe { libc::prctl(libc::PR_CAP_AMBIENT, lower, cap, 0, 0) } != 0
+        if prctl(libc::PR_CAP_AMBIENT, is_set, cap) == 1
+            && prctl(libc::PR_CAP_AMBIENT, lower, cap) != 0
         {
             return Err(Failed::now(Step::Ambient));
         }
