@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 
@@ -19,7 +19,7 @@ use super::{
     guard::Framing,
     headers::Forwarding,
     upgrade::{self, Classified, UpgradeError},
-    websocket,
+    websocket::{self, PendingTunnel},
 };
 use crate::{
     body::{text, Body},
@@ -42,6 +42,26 @@ pub struct Conn {
     pub framing: Arc<Framing>,
     /// Requests seen so far; HTTP/1.1 hands them over one at a time, in order.
     pub requests: AtomicU64,
+    /// The tunnel of an accepted upgrade, waiting for the `101` to be written: the
+    /// connection's task then takes it with the client's socket.
+    pub tunnel: Mutex<Option<PendingTunnel>>,
+}
+
+impl Conn {
+    fn hand_over(&self, pending: PendingTunnel) {
+        *self.lock_tunnel() = Some(pending);
+    }
+
+    /// The tunnel waiting for this connection's `101`, if there is one.
+    pub fn take_tunnel(&self) -> Option<PendingTunnel> {
+        self.lock_tunnel().take()
+    }
+
+    fn lock_tunnel(&self) -> std::sync::MutexGuard<'_, Option<PendingTunnel>> {
+        self.tunnel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 pub async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Body>, Infallible> {
@@ -215,7 +235,14 @@ async fn forward(
     };
     let result = match expected_accept {
         None => forward::http(req, &out).await,
-        Some(accept) => websocket::forward(req, &out, &accept).await,
+        Some(accept) => websocket::forward(req, &out, &accept)
+            .await
+            .map(|(resp, pending)| {
+                if let Some(pending) = pending {
+                    conn.hand_over(pending);
+                }
+                resp
+            }),
     };
     match &result {
         Ok(_) => backend.health.passive_success(),

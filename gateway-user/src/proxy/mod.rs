@@ -12,13 +12,14 @@ pub mod upgrade;
 mod websocket;
 
 use std::{
+    future::poll_fn,
     net::SocketAddr,
-    sync::{atomic::AtomicU64, Arc},
+    sync::{atomic::AtomicU64, Arc, Mutex},
 };
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::{io::AsyncWriteExt as _, net::TcpListener};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -139,47 +140,77 @@ async fn serve_connection(
     };
     // The guard follows the plaintext request bytes, whether they came over TLS or not.
     let (stream, framing) = Guarded::new(stream);
-    let conn = Arc::new(Conn {
-        shared,
+    let state = Arc::new(Conn {
+        shared: shared.clone(),
         bind,
         client,
         tls_site,
         framing,
         requests: AtomicU64::new(0),
+        tunnel: Mutex::new(None),
     });
-    let service = service_fn(move |req| handler::handle(req, conn.clone()));
+    let service = {
+        let state = state.clone();
+        // Boxed: hyper drives a connection it gives back (`poll_without_shutdown`) only
+        // over `Unpin` futures.
+        service_fn(move |req| Box::pin(handler::handle(req, state.clone())))
+    };
     // The head timer runs whenever hyper waits for a request head, so it also closes
     // keep-alive connections left idle that long. hyper's request parser refuses obsolete
     // line folding, invalid header bytes, differing Content-Lengths and a Transfer-Encoding
     // not ending in chunked with 400; `Guarded` catches Transfer-Encoding with
     // Content-Length, which hyper accepts.
-    let conn = http1::Builder::new()
+    let mut conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
         .max_header_size(framing::MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = stop.cancelled() => {
-            // Idle: closes now. Busy: answers the request in flight, then closes.
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = conn.as_mut() => result,
-                () = shutdown.cancelled() => {
-                    tracing::info!("client connection still busy at the end of the drain; closing it");
-                    return;
-                }
+        .serve_connection(TokioIo::new(stream), service);
+    // hyper serves without taking the socket: after a `101` it stops at the end of the
+    // head, and the socket comes back as the type made here, for the tunnel.
+    let served = async move {
+        tokio::select! {
+            result = poll_fn(|cx| conn.poll_without_shutdown(cx)) => result?,
+            () = stop.cancelled() => {
+                // Idle: closes now. Busy: answers the request in flight, then closes.
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
             }
         }
+        Ok::<_, hyper::Error>(conn.into_parts())
     };
-    match result {
-        Ok(()) => {}
-        Err(err) if err.is_timeout() => tracing::debug!(
-            timeout_secs = handshake_timeout.as_secs(),
-            "no complete request head from the client in time; connection closed"
-        ),
-        Err(err) => tracing::debug!(error = %err, "client connection ended with an error"),
+    let ended = tokio::select! {
+        ended = served => ended,
+        () = shutdown.cancelled() => {
+            tracing::info!("client connection still busy at the end of the drain; closing it");
+            return;
+        }
+    };
+    let parts = match ended {
+        Ok(parts) => parts,
+        Err(err) if err.is_timeout() => {
+            tracing::debug!(
+                timeout_secs = handshake_timeout.as_secs(),
+                "no complete request head from the client in time; connection closed"
+            );
+            return;
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "client connection ended with an error");
+            return;
+        }
+    };
+    let client = parts.io.into_inner().into_inner();
+    match state.take_tunnel() {
+        Some(pending) => {
+            websocket::start(pending, client, parts.read_buf, &shared.lifecycle.tunnels);
+        }
+        None => {
+            // What hyper leaves out with its socket: the shutdown (a TLS close_notify).
+            let mut client = client;
+            tokio::select! {
+                _ = client.shutdown() => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
     }
 }

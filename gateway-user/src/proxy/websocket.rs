@@ -1,19 +1,27 @@
 //! A WebSocket upgrade to its backend: over a fresh connection of its own (never a pooled
 //! one: on `101` both connections become the tunnel, which the kernel can splice when both
 //! are plain TCP), with TLS to an https backend, the `101` checked against the client's
-//! key, then the tunnel started.
+//! key, then the tunnel handed over.
+//!
+//! The hand-over is typed end to end: hyper drives both HTTP connections without taking
+//! their sockets (`poll_without_shutdown`), and gives each back as the type the gateway
+//! made (`into_parts`), with the bytes it had read past the `101` head. The backend's side
+//! waits in a [`PendingTunnel`] until the client's connection has written its `101`; then
+//! [`start`] joins the two.
+
+use std::future::poll_fn;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
-use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use super::{
     error::BackendError,
     forward::{strip_response, Outbound},
-    guard::Guarded,
     headers, upgrade,
 };
 use crate::{
@@ -23,14 +31,44 @@ use crate::{
     upstream::connect::{self, TlsTarget},
 };
 
-/// Forwards the upgrade; on a correct `101`, spawns the tunnel and returns the `101` for
-/// the client. Any other answer goes back as is, and no tunnel is made.
+type BackendConnection =
+    hyper::client::conn::http1::Connection<TokioIo<BackendStream>, Empty<Bytes>>;
+
+/// The backend's side of an accepted upgrade, and what its tunnel needs: held by the
+/// client's connection until its `101` is written.
+pub struct PendingTunnel {
+    backend: BackendStream,
+    /// Read from the backend after its `101` head; owed to the client.
+    backend_early: Bytes,
+    tunnel: tunnel::Context,
+}
+
+/// Starts the tunnel of `pending` over the client's socket (its `101` written) in the
+/// current span, tracked by `tunnels` so a shutdown drain waits for it. `client_early`:
+/// what the client sent after its request head, owed to the backend.
+pub fn start(
+    pending: PendingTunnel,
+    client: ClientStream,
+    client_early: Bytes,
+    tunnels: &TaskTracker,
+) {
+    let upgraded = Upgraded {
+        client,
+        client_early,
+        backend: pending.backend,
+        backend_early: pending.backend_early,
+    };
+    let span = tracing::Span::current();
+    tunnels.spawn(tunnel::run(upgraded, pending.tunnel).instrument(span));
+}
+
+/// Forwards the upgrade. On a correct `101`, returns it for the client with the tunnel
+/// waiting for it; any other answer goes back as is, and no tunnel is made.
 pub async fn forward(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     out: &Outbound<'_>,
     expected_accept: &str,
-) -> Result<Response<Body>, BackendError> {
-    let client_upgrade = hyper::upgrade::on(&mut req);
+) -> Result<(Response<Body>, Option<PendingTunnel>), BackendError> {
     let backend = out.backend.addr;
     let (mut parts, _body) = req.into_parts();
     headers::to_backend(&mut parts.headers, &out.forwarding);
@@ -43,12 +81,10 @@ pub async fn forward(
         .unwrap_or_else(|| Uri::from_static("/"));
     let outbound = Request::from_parts(parts, Empty::<Bytes>::new());
     let started = std::time::Instant::now();
-    let mut resp = out
+    let (resp, mut conn, ended) = out
         .within_answer_timeout(None, async {
-            let (mut sender, conn) = connect(out).await?;
-            tokio::spawn(conn.with_upgrades());
-            sender
-                .send_request(outbound)
+            let (sender, conn) = connect(out).await?;
+            exchange(sender, conn, outbound)
                 .await
                 .map_err(|e| BackendError::exchange(backend, &e))
         })
@@ -56,42 +92,74 @@ pub async fn forward(
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused by the backend (e.g. 403, 404): its answer goes back as is, no tunnel.
+        // Its body streams while the connection is driven to its end.
         tracing::info!(
             status = resp.status().as_u16(),
             "backend declined the upgrade"
         );
-        return Ok(strip_response(resp.map(BodyExt::boxed)));
+        if !ended {
+            tokio::spawn(conn);
+        }
+        return Ok((strip_response(resp.map(BodyExt::boxed)), None));
     }
     upgrade::check_switching_protocols(resp.headers(), expected_accept)
         .map_err(|why| BackendError::BadUpgrade { backend, why })?;
+    // After a `101` hyper stops at the end of its head: the rest is the tunnel's.
+    if !ended {
+        poll_fn(|cx| conn.poll_without_shutdown(cx))
+            .await
+            .map_err(|e| BackendError::exchange(backend, &e))?;
+    }
+    let parts = conn.into_parts();
     out.shared.metrics.websocket_handshake(started.elapsed());
 
-    let backend_upgrade = hyper::upgrade::on(&mut resp);
-    let span = tracing::Span::current();
     let shared = out.shared;
-    let tunnel = tunnel::Context {
-        dataplane: shared.dataplane.clone(),
-        metrics: shared.metrics.clone(),
-        settings: out.upstream.tunnel,
-        shutdown: shared.shutdown.clone(),
-        lease: out.lease.backend().lease(),
-        on_backend_down: out.upstream.settings.on_backend_down,
-        registry: shared.tunnels.clone(),
-        peers: Peers {
-            client: out.client,
-            backend,
-            pool: out.upstream.pool.clone(),
-            settings: out.upstream.settings.name.clone(),
+    let pending = PendingTunnel {
+        backend: parts.io.into_inner(),
+        backend_early: parts.read_buf,
+        tunnel: tunnel::Context {
+            dataplane: shared.dataplane.clone(),
+            metrics: shared.metrics.clone(),
+            settings: out.upstream.tunnel,
+            shutdown: shared.shutdown.clone(),
+            lease: out.lease.backend().lease(),
+            on_backend_down: out.upstream.settings.on_backend_down,
+            registry: shared.tunnels.clone(),
+            peers: Peers {
+                client: out.client,
+                backend,
+                pool: out.upstream.pool.clone(),
+                settings: out.upstream.settings.name.clone(),
+            },
         },
     };
-    // Tracked so a shutdown drain waits for the tunnel; spawned before the `101` is
-    // returned, so the client connection's own tracked task outlives the spawn.
-    shared
-        .lifecycle
-        .tunnels
-        .spawn(start_tunnel(client_upgrade, backend_upgrade, tunnel).instrument(span));
     let (parts, _body) = resp.into_parts();
-    Ok(Response::from_parts(parts, empty()))
+    Ok((Response::from_parts(parts, empty()), Some(pending)))
+}
+
+/// Sends `request` on `sender`, driving its connection (no task of its own) until the
+/// answer's head is in; the connection comes back, with whether it has already ended (it
+/// must not be polled again then).
+async fn exchange(
+    mut sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    mut conn: BackendConnection,
+    request: Request<Empty<Bytes>>,
+) -> Result<(Response<Incoming>, BackendConnection, bool), hyper::Error> {
+    let answer = sender.send_request(request);
+    let mut answer = std::pin::pin!(answer);
+    let mut ended = false;
+    loop {
+        tokio::select! {
+            biased;
+            resp = &mut answer => return Ok((resp?, conn, ended)),
+            // The connection ended first (closed, or an error): the answer resolves with
+            // the reason next.
+            done = poll_fn(|cx| conn.poll_without_shutdown(cx)), if !ended => {
+                done?;
+                ended = true;
+            }
+        }
+    }
 }
 
 /// A fresh connection to the chosen backend (TLS for https settings) with an HTTP/1.1
@@ -101,7 +169,7 @@ async fn connect(
 ) -> Result<
     (
         hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-        hyper::client::conn::http1::Connection<TokioIo<BackendStream>, Empty<Bytes>>,
+        BackendConnection,
     ),
     BackendError,
 > {
@@ -121,28 +189,4 @@ async fn connect(
     hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| BackendError::exchange(backend, &e))
-}
-
-async fn start_tunnel(client: OnUpgrade, backend: OnUpgrade, tunnel: tunnel::Context) {
-    let upgraded = async {
-        let (client, backend) = tokio::try_join!(client, backend)?;
-        let client = client
-            .downcast::<TokioIo<Guarded<ClientStream>>>()
-            .map_err(|_| "client connection is not the stream the listener made")
-            .map_err(std::io::Error::other)?;
-        let backend = backend
-            .downcast::<TokioIo<BackendStream>>()
-            .map_err(|_| "backend connection is not the stream the gateway made")
-            .map_err(std::io::Error::other)?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Upgraded {
-            client: client.io.into_inner().into_inner(),
-            client_early: client.read_buf,
-            backend: backend.io.into_inner(),
-            backend_early: backend.read_buf,
-        })
-    };
-    match upgraded.await {
-        Ok(upgraded) => tunnel::run(upgraded, tunnel).await,
-        Err(err) => tracing::warn!(error = %err, "upgrade handoff failed"),
-    }
 }
