@@ -3,7 +3,6 @@
 pub mod admin;
 pub mod body;
 pub mod cli;
-pub mod config;
 pub mod dataplane;
 pub mod health;
 pub mod metrics;
@@ -18,6 +17,10 @@ pub mod tunnel;
 pub mod upstream;
 
 mod shutdown;
+
+/// The configuration: a crate of its own (`gateway-config`), which imports nothing of the
+/// daemon.
+pub use gateway_config as config;
 
 use std::{net::SocketAddr, sync::Arc};
 

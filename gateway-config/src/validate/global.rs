@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use super::Checker;
-use crate::config::{
+use crate::{
     defaults,
     document::{Element, Origin},
     model::{DataplaneMode, Global},

@@ -3,7 +3,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use super::{names::Names, read, Checked, Checker};
-use crate::config::{
+use crate::{
     defaults,
     document::{Element, Origin},
     matching::{BackendAddress, HostPattern},

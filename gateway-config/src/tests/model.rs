@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use super::*;
-use crate::config::{
+use crate::{
     defaults, load as load_sources, shortcut, BackendHost, DataplaneMode, HostHeader, HostMatch,
     LoadBalancing, OnBackendDown, Overrides, PassiveHealth, ProbeHost, RedirectTarget, Route,
     RuleAction, Sources,
@@ -210,7 +210,7 @@ fn the_shortcut_is_the_same_config_as_its_file() {
 
 #[test]
 fn flags_override_global_and_default_the_settings() {
-    let file = examples_dir().join("../gateway-user/src/config/tests/flags.toml");
+    let file = examples_dir().join("../gateway-config/src/tests/flags.toml");
     let sources = Sources {
         file: Some(file),
         overrides: Overrides {

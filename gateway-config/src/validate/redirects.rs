@@ -1,7 +1,7 @@
 //! `redirect = { ... }` of a redirect rule, a path rule, or a path-based rule's default.
 
 use super::{rules::Targets, Checker};
-use crate::config::{
+use crate::{
     defaults,
     document::Origin,
     model::{Redirect, RedirectTarget},

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::{Checker, Element, Origin};
-use crate::config::matching::check_name;
+use crate::matching::check_name;
 
 /// A kind of named object, as messages call it.
 #[derive(Clone, Copy, Debug)]

@@ -1,5 +1,10 @@
-//! The gateway's configuration: a TOML file (`examples/gateway.toml` shows every key),
-//! the `--listen`/`--backend` shortcut, or both, with command-line flags on top.
+//! `gateway-config`: the gateway's configuration, read and validated into an immutable
+//! [`Config`] without serving anything, and the PEM files it names ([`pem`]). The daemon
+//! (`gateway-user`, as `gateway::config`) and `gateway import-azure` (`gateway-azure`)
+//! depend on it; it depends on no other crate of the workspace.
+//!
+//! The configuration is a TOML file (`examples/gateway.toml` shows every key), the
+//! `--listen`/`--backend` shortcut, or both, with command-line flags on top.
 //!
 //! Text → [`document`] (raw serde structs, each object read on its own) → [`validate`]
 //! (every problem collected, defaults applied, names resolved) → [`Config`], immutable.
@@ -13,7 +18,7 @@ mod lines;
 mod matching;
 pub mod model;
 mod overrides;
-mod pem;
+pub mod pem;
 pub mod raw;
 pub mod shortcut;
 mod validate;

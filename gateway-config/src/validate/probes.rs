@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{read, Checked, Checker};
-use crate::config::{
+use crate::{
     defaults,
     document::{Element, Origin},
     matching::{parse_status_range, PathPattern},

@@ -1,7 +1,7 @@
 //! Problems with pools, backend settings, probes, [global] and flags.
 
 use super::*;
-use crate::config::{load as load_sources, Overrides, Sources};
+use crate::{load as load_sources, Overrides, Sources};
 
 fn with_probe(keys: &str) -> String {
     let text = base_with(
@@ -226,7 +226,7 @@ fn bad_flags_are_reported_under_their_name() {
     let errors = load_sources(&sources).expect_err("bad flags").0;
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["--log-level", "--tunnel-idle-timeout-secs"]);
-    assert!(errors.iter().all(|e| e.file == crate::config::COMMAND_LINE));
+    assert!(errors.iter().all(|e| e.file == crate::COMMAND_LINE));
 }
 
 #[test]

@@ -104,7 +104,8 @@ pub struct Bind {
     pub protocol: Protocol,
     /// By their rule's priority (rules without one after those with one, in file order), the
     /// catch-all site (no `host_names`) always last. Requests pick a site by host (exact
-    /// name, then wildcard, then catch-all; see `crate::route`), which no order changes.
+    /// name, then wildcard, then catch-all; see the daemon's `route` module), which no
+    /// order changes.
     pub sites: Vec<Site>,
 }
 

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use super::{listeners::Listener, names::Names, read, redirects, Checked, Checker};
-use crate::config::{
+use crate::{
     defaults,
     document::{Element, Origin},
     matching::{check_name, PathPattern},

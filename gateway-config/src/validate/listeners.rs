@@ -5,14 +5,11 @@ use std::{collections::HashSet, net::SocketAddr};
 
 use super::{read, Checker};
 use crate::{
-    config::{
-        document::{Element, Origin},
-        matching::{HostMatch, HostPattern},
-        model::{Protocol, TlsFiles},
-        pem::{self, PemKind},
-        raw::RawListener,
-    },
-    tls::{self, ServerConfigError},
+    document::{Element, Origin},
+    matching::{HostMatch, HostPattern},
+    model::{Protocol, TlsFiles},
+    pem::{self, KeyPairError, PemKind},
+    raw::RawListener,
 };
 
 /// A listener that validated on its own.
@@ -142,26 +139,24 @@ fn tls(origin: &Origin, raw: &RawListener, c: &mut Checker<'_>) -> Option<TlsFil
     }
 }
 
-/// The key must belong to the certificate (the TLS layer loads both as the gateway would).
+/// The key must belong to the certificate (loaded as the TLS server loads both).
 fn key_pair(origin: &Origin, raw: &RawListener, files: &TlsFiles, c: &mut Checker<'_>) {
-    match tls::check_key_pair(&raw.name, files) {
+    match pem::check_key_pair(files) {
         Ok(()) => {}
-        Err(ServerConfigError::KeyMismatch {
-            certificate, key, ..
-        }) => c.error(
+        Err(mismatch @ KeyPairError::KeyMismatch { .. }) => c.error(
             origin,
             "private_key",
-            format!(
-                "private key {} does not belong to certificate {}",
-                key.display(),
-                certificate.display()
-            ),
+            mismatch.to_string(),
             "give the key the certificate was issued for (or the certificate issued for this key)",
         ),
+        // As the TLS server would say it when it loads them.
         Err(error) => c.error(
             origin,
             "private_key",
-            format!("cannot use this certificate and key: {error}"),
+            format!(
+                "cannot use this certificate and key: listener {:?}: {error}",
+                raw.name
+            ),
             "give a certificate chain (leaf first) and the private key it was issued for",
         ),
     }

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, net::SocketAddr};
 
 use super::{listeners::Listener, rules::Rules, Checker};
-use crate::config::{
+use crate::{
     document::Element,
     model::{Bind, HostMatch, HostPattern, Site},
     raw::RawListener,
