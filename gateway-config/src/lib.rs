@@ -19,6 +19,7 @@ mod matching;
 pub mod model;
 mod overrides;
 pub mod pem;
+pub mod plan;
 pub mod raw;
 pub mod shortcut;
 mod validate;

@@ -6,7 +6,6 @@ pub mod cli;
 pub mod dataplane;
 pub mod health;
 pub mod metrics;
-pub mod plan;
 pub mod privileges;
 pub mod proxy;
 pub mod reload;
@@ -28,10 +27,12 @@ use tokio::{net::TcpListener, task::JoinSet};
 
 pub use crate::config::Config;
 use crate::{
-    config::Protocol,
+    config::{
+        plan::{self, Plan},
+        Protocol,
+    },
     dataplane::Dataplane,
     metrics::Metrics,
-    plan::Plan,
     proxy::{Lifecycle, Shared},
     reload::{ReloadMetrics, Reloader},
     snapshot::Snapshot,

@@ -30,8 +30,11 @@ use tokio_util::sync::CancellationToken;
 pub use diff::{needs_restart, BindDiff};
 
 use crate::{
-    config::{self, Bind, ConfigErrors, Global, Sources},
-    plan::{self, Plan},
+    config::{
+        self,
+        plan::{self, Plan},
+        Bind, ConfigErrors, Global, Sources,
+    },
     proxy::{self, Shared},
     snapshot::{self, BindId, Snapshot},
     StartError,

@@ -2,7 +2,7 @@
 //! (everything it accepts is applied): settings that are valid but probably not meant,
 //! logged at start-up and printed by `gateway check`.
 
-use crate::config::{BackendSettings, Config};
+use crate::{BackendSettings, Config};
 
 /// What to warn about when the configuration is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +34,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{self, Protocol, Sources};
+    use crate::{self as config, Protocol, Sources};
 
     #[test]
     fn the_shortcut_is_served_without_warnings() {

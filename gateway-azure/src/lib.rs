@@ -1,3 +1,7 @@
+//! `gateway-azure`: the converter behind `gateway import-azure`. The daemon's binary
+//! (`gateway-user`) calls [`run`]; this crate depends on `gateway-config` (the raw structs it
+//! writes, the validation it checks the result with) and on nothing of the daemon.
+//!
 //! `gateway import-azure FILE.json [--output FILE] [--bind-ip IP]`: an Azure Application
 //! Gateway (ARM template, exported resource, or a fragment of its collections) → our TOML
 //! configuration, with a report of what could not be carried over, then the same
@@ -25,7 +29,7 @@ use std::{
     process::ExitCode,
 };
 
-use gateway::{cli::ImportAzureArgs, config, plan};
+use gateway_config::{self as config, plan};
 
 pub use convert::Options;
 use convert::{Imported, PLACEHOLDER};
@@ -88,21 +92,18 @@ pub fn import(text: &str, input: &str, options: &Options) -> Result<Import, Stri
     })
 }
 
-/// `gateway import-azure`: the report and the check's findings on stderr, the file written
-/// (or printed on stdout).
-pub fn run(args: &ImportAzureArgs) -> ExitCode {
-    let input = args.input.display().to_string();
-    let text = match fs::read_to_string(&args.input) {
+/// `gateway import-azure`: converts the Azure JSON of `file`, writes the result to `output`
+/// (or prints it on stdout); the report and the check's findings on stderr.
+pub fn run(file: &Path, output: Option<&Path>, options: &Options) -> ExitCode {
+    let input = file.display().to_string();
+    let text = match fs::read_to_string(file) {
         Ok(text) => text,
         Err(error) => {
             eprintln!("{input}: cannot read: {error}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let options = Options {
-        bind_ip: args.bind_ip,
-    };
-    let import = match import(&text, &input, &options) {
+    let import = match import(&text, &input, options) {
         Ok(import) => import,
         Err(error) => {
             eprintln!("{input}: {error}");
@@ -112,7 +113,7 @@ pub fn run(args: &ImportAzureArgs) -> ExitCode {
     };
     eprintln!("{input}: {}", import.described);
     eprint!("{}", import.report.to_text());
-    let (label, base_dir) = match &args.output {
+    let (label, base_dir) = match output {
         Some(path) => {
             if let Err(error) = fs::write(path, &import.toml) {
                 eprintln!("{}: cannot write: {error}", path.display());

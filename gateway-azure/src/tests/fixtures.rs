@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use super::{entries, import_text, reported};
-use crate::azure::{convert::PLACEHOLDER, report::Kind};
-use gateway::config::{self, model::Protocol, model::RuleKind};
+use crate::{convert::PLACEHOLDER, report::Kind};
+use gateway_config::{self as config, model::Protocol, model::RuleKind};
 
-const SEED: &str = include_str!("../../../../tests/fixtures/azure/seed-websocket-fragment.json");
-const FULL: &str = include_str!("../../../../tests/fixtures/azure/full-template.json");
-const EXPORT: &str = include_str!("../../../../tests/fixtures/azure/http-only-export.json");
+const SEED: &str = include_str!("../../../tests/fixtures/azure/seed-websocket-fragment.json");
+const FULL: &str = include_str!("../../../tests/fixtures/azure/full-template.json");
+const EXPORT: &str = include_str!("../../../tests/fixtures/azure/http-only-export.json");
 
 fn example_cert(file: &str) -> String {
     format!("{}/../examples/certs/{file}", env!("CARGO_MANIFEST_DIR"))
@@ -284,7 +284,7 @@ fn output_is_toml_the_gateway_reads_back() {
 
 #[test]
 fn bad_input_is_refused() {
-    use crate::azure::{import, Options};
+    use crate::{import, Options};
     let options = Options {
         bind_ip: "0.0.0.0".parse().expect("an IP"),
     };

@@ -3,11 +3,11 @@
 use serde_json::json;
 
 use super::{id, import_json, reported};
-use crate::azure::{
+use crate::{
     convert::{redirect_status, PLACEHOLDER, SEE_OTHER_STATUS},
     report::Kind,
 };
-use gateway::config::model::{Protocol, RuleKind};
+use gateway_config::model::{Protocol, RuleKind};
 
 #[test]
 fn listeners_take_port_hosts_and_case_insensitive_keys() {
@@ -257,7 +257,7 @@ fn with_rules(
     rules: serde_json::Value,
     redirects: serde_json::Value,
     maps: serde_json::Value,
-) -> crate::azure::Import {
+) -> crate::Import {
     import_json(json!({
         "frontendPorts": [{"name": "p80", "properties": {"port": 80}}, {"name": "p443", "properties": {"port": 443}}],
         "httpListeners": [

@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 
 use super::{Ctx, Link, Out, PLACEHOLDER};
-use crate::azure::{
+use crate::{
     arm::{self, Certificate, HttpListener, Item},
     report::Kind,
 };
-use gateway::config::{model::Protocol, raw::RawListener};
+use gateway_config::{model::Protocol, raw::RawListener};
 
 /// Listener fields with no equivalent here.
 const NOT_CARRIED: [(&str, &str); 3] = [

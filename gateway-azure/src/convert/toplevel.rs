@@ -2,7 +2,7 @@
 //! rewrites, ...), its frontend IPs, and elements that could not be read.
 
 use super::Ctx;
-use crate::azure::{arm, report::Kind};
+use crate::{arm, report::Kind};
 
 /// Gateway properties with no equivalent here, and what to say about each.
 const NOT_CARRIED: [(&str, &str); 19] = [

@@ -2,11 +2,11 @@
 //! `[[rules]]` with `[[rules.path_rules]]` and inline redirects.
 
 use super::{names::Namer, Ctx, Link, Out, RuleOut, PLACEHOLDER};
-use crate::azure::{
+use crate::{
     arm::{self, Item, PathRule, RequestRoutingRule, SubResource},
     report::Kind,
 };
-use gateway::config::{
+use gateway_config::{
     model::RuleKind,
     raw::{RawPathRule, RawRedirect, RawRule},
 };

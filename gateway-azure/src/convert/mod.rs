@@ -30,7 +30,7 @@ use super::{
     report::{Kind, Report},
     resolve::{Found, Index, RefError, Target},
 };
-use gateway::config::raw::{RawListener, RawPathRule, RawPool, RawProbe, RawRule, RawSettings};
+use gateway_config::raw::{RawListener, RawPathRule, RawPool, RawProbe, RawRule, RawSettings};
 use names::{sanitize, Namer};
 #[cfg(test)]
 pub use rules::{redirect_status, SEE_OTHER_STATUS};

@@ -2,8 +2,8 @@
 //! `trustedRootCertificates`) → `[[backend_settings]]`, `probes` → `[[probes]]`.
 
 use super::{listeners::protocol, Ctx, Link, Out, PLACEHOLDER};
-use crate::azure::{arm, report::Kind};
-use gateway::config::{
+use crate::{arm, report::Kind};
+use gateway_config::{
     model::Protocol,
     raw::{RawPool, RawProbe, RawSettings},
 };

@@ -205,7 +205,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::azure::{arm::REFERABLE, expr::NoScope};
+    use crate::{arm::REFERABLE, expr::NoScope};
 
     const GATEWAY: &str = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Network/\
                            applicationGateways/appgw";

@@ -11,7 +11,7 @@ use super::{
     convert::{Imported, Out, RuleOut},
     report::{wrap, Report},
 };
-use gateway::config::raw::RawRedirect;
+use gateway_config::raw::RawRedirect;
 
 /// What the header says about the input.
 #[derive(Clone, Debug)]
