@@ -36,19 +36,19 @@ use convert::{Imported, PLACEHOLDER};
 use report::{Kind, Report};
 
 /// Written, and `gateway check` finds the result valid.
-pub const EXIT_VALID: u8 = 0;
+const EXIT_VALID: u8 = 0;
 /// Written, but `gateway check` lists problems: placeholders to fill in, references to
 /// objects the input did not hold, values this gateway refuses.
-pub const EXIT_CHECK_PROBLEMS: u8 = 2;
+const EXIT_CHECK_PROBLEMS: u8 = 2;
 /// The input cannot be read, is not JSON, or holds no application gateway (sysexits'
 /// `EX_USAGE`, as for a bad configuration). Nothing is written.
-pub const EXIT_BAD_INPUT: u8 = 64;
+const EXIT_BAD_INPUT: u8 = 64;
 /// The output file cannot be written (sysexits' `EX_CANTCREAT`).
-pub const EXIT_CANNOT_WRITE: u8 = 73;
+const EXIT_CANNOT_WRITE: u8 = 73;
 
 /// The result of an import, before anything is written.
 #[derive(Debug)]
-pub struct Import {
+struct Import {
     pub toml: String,
     pub imported: Imported,
     pub report: Report,
@@ -58,7 +58,7 @@ pub struct Import {
 
 /// Converts the Azure JSON `text` of the file `input`; the error says why the input cannot
 /// be used.
-pub fn import(text: &str, input: &str, options: &Options) -> Result<Import, String> {
+fn import(text: &str, input: &str, options: &Options) -> Result<Import, String> {
     let parsed = json::parse(text)?;
     let source = source::locate(&parsed.value)?;
     let gateway = arm::Gateway::read(&source.properties);

@@ -9,7 +9,8 @@ pub const COMMAND_LINE: &str = "command line";
 /// One problem: where it is, what is wrong, and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
-    /// The configuration file as given to `--config`, or [`COMMAND_LINE`].
+    /// The configuration file as given to `--config`, or `command line` for a problem with a
+    /// flag.
     pub file: String,
     /// 1-based line in `file` of the key (or of the object holding it), when known.
     pub line: Option<usize>,
@@ -23,7 +24,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(
+    pub(crate) fn new(
         file: impl Into<String>,
         key: impl Into<String>,
         problem: impl Into<String>,
@@ -55,7 +56,7 @@ impl fmt::Display for ConfigError {
 
 /// Every problem found; displayed one per line.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors(pub(crate) Vec<ConfigError>);
 
 impl ConfigErrors {
     pub fn len(&self) -> usize {

@@ -21,7 +21,7 @@ mod overrides;
 pub mod pem;
 pub mod plan;
 pub mod raw;
-pub mod shortcut;
+mod shortcut;
 mod validate;
 
 #[cfg(test)]
@@ -33,13 +33,14 @@ use std::{
     sync::Arc,
 };
 
-pub use error::{ConfigError, ConfigErrors, COMMAND_LINE};
+pub use error::{ConfigError, ConfigErrors};
 pub use matching::Invalid;
 pub use model::*;
 pub use overrides::Overrides;
-pub use validate::{global::admin_addr, SettingsDefaults};
+pub use validate::global::admin_addr;
 
 use document::RawDocument;
+use error::COMMAND_LINE;
 use validate::Context;
 
 /// Where a configuration comes from.

@@ -151,7 +151,7 @@ pub enum PathPattern {
 }
 
 impl PathPattern {
-    pub fn parse(text: &str) -> Result<Self, Invalid> {
+    pub(crate) fn parse(text: &str) -> Result<Self, Invalid> {
         let fix = "write an absolute path such as \"/ws\", or a prefix ending in \"/*\" such \
                    as \"/api/*\"";
         if !text.starts_with('/') {
@@ -216,7 +216,7 @@ pub enum BackendHost {
 
 impl BackendAddress {
     /// `IP:PORT`, `IP`, `host:port` or `host` (IPv6 as `[::1]:80` or `::1`).
-    pub fn parse(text: &str) -> Result<Self, Invalid> {
+    pub(crate) fn parse(text: &str) -> Result<Self, Invalid> {
         let fix = "write IP:PORT, IP, host:port or host (e.g. \"10.0.0.4:8080\", \
                    \"[fd00::4]:8080\", \"app.internal\"); without a port the settings' port is used";
         if let Ok(addr) = text.parse::<SocketAddr>() {

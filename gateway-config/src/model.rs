@@ -58,7 +58,7 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Basic => "basic",
             Self::PathBased => "path_based",
@@ -249,7 +249,7 @@ pub enum OnBackendDown {
 
 impl OnBackendDown {
     /// `Drain` with the default draining time; validation puts in the one configured.
-    pub fn from_kind(kind: OnBackendDownKind) -> Self {
+    pub(crate) fn from_kind(kind: OnBackendDownKind) -> Self {
         match kind {
             OnBackendDownKind::Keep => Self::Keep,
             OnBackendDownKind::Drain => {
@@ -259,7 +259,7 @@ impl OnBackendDown {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Keep => "keep",
             Self::Drain(_) => "drain",
@@ -341,7 +341,7 @@ pub enum ProbeHost {
 
 impl Config {
     /// Listeners in all binds.
-    pub fn listener_count(&self) -> usize {
+    pub(crate) fn listener_count(&self) -> usize {
         self.binds.iter().map(|bind| bind.sites.len()).sum()
     }
 

@@ -36,7 +36,7 @@ pub struct Overrides {
 
 impl Overrides {
     /// Problems with the flags' own values.
-    pub fn check(&self) -> Vec<ConfigError> {
+    pub(crate) fn check(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let flag = |key: &str, problem: String, fix: &str| {
             ConfigError::new(COMMAND_LINE, key, problem, fix)
@@ -64,7 +64,7 @@ impl Overrides {
 
     /// The defaults of backend settings keys, with these flags applied (a 0 that
     /// [`Overrides::check`] refuses is left out, so it is not reported per settings too).
-    pub fn settings_defaults(&self) -> SettingsDefaults {
+    pub(crate) fn settings_defaults(&self) -> SettingsDefaults {
         let builtin = SettingsDefaults::default();
         SettingsDefaults {
             tunnel_idle_timeout_secs: self
@@ -82,7 +82,7 @@ impl Overrides {
     }
 
     /// Puts the `[global]` flags over the file's values.
-    pub fn apply(&self, global: &mut Global) {
+    pub(crate) fn apply(&self, global: &mut Global) {
         use std::time::Duration;
         if let Some(dataplane) = self.dataplane {
             global.dataplane = dataplane;

@@ -72,7 +72,7 @@ impl PemKind {
 }
 
 /// The certificates of `path`, in file order (for a chain: the leaf first).
-pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     certificates_as(path, PemKind::CertificateChain)
 }
 
@@ -82,7 +82,7 @@ pub fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemE
 }
 
 /// The first private key of `path`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let what = PemKind::PrivateKey.what();
     let bytes = read(path, what)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|source| match source {

@@ -13,7 +13,7 @@ use super::model::{LoadBalancing, LogFormat, OnBackendDownKind, Protocol, RuleKi
 /// `[global]`: the process, not the traffic.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGlobal {
+pub(crate) struct RawGlobal {
     pub dataplane: Option<DataplaneMode>,
     pub admin: Option<String>,
     pub log_level: Option<String>,
