@@ -4,7 +4,7 @@
 //! (`docs/architecture.md` has the rule, its exceptions, and the walk of one tunnel):
 //!
 //! - **control**: [`runtime`] (start, shutdown), [`admin`], [`reload`], [`generation`]
-//!   (prepare and commit what is served), [`probing`], [`plan`], [`cli`], [`privileges`];
+//!   (prepare and commit what is served), [`probing`], [`cli`], [`privileges`];
 //! - **data**: [`proxy`] (inbound HTTP and upgrades), [`shared`] (the root state lent to
 //!   it), [`snapshot`], [`route`], [`upstream`] (outbound), [`tunnel`] (a tunnel's life and
 //!   the relay), [`health`], [`tls`], [`body`];
@@ -14,12 +14,10 @@
 pub mod admin;
 pub mod body;
 pub mod cli;
-pub mod config;
 pub mod dataplane;
 pub mod generation;
 pub mod health;
 pub mod metrics;
-pub mod plan;
 pub mod privileges;
 pub mod probing;
 pub mod proxy;
@@ -31,6 +29,10 @@ pub mod snapshot;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+
+/// The configuration: a crate of its own (`gateway-config`), which imports nothing of the
+/// daemon.
+pub use gateway_config as config;
 
 pub use crate::{
     config::Config,

@@ -1,15 +1,12 @@
 //! `gateway`: parse flags, load the configuration, set up logging, run.
 
-mod azure;
-
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use gateway::{
-    cli::{CheckArgs, Cli, Command, RunArgs},
-    config::{self, ConfigErrors, LogFormat, Sources},
-    plan,
+    cli::{CheckArgs, Cli, Command, ImportAzureArgs, RunArgs},
+    config::{self, plan, ConfigErrors, LogFormat, Sources},
     reload::Trigger,
 };
 use tracing_subscriber::EnvFilter;
@@ -22,7 +19,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let Cli { command } = Cli::parse();
     match command {
         Command::Check(args) => Ok(check(&args)),
-        Command::ImportAzure(args) => Ok(azure::run(&args)),
+        Command::ImportAzure(args) => Ok(import_azure(&args)),
         Command::Run(args) => run(args).await,
     }
 }
@@ -42,6 +39,14 @@ fn check(args: &CheckArgs) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// `gateway import-azure`: the conversion is `gateway-azure`'s; its exit code.
+fn import_azure(args: &ImportAzureArgs) -> ExitCode {
+    let options = gateway_azure::Options {
+        bind_ip: args.bind_ip,
+    };
+    gateway_azure::run(&args.input, args.output.as_deref(), &options)
 }
 
 fn report(errors: &ConfigErrors) {

@@ -11,10 +11,12 @@ use super::{
     StartError,
 };
 use crate::{
-    config::{Config, Forward, Protocol, Route, RuleAction},
+    config::{
+        plan::{self, Plan},
+        Config, Forward, Protocol, Route, RuleAction,
+    },
     dataplane::splice::SpliceSettings,
     health::Health,
-    plan::{self, Plan},
     snapshot::{BindId, Snapshot, Upstreams},
     tls::{self, Acceptor, ClientConfig},
     tunnel,

@@ -9,11 +9,13 @@ use tokio_rustls::client::TlsStream;
 
 use super::{
     io_error::{classify, Cause},
-    provider,
     roots::{self, RootsError},
     ALPN_HTTP11, PROTOCOL_VERSIONS,
 };
-use crate::config::model::{BackendHost, BackendSettings, HostHeader, Protocol};
+use crate::config::{
+    model::{BackendHost, BackendSettings, HostHeader, Protocol},
+    pem::provider,
+};
 
 /// Why an HTTPS backend settings' TLS client cannot be set up.
 #[derive(Debug, thiserror::Error)]

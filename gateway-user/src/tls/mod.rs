@@ -22,8 +22,9 @@
 //!    [`Bind`](crate::config::model::Bind), [`client_config`] for every `https`
 //!    [`BackendSettings`](crate::config::model::BackendSettings). Both read the PEM files
 //!    and fail with an error naming the listener or settings and the file, carried by
-//!    `StartError::TlsListener` / `StartError::TlsBackend`. `gateway check` reports a key
-//!    that does not belong to its certificate through [`check_key_pair`].
+//!    `StartError::TlsListener` / `StartError::TlsBackend`. The PEM files are read, and a
+//!    listener's key checked against its certificate, by [`crate::config::pem`], which
+//!    `gateway check` reports through too.
 //! 2. **Accept loop, per bind** (`proxy::serve`): the loop only accepts and spawns; the
 //!    per-connection task makes [`ClientStream::Plain`] of the socket for an `http` bind,
 //!    or calls [`accept`] with the bind's [`Acceptor`] (from the snapshot) and the global
@@ -57,7 +58,6 @@
 mod accept;
 mod client;
 mod io_error;
-mod pem;
 mod roots;
 mod server;
 mod sni;
@@ -66,9 +66,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, OnceLock};
-
-use rustls::{crypto::CryptoProvider, SupportedProtocolVersion};
+use rustls::SupportedProtocolVersion;
 
 pub use self::{
     accept::{accept, HandshakeInfo, TlsAcceptError},
@@ -76,9 +74,8 @@ pub use self::{
         backend_server_name, client_config, connect, host_server_name, system_client_config,
         ClientConfigError, ServerNameError, TlsConnectError,
     },
-    pem::PemError,
     roots::RootsError,
-    server::{check_key_pair, Acceptor, ServerConfigError},
+    server::{Acceptor, ServerConfigError},
     sni::SiteSelector,
     stream::{BackendStream, ClientStream, MaybeTls, TlsOverTcp},
 };
@@ -91,11 +88,3 @@ pub const PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =
 
 /// The one ALPN protocol offered and accepted.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
-
-/// The `ring` crypto provider with rustls' default suites and key exchange groups.
-pub fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rustls::RootCertStore;
 use rustls_native_certs::CertificateResult;
 
-use super::pem::{self, PemError};
+use crate::config::pem::{self, PemError};
 
 /// Why no trust anchors could be had.
 #[derive(Debug, thiserror::Error)]

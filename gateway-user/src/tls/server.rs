@@ -6,12 +6,13 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use rustls::{sign::CertifiedKey, ServerConfig};
 
 use super::{
-    pem::{self, PemError},
-    provider,
     sni::{SiteResolver, SiteSelector},
     ALPN_HTTP11, PROTOCOL_VERSIONS,
 };
-use crate::config::model::{Bind, Protocol, Site, TlsFiles};
+use crate::config::{
+    model::{Bind, Protocol, Site, TlsFiles},
+    pem::{self, provider, KeyPairError, PemError},
+};
 
 /// Why an HTTPS bind's TLS server cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +103,6 @@ impl Acceptor {
     }
 }
 
-/// Whether the private key of `files` belongs to its certificate (and both can be read):
-/// what `gateway check` reports about a listener's files; [`Acceptor::new`] checks the same
-/// when it loads them.
-pub fn check_key_pair(listener: &str, files: &TlsFiles) -> Result<(), ServerConfigError> {
-    load(listener, files).map(drop)
-}
-
 fn certified_key(site: &Site) -> Result<Arc<CertifiedKey>, ServerConfigError> {
     let files = site
         .tls
@@ -119,28 +113,28 @@ fn certified_key(site: &Site) -> Result<Arc<CertifiedKey>, ServerConfigError> {
     load(&site.listener, files)
 }
 
+/// The certificate and key of `files`, checked to belong together by
+/// [`pem::certified_key`]; its errors name the listener here.
 fn load(listener: &str, files: &TlsFiles) -> Result<Arc<CertifiedKey>, ServerConfigError> {
-    let listener = || listener.to_owned();
-    let pem_error = |source| ServerConfigError::Pem {
-        listener: listener(),
-        source,
-    };
-    let chain = pem::certificates(&files.certificate).map_err(pem_error)?;
-    let key = pem::private_key(&files.private_key).map_err(pem_error)?;
-    match CertifiedKey::from_der(chain, key, &provider()) {
-        Ok(key) => Ok(Arc::new(key)),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(ServerConfigError::KeyMismatch {
-                listener: listener(),
-                certificate: files.certificate.clone(),
-                key: files.private_key.clone(),
-            })
+    pem::certified_key(files).map(Arc::new).map_err(|error| {
+        let listener = listener.to_owned();
+        match error {
+            KeyPairError::Pem(source) => ServerConfigError::Pem { listener, source },
+            KeyPairError::KeyMismatch { certificate, key } => ServerConfigError::KeyMismatch {
+                listener,
+                certificate,
+                key,
+            },
+            KeyPairError::Key {
+                certificate,
+                key,
+                source,
+            } => ServerConfigError::Key {
+                listener,
+                certificate,
+                key,
+                source,
+            },
         }
-        Err(source) => Err(ServerConfigError::Key {
-            listener: listener(),
-            certificate: files.certificate.clone(),
-            key: files.private_key.clone(),
-            source: Box::new(source),
-        }),
-    }
+    })
 }

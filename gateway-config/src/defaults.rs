@@ -1,0 +1,57 @@
+//! Every default of the configuration, named with its unit. `examples/gateway.toml` shows
+//! each one next to its key; the CLI's `--help` quotes them.
+
+// [global]
+pub(crate) const HANDSHAKE_TIMEOUT_SECS: u64 = 30;
+pub(crate) const SHUTDOWN_DRAIN_SECS: u64 = 30;
+pub(crate) const LOG_LEVEL: &str = "info";
+/// Send buffer of spliced sockets. The kernel's redirect worker sleeps a whole jiffy (4 ms
+/// at HZ=250) when the destination's buffer is half full, so the buffer must cover that long
+/// at full speed: 8 MiB measured 14–16 Gbit/s for one stream without a pause, against 11 at
+/// 4 MiB and 5–10 at 2 MiB, the most autotuning grants on a stock kernel
+/// (docs/dataplane.md, "The destination's send buffer"). 0 keeps autotuning.
+pub(crate) const TUNNEL_SNDBUF_BYTES: u32 = 8 * 1024 * 1024;
+/// What spliced flows may borrow, together, beyond their own backlog budget and allowance:
+/// flows whose destination keeps up grow their budget from it (up to 64 MiB each), and it
+/// covers what peers that do not read what they are sent owe past 16 MiB per direction. A
+/// flood both ways with a client whose reads pause 20 ms at a time owed up to 298 MB for a
+/// moment (`tests/tests/splice_integrity.rs`), past the 256 MiB this was before.
+pub(crate) const SPLICED_BACKLOG_POOL_BYTES: u64 = 1024 * 1024 * 1024;
+/// Azure probes every backend: with no custom probe, `GET /` every 30 s.
+pub(crate) const DEFAULT_PROBES: bool = true;
+
+// [[backend_settings]]
+/// Azure's default for `requestTimeout`; never applied to WebSocket tunnels.
+pub(crate) const REQUEST_TIMEOUT_SECS: u64 = 30;
+/// Azure's affinity cookie.
+pub(crate) const AFFINITY_COOKIE_NAME: &str = "ApplicationGatewayAffinity";
+/// Azure accepts 1–3600 s; it has no default, so this is ours.
+pub(crate) const DRAINING_TIMEOUT_SECS: u64 = 60;
+pub(crate) const DRAINING_TIMEOUT_SECS_MAX: u64 = 3600;
+/// Connect failures or resets in a row that take a backend out (Envoy's outlier detection
+/// uses 5 for 5xx; connect failures are a surer sign).
+pub(crate) const PASSIVE_FAILURES: u32 = 3;
+/// How long the first passive ejection lasts (Envoy's base ejection time); the n-th in a
+/// row lasts n times as long, at most [`PASSIVE_EJECTION_MAX_FACTOR`] times.
+pub(crate) const PASSIVE_EJECTION_SECS: u64 = 30;
+pub const PASSIVE_EJECTION_MAX_FACTOR: u32 = 10;
+pub const TUNNEL_IDLE_TIMEOUT_SECS: u64 = 300;
+/// 0: tunnels live as long as their peers keep them open.
+pub(crate) const TUNNEL_MAX_LIFETIME_SECS: u64 = 0;
+pub const MAX_TUNNEL_BACKLOG_BYTES: u64 = 4 * 1024 * 1024;
+
+// [[rules]]
+/// Azure v2 rule priorities run from 1 (first) to 20000.
+pub(crate) const RULE_PRIORITY_MAX: u32 = 20_000;
+pub(crate) const REDIRECT_STATUS: u16 = 301;
+pub(crate) const REDIRECT_STATUSES: [u16; 4] = [301, 302, 307, 308];
+pub(crate) const REDIRECT_INCLUDE_PATH: bool = true;
+pub(crate) const REDIRECT_INCLUDE_QUERY: bool = true;
+
+// [[probes]]
+pub const PROBE_PATH: &str = "/";
+pub const PROBE_INTERVAL_SECS: u64 = 30;
+pub const PROBE_TIMEOUT_SECS: u64 = 30;
+pub const PROBE_UNHEALTHY_THRESHOLD: u32 = 3;
+pub const PROBE_HEALTHY_THRESHOLD: u32 = 1;
+pub(crate) const PROBE_MATCH_STATUS_CODES: &str = "200-399";

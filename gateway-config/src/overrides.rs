@@ -1,0 +1,115 @@
+//! Command-line flags on top of the file.
+//!
+//! - Flags for `[global]` keys (`--dataplane`, `--admin`, `--log-level`, `--log-format`,
+//!   `--shutdown-drain-secs`, `--handshake-timeout-secs`, `--tunnel-sndbuf-bytes`) win over
+//!   the file.
+//! - Flags for `[[backend_settings]]` keys (`--tunnel-idle-timeout-secs`,
+//!   `--tunnel-max-lifetime-secs`, `--max-tunnel-backlog-bytes`) replace the built-in
+//!   default: they apply to every backend settings that does not set the key itself (and to
+//!   the `--backend` shortcut's settings). A value in the file wins.
+
+use std::net::SocketAddr;
+
+use super::model::DataplaneMode;
+use super::{
+    error::{ConfigError, COMMAND_LINE},
+    model::{Global, LogFormat},
+    validate::{global::check_log_level, SettingsDefaults},
+};
+
+/// Flags given on the command line; `None`: not given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub dataplane: Option<DataplaneMode>,
+    pub admin: Option<SocketAddr>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub shutdown_drain_secs: Option<u64>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub tunnel_sndbuf_bytes: Option<u32>,
+    pub spliced_backlog_pool_bytes: Option<u64>,
+    pub default_probes: Option<bool>,
+    pub tunnel_idle_timeout_secs: Option<u64>,
+    pub tunnel_max_lifetime_secs: Option<u64>,
+    pub max_tunnel_backlog_bytes: Option<u64>,
+}
+
+impl Overrides {
+    /// Problems with the flags' own values.
+    pub(crate) fn check(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let flag = |key: &str, problem: String, fix: &str| {
+            ConfigError::new(COMMAND_LINE, key, problem, fix)
+        };
+        if let Some(level) = &self.log_level {
+            if let Err(problem) = check_log_level(level) {
+                errors.push(flag(
+                    "--log-level",
+                    problem,
+                    super::validate::global::LOG_LEVEL_FIX,
+                ));
+            }
+        }
+        for (key, value) in [
+            ("--handshake-timeout-secs", self.handshake_timeout_secs),
+            ("--tunnel-idle-timeout-secs", self.tunnel_idle_timeout_secs),
+            ("--max-tunnel-backlog-bytes", self.max_tunnel_backlog_bytes),
+        ] {
+            if value == Some(0) {
+                errors.push(flag(key, format!("{key} is 0"), "give at least 1"));
+            }
+        }
+        errors
+    }
+
+    /// The defaults of backend settings keys, with these flags applied (a 0 that
+    /// [`Overrides::check`] refuses is left out, so it is not reported per settings too).
+    pub(crate) fn settings_defaults(&self) -> SettingsDefaults {
+        let builtin = SettingsDefaults::default();
+        SettingsDefaults {
+            tunnel_idle_timeout_secs: self
+                .tunnel_idle_timeout_secs
+                .filter(|&secs| secs > 0)
+                .unwrap_or(builtin.tunnel_idle_timeout_secs),
+            tunnel_max_lifetime_secs: self
+                .tunnel_max_lifetime_secs
+                .unwrap_or(builtin.tunnel_max_lifetime_secs),
+            max_tunnel_backlog_bytes: self
+                .max_tunnel_backlog_bytes
+                .filter(|&bytes| bytes > 0)
+                .unwrap_or(builtin.max_tunnel_backlog_bytes),
+        }
+    }
+
+    /// Puts the `[global]` flags over the file's values.
+    pub(crate) fn apply(&self, global: &mut Global) {
+        use std::time::Duration;
+        if let Some(dataplane) = self.dataplane {
+            global.dataplane = dataplane;
+        }
+        if let Some(admin) = self.admin {
+            global.admin = Some(admin);
+        }
+        if let Some(level) = &self.log_level {
+            global.log_level.clone_from(level);
+        }
+        if let Some(format) = self.log_format {
+            global.log_format = format;
+        }
+        if let Some(secs) = self.shutdown_drain_secs {
+            global.shutdown_drain = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.handshake_timeout_secs {
+            global.handshake_timeout = Duration::from_secs(secs);
+        }
+        if let Some(bytes) = self.tunnel_sndbuf_bytes {
+            global.tunnel_sndbuf_bytes = bytes;
+        }
+        if let Some(bytes) = self.spliced_backlog_pool_bytes {
+            global.spliced_backlog_pool_bytes = bytes;
+        }
+        if let Some(on) = self.default_probes {
+            global.default_probes = on;
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! What to warn about in a [`Config`] that `gateway check` accepts and the gateway serves
+//! (everything it accepts is applied): settings that are valid but probably not meant,
+//! logged at start-up and printed by `gateway check`.
+
+use crate::{BackendSettings, Config};
+
+/// What to warn about when the configuration is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Valid but probably not meant; logged at start-up.
+    pub warnings: Vec<String>,
+}
+
+pub fn plan(config: &Config) -> Plan {
+    let mut warnings = Vec::new();
+    for settings in &config.backend_settings {
+        check_settings(settings, &mut warnings);
+    }
+    Plan { warnings }
+}
+
+fn check_settings(settings: &BackendSettings, warnings: &mut Vec<String>) {
+    let key = format!("backend_settings.{}", settings.name);
+    if settings.passive.failures == 0 && settings.probe.is_none() {
+        warnings.push(format!(
+            "{key}: passive_failures = 0 and no probe: a dead backend is only noticed by the \
+             default probe (every 30 s), if default_probes is on"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{self as config, Protocol, Sources};
+
+    #[test]
+    fn the_shortcut_is_served_without_warnings() {
+        let sources = Sources {
+            listen: vec!["127.0.0.1:0".parse().expect("addr")],
+            backends: vec!["127.0.0.1:3000".parse().expect("addr")],
+            ..Sources::default()
+        };
+        let config = config::load(&sources).expect("valid");
+        let plan = plan(&config);
+        assert!(plan.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_backend_nothing_checks_is_a_warning() {
+        let text = "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+            [[backend_pools]]\nname = \"p\"\naddresses = [\"10.0.0.1\"]\n\
+            [[backend_settings]]\nname = \"s\"\nport = 8080\nprotocol = \"http\"\n\
+            passive_failures = 0\nconnection_draining = true\n\
+            [[rules]]\nname = \"r\"\nkind = \"basic\"\nlistener = \"l\"\n\
+            backend_pool = \"p\"\nbackend_settings = \"s\"\n";
+        let config = config::from_toml(text, "t.toml", Path::new(".")).expect("valid");
+        let plan = plan(&config);
+        assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+        assert!(
+            plan.warnings[0].starts_with("backend_settings.s: passive_failures = 0 and no probe"),
+            "{:?}",
+            plan.warnings
+        );
+    }
+
+    #[test]
+    fn https_listeners_and_backends_are_served() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway.toml");
+        let config = config::load(&Sources::file(example)).expect("the example is valid");
+        assert!(config.binds.iter().any(|b| b.protocol == Protocol::Https));
+        assert!(config
+            .backend_settings
+            .iter()
+            .any(|s| s.protocol == Protocol::Https));
+        let plan = plan(&config);
+        assert!(
+            plan.warnings.iter().all(|w| !w.contains("https")),
+            "{:?}",
+            plan.warnings
+        );
+    }
+}

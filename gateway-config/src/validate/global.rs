@@ -1,0 +1,119 @@
+//! `[global]`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use super::Checker;
+use crate::{
+    defaults,
+    document::{Element, Origin},
+    model::{DataplaneMode, Global},
+    raw::RawGlobal,
+};
+
+/// The global settings with defaults applied (all defaults without a `[global]` table, or
+/// when it failed to read: that is reported already).
+pub fn check(element: Option<&Element<RawGlobal>>, c: &mut Checker<'_>) -> Global {
+    let raw = element.and_then(|e| e.raw.clone()).unwrap_or_default();
+    let origin = element.map(|e| e.origin.clone());
+    let admin = match (&raw.admin, &origin) {
+        (Some(text), Some(origin)) => parse_admin(text, origin, c),
+        _ => None,
+    };
+    let log_level = raw
+        .log_level
+        .unwrap_or_else(|| defaults::LOG_LEVEL.to_owned());
+    if let Some(origin) = &origin {
+        if let Err(error) = check_log_level(&log_level) {
+            c.error(origin, "log_level", error, LOG_LEVEL_FIX);
+        }
+    }
+    let handshake_secs = raw
+        .handshake_timeout_secs
+        .unwrap_or(defaults::HANDSHAKE_TIMEOUT_SECS);
+    let handshake_timeout = match &origin {
+        Some(origin) => c.positive_secs(
+            origin,
+            "handshake_timeout_secs",
+            Some(handshake_secs),
+            defaults::HANDSHAKE_TIMEOUT_SECS,
+        ),
+        None => Duration::from_secs(handshake_secs),
+    };
+    Global {
+        dataplane: raw.dataplane.unwrap_or(DataplaneMode::Auto),
+        admin,
+        log_level,
+        log_format: raw.log_format.unwrap_or_default(),
+        shutdown_drain: Duration::from_secs(
+            raw.shutdown_drain_secs
+                .unwrap_or(defaults::SHUTDOWN_DRAIN_SECS),
+        ),
+        handshake_timeout,
+        tunnel_sndbuf_bytes: raw
+            .tunnel_sndbuf_bytes
+            .unwrap_or(defaults::TUNNEL_SNDBUF_BYTES),
+        spliced_backlog_pool_bytes: raw
+            .spliced_backlog_pool_bytes
+            .unwrap_or(defaults::SPLICED_BACKLOG_POOL_BYTES),
+        default_probes: raw.default_probes.unwrap_or(defaults::DEFAULT_PROBES),
+    }
+}
+
+pub const LOG_LEVEL_FIX: &str =
+    "use a tracing filter such as \"info\", \"warn\" or \"info,gateway=debug\"";
+
+/// Whether `level` is a valid `tracing` EnvFilter; the parser's message if not.
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|error| format!("log_level {level:?} is not a valid filter: {error}"))
+}
+
+fn parse_admin(text: &str, origin: &Origin, c: &mut Checker<'_>) -> Option<SocketAddr> {
+    match admin_addr(text) {
+        Ok(addr) => Some(addr),
+        Err(problem) => {
+            c.error(
+                origin,
+                "admin",
+                problem,
+                "write a port (\"9090\", on loopback) or IP:PORT (\"127.0.0.1:9090\"; keep it \
+                 on loopback), or remove the key to run no admin listener",
+            );
+            None
+        }
+    }
+}
+
+/// The admin listener's address: `PORT` alone binds loopback (`127.0.0.1:PORT`), as the
+/// admin API can reload the configuration; `IP:PORT` binds where it says.
+pub fn admin_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("admin {text:?} is neither a port nor an IP:PORT address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_addr;
+
+    #[test]
+    fn a_bare_admin_port_is_on_loopback() {
+        assert_eq!(
+            admin_addr("9090").expect("valid").to_string(),
+            "127.0.0.1:9090"
+        );
+        assert_eq!(
+            admin_addr("[::1]:9090").expect("valid").to_string(),
+            "[::1]:9090"
+        );
+        assert_eq!(
+            admin_addr("0.0.0.0:1").expect("valid").to_string(),
+            "0.0.0.0:1"
+        );
+        assert!(admin_addr("localhost:9090").is_err());
+        assert!(admin_addr("99999").is_err());
+    }
+}
