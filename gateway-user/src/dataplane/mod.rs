@@ -5,7 +5,7 @@ pub mod clock;
 pub mod ebpf;
 pub mod events;
 pub mod pool;
-mod selftest;
+pub mod selftest;
 pub mod sockio;
 pub mod sockopt;
 pub mod splice;
@@ -30,7 +30,7 @@ pub enum StartError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("the start-up self-test of the kernel splice failed: {0}")]
-    SelfTest(String),
+    SelfTest(selftest::SelfTestError),
 }
 
 impl Dataplane {

@@ -5,7 +5,7 @@
 //! verdict must find every segment in sequence and the integrity witness must agree at the
 //! end. A kernel that misbehaves is caught here, at start, not under traffic.
 
-use std::{sync::Arc, time::Duration};
+use std::{io, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -16,9 +16,45 @@ use gateway_common::counter;
 
 use super::{
     sockopt,
-    splice::{SpliceEnd, SpliceSettings, Spliced},
+    splice::{witness::Finding, SpliceEnd, SpliceSettings, Spliced},
     EbpfDataplane,
 };
+
+/// What the self-test found wrong. Each one keeps the eBPF dataplane out (`auto` relays).
+#[derive(Debug, thiserror::Error)]
+pub enum SelfTestError {
+    #[error("no result within {0:?}")]
+    Timeout(Duration),
+    /// Setting up the check's sockets or moving its bytes failed.
+    #[error("{step}: {error}")]
+    Io {
+        step: &'static str,
+        error: io::Error,
+    },
+    #[error("splice refused: {0}")]
+    Refused(io::Error),
+    #[error(
+        "the verdict found {0} segments out of sequence: this kernel keeps TCP sequence \
+         numbers elsewhere than the program reads them (sk_buff cb at byte {offset})",
+        offset = gateway_common::SKB_CB_OFFSET
+    )]
+    OutOfSequence(u64),
+    #[error("the integrity witness reset the tunnel: {0}")]
+    Integrity(Finding),
+    #[error("{direction}: {intact} of {len} bytes arrived intact")]
+    Corrupted {
+        direction: &'static str,
+        intact: usize,
+        len: usize,
+    },
+    /// The tunnel ended some other way than both sides closing.
+    #[error("tunnel ended with {0}")]
+    Ended(String),
+    #[error("the client's direction paused {0} times but never resumed splicing")]
+    NeverResumed(u64),
+    #[error("map entries left behind (PEERS, SPLICED, FLOWS, CONTROL): {0:?}")]
+    LeftBehind([usize; 4]),
+}
 
 /// Bytes each way (queued-before-splice bytes come on top): more than a spliced socket's
 /// receive buffer (8 MiB), so that the client's direction still has bytes to send after
@@ -36,15 +72,14 @@ const BUDGET_BYTES: u64 = 256 * 1024;
 const SMALL_BUFFER_BYTES: u32 = 64 * 1024;
 
 /// Runs the check; `Err` says what went wrong.
-pub async fn run(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
+pub async fn run(ebpf: &Arc<EbpfDataplane>) -> Result<(), SelfTestError> {
     tokio::time::timeout(DEADLINE, check(ebpf))
         .await
-        .map_err(|_| format!("no result within {DEADLINE:?}"))?
+        .map_err(|_| SelfTestError::Timeout(DEADLINE))?
 }
 
-async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
+async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), SelfTestError> {
     let before = ebpf.counters();
-    let io = |what: &'static str| move |e: std::io::Error| format!("{what}: {e}");
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io("bind"))?;
     let addr = listener.local_addr().map_err(io("local addr"))?;
     let mut client_far = TcpStream::connect(addr).await.map_err(io("connect"))?;
@@ -81,7 +116,7 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
         backend.into_std().map_err(io("into_std"))?,
         &settings,
     )
-    .map_err(|refused| format!("splice refused: {}", refused.error))?;
+    .map_err(|refused| SelfTestError::Refused(refused.error))?;
     // No limit of its own: the whole check runs within `DEADLINE`.
     let tunnel = spliced.run(std::future::pending::<std::convert::Infallible>());
 
@@ -108,7 +143,7 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
             tokio::join!(send_up, backend, client_read.read_to_end(&mut got_down));
         sent.map_err(io("client side"))?;
         read.map_err(io("client reads"))?;
-        Ok::<_, String>((got_up.map_err(io("backend side"))?, got_down))
+        Ok::<_, SelfTestError>((got_up.map_err(io("backend side"))?, got_down))
     };
     let (outcome, peers) = tokio::join!(tunnel, peers);
     // The verdict's own finding first: a kernel that keeps sequence numbers elsewhere
@@ -116,32 +151,27 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
     let moved = |index: u32| ebpf.counter(index).saturating_sub(before[index as usize]);
     let anomalies = moved(counter::SEQ_ANOMALIES);
     if anomalies != 0 {
-        return Err(format!(
-            "the verdict found {anomalies} segments out of sequence: this kernel keeps TCP \
-             sequence numbers elsewhere than the program reads them (sk_buff cb at byte {})",
-            gateway_common::SKB_CB_OFFSET
-        ));
+        return Err(SelfTestError::OutOfSequence(anomalies));
     }
-    if let SpliceEnd::Integrity(wrong) = &outcome.end {
-        return Err(format!("the integrity witness reset the tunnel: {wrong}"));
-    }
+    let end = match outcome.end {
+        SpliceEnd::Integrity(wrong) => return Err(SelfTestError::Integrity(wrong)),
+        end => end,
+    };
     let (got_up, got_down) = peers?;
-    if got_up != up {
-        return Err(format!(
-            "client→backend: {} of {} bytes arrived intact",
-            common_prefix(&got_up, &up),
-            up.len()
-        ));
+    for (direction, got, sent) in [
+        ("client→backend", &got_up, &up),
+        ("backend→client", &got_down, &down),
+    ] {
+        if got != sent {
+            return Err(SelfTestError::Corrupted {
+                direction,
+                intact: common_prefix(got, sent),
+                len: sent.len(),
+            });
+        }
     }
-    if got_down != down {
-        return Err(format!(
-            "backend→client: {} of {} bytes arrived intact",
-            common_prefix(&got_down, &down),
-            down.len()
-        ));
-    }
-    if !matches!(outcome.end, SpliceEnd::Done) {
-        return Err(format!("tunnel ended with {}", outcome.end));
+    if !matches!(end, SpliceEnd::Done) {
+        return Err(SelfTestError::Ended(end.to_string()));
     }
     tracing::debug!(
         pauses = moved(counter::PAUSES),
@@ -150,33 +180,31 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), String> {
         "splice self-test: flow control"
     );
     if moved(counter::RESUMES) == 0 {
-        return Err(format!(
-            "the client's direction paused {} times but never resumed splicing",
-            moved(counter::PAUSES)
-        ));
+        return Err(SelfTestError::NeverResumed(moved(counter::PAUSES)));
     }
     let left = ebpf.entry_counts();
     if left != [0; 4] {
-        return Err(format!(
-            "map entries left behind (PEERS, SPLICED, FLOWS, CONTROL): {left:?}"
-        ));
+        return Err(SelfTestError::LeftBehind(left));
     }
     Ok(())
 }
 
-async fn wait_queued(sock: &TcpStream, bytes: usize) -> Result<(), String> {
+async fn wait_queued(sock: &TcpStream, bytes: usize) -> Result<(), SelfTestError> {
     let queued = || {
         crate::dataplane::sockopt::tcp_counters(sock)
             .map(|c| c.recv_queue >= bytes as u64)
-            .map_err(|e| format!("tcp_info: {e}"))
+            .map_err(io("tcp_info"))
     };
     while !queued()? {
-        sock.readable()
-            .await
-            .map_err(|e| format!("readable: {e}"))?;
+        sock.readable().await.map_err(io("readable"))?;
         tokio::task::yield_now().await;
     }
     Ok(())
+}
+
+/// Names the step an I/O error happened in.
+fn io(step: &'static str) -> impl Fn(io::Error) -> SelfTestError {
+    move |error| SelfTestError::Io { step, error }
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -188,13 +188,17 @@ impl BackendHealth {
     }
 
     /// A connect failure or reset seen by real traffic (see [`passive`]).
-    pub fn passive_failure(&self, config: &crate::config::PassiveHealth, what: &str) {
+    pub fn passive_failure(
+        &self,
+        config: &crate::config::PassiveHealth,
+        what: &dyn std::fmt::Display,
+    ) {
         if let Some(ejection) = self.passive.failure(config) {
             tracing::warn!(
                 backend = %self.key,
                 failures = config.failures,
                 ejection_secs = ejection.as_secs(),
-                last = what,
+                last = %what,
                 "backend ejected after connect failures or resets in a row: no new traffic \
                  until the ejection ends"
             );

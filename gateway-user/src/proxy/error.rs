@@ -34,7 +34,7 @@ pub enum BackendError {
     #[error("backend {backend} answered the upgrade wrongly: {why}")]
     BadUpgrade {
         backend: SocketAddr,
-        why: &'static str,
+        why: super::upgrade::BadSwitch,
     },
     /// The TLS handshake with an https backend failed (e.g. its certificate is not trusted).
     #[error("backend {backend}: TLS handshake failed ({kind}): {detail}")]

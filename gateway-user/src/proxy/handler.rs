@@ -248,7 +248,7 @@ async fn forward(
         Ok(_) => backend.health.passive_success(),
         Err(err) if err.backend_failing() => backend
             .health
-            .passive_failure(&upstream.settings.passive, &err.to_string()),
+            .passive_failure(&upstream.settings.passive, err),
         Err(_) => {}
     }
     match result {

@@ -112,15 +112,26 @@ pub fn accept_key(key: &[u8]) -> String {
 pub fn check_switching_protocols(
     headers: &HeaderMap,
     expected_accept: &str,
-) -> Result<(), &'static str> {
+) -> Result<(), BadSwitch> {
     if !has_token(headers, header::UPGRADE, "websocket") {
-        return Err("101 without Upgrade: websocket");
+        return Err(BadSwitch::NotWebSocket);
     }
     match headers.get(header::SEC_WEBSOCKET_ACCEPT) {
         Some(v) if v.as_bytes().trim_ascii() == expected_accept.as_bytes() => Ok(()),
-        Some(_) => Err("Sec-WebSocket-Accept does not match the client's key"),
-        None => Err("101 without Sec-WebSocket-Accept"),
+        Some(_) => Err(BadSwitch::WrongAccept),
+        None => Err(BadSwitch::NoAccept),
     }
+}
+
+/// Why a backend's `101` does not complete the client's WebSocket handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadSwitch {
+    #[error("101 without Upgrade: websocket")]
+    NotWebSocket,
+    #[error("Sec-WebSocket-Accept does not match the client's key")]
+    WrongAccept,
+    #[error("101 without Sec-WebSocket-Accept")]
+    NoAccept,
 }
 
 /// Whether a comma-separated header holds `token`, case-insensitively, in any of its lines.
@@ -249,7 +260,13 @@ mod tests {
         ]);
         assert_eq!(check_switching_protocols(&ok, &accept), Ok(()));
         let wrong = headers(&[("upgrade", "websocket"), ("sec-websocket-accept", "AAAA")]);
-        assert!(check_switching_protocols(&wrong, &accept).is_err());
-        assert!(check_switching_protocols(&HeaderMap::new(), &accept).is_err());
+        assert_eq!(
+            check_switching_protocols(&wrong, &accept),
+            Err(BadSwitch::WrongAccept)
+        );
+        assert_eq!(
+            check_switching_protocols(&HeaderMap::new(), &accept),
+            Err(BadSwitch::NotWebSocket)
+        );
     }
 }

@@ -226,7 +226,7 @@ pub async fn run(up: Upgraded, ctx: Context) {
     metrics.handoff_bytes(Direction::ClientToBackend, early.client.len() as u64);
     metrics.handoff_bytes(Direction::BackendToClient, early.backend.len() as u64);
     let mode = carrier.mode();
-    let relay_reason = carrier.relay_reason();
+    let relay_reason = carrier.relay_reason().map(RelayReason::as_str);
     tracing::Span::current().record("mode", tracing::field::display(mode));
     metrics.tunnel_opened(mode);
     tracing::debug!(relay_reason, "tunnel open");
@@ -308,7 +308,7 @@ async fn open_plain(
     mut ebpf: Option<Arc<EbpfDataplane>>,
     settings: &Settings,
 ) -> Option<(Carrier, Early)> {
-    let mut relay_reason = RELAY_DATAPLANE;
+    let mut relay_reason = RelayReason::UserspaceDataplane;
     if ebpf.is_some() {
         let emptied = sockio::take_queued(&client, &mut early.client, HANDOFF_READ_LIMIT_BYTES)
             .and_then(|c| {
@@ -323,7 +323,7 @@ async fn open_plain(
                     "receive queues never ran empty during the handoff; relaying in userspace"
                 );
                 ebpf = None;
-                relay_reason = RELAY_HANDOFF_BACKLOG;
+                relay_reason = RelayReason::HandoffBacklog;
             }
             Err(err) => {
                 tracing::info!(error = %err, "tunnel failed during the handoff; resetting both sides");
@@ -376,17 +376,35 @@ async fn deliver_early(
 
 /// Why a tunnel is relayed in userspace rather than spliced: the `relay_reason` of its log
 /// lines.
-const RELAY_TLS: &str = "tls";
-const RELAY_DATAPLANE: &str = "userspace_dataplane";
-const RELAY_HANDOFF_BACKLOG: &str = "handoff_backlog";
-const RELAY_SPLICE_REFUSED: &str = "splice_refused";
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayReason {
+    /// TLS on at least one side (no kTLS here).
+    Tls,
+    /// The eBPF dataplane is not loaded.
+    UserspaceDataplane,
+    /// A receive queue never ran empty during the handoff.
+    HandoffBacklog,
+    /// The kernel refused to take the sockets into the sockmap.
+    SpliceRefused,
+}
+
+impl RelayReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::UserspaceDataplane => "userspace_dataplane",
+            Self::HandoffBacklog => "handoff_backlog",
+            Self::SpliceRefused => "splice_refused",
+        }
+    }
+}
 
 /// What carries a tunnel's bytes.
 enum Carrier {
     /// Boxed: its flow-control state is several times the size of the other variants.
     Spliced(Box<splice::Spliced>),
-    /// Two plain sockets relayed in userspace, and why (one of the `RELAY_*` reasons).
-    Relay(TcpStream, TcpStream, &'static str),
+    /// Two plain sockets relayed in userspace, and why.
+    Relay(TcpStream, TcpStream, RelayReason),
     /// TLS on at least one side: always relayed.
     Tls(ClientStream, BackendStream),
 }
@@ -400,7 +418,7 @@ impl Carrier {
         client: TcpStream,
         backend: TcpStream,
         settings: &Settings,
-        relay_reason: &'static str,
+        relay_reason: RelayReason,
     ) -> Option<Self> {
         let Some(ebpf) = ebpf else {
             return Some(Self::Relay(client, backend, relay_reason));
@@ -415,7 +433,7 @@ impl Carrier {
                 let (client, backend) = from_std(refused.client, refused.backend)
                     .inspect_err(|err| tracing::warn!(error = %err, "cannot rejoin the runtime"))
                     .ok()?;
-                Some(Self::Relay(client, backend, RELAY_SPLICE_REFUSED))
+                Some(Self::Relay(client, backend, RelayReason::SpliceRefused))
             }
             Err(refused) => {
                 tracing::warn!(error = %refused.error, "splice failed after bytes moved; resetting");
@@ -433,11 +451,11 @@ impl Carrier {
     }
 
     /// Why it is relayed; `None` when spliced.
-    fn relay_reason(&self) -> Option<&'static str> {
+    fn relay_reason(&self) -> Option<RelayReason> {
         match self {
             Self::Spliced(_) => None,
-            Self::Relay(_, _, reason) => Some(reason),
-            Self::Tls(..) => Some(RELAY_TLS),
+            Self::Relay(_, _, reason) => Some(*reason),
+            Self::Tls(..) => Some(RelayReason::Tls),
         }
     }
 }

@@ -154,7 +154,7 @@ const PASSIVE: PassiveHealth = PassiveHealth {
 
 /// Takes backend `i` out, as a connect failure would (passive check, one failure).
 fn eject(up: &Upstream, i: usize) {
-    up.backends()[i].health.passive_failure(&PASSIVE, "test");
+    up.backends()[i].health.passive_failure(&PASSIVE, &"test");
     assert!(!up.backends()[i].health.takes_traffic());
 }
 
