@@ -11,24 +11,24 @@
 //! - **kernel**: [`dataplane`] (program, maps, splice, epoll watch, self-test);
 //! - and the leaves every wing reads: [`config`], [`metrics`].
 
-pub mod admin;
-pub mod body;
+mod admin;
+mod body;
 pub mod cli;
 pub mod dataplane;
-pub mod generation;
-pub mod health;
-pub mod metrics;
+mod generation;
+mod health;
+mod metrics;
 pub mod privileges;
-pub mod probing;
-pub mod proxy;
-pub mod reload;
-pub mod route;
-pub mod runtime;
-pub mod shared;
-pub mod snapshot;
-pub mod tls;
-pub mod tunnel;
-pub mod upstream;
+mod probing;
+mod proxy;
+mod reload;
+mod route;
+mod runtime;
+mod shared;
+mod snapshot;
+mod tls;
+mod tunnel;
+mod upstream;
 
 /// The configuration: a crate of its own (`gateway-config`), which imports nothing of the
 /// daemon.
@@ -37,5 +37,6 @@ pub use gateway_config as config;
 pub use crate::{
     config::Config,
     generation::StartError,
+    reload::Trigger,
     runtime::{start, Running},
 };

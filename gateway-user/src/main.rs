@@ -7,7 +7,7 @@ use clap::Parser as _;
 use gateway::{
     cli::{CheckArgs, Cli, Command, ImportAzureArgs, RunArgs},
     config::{self, plan, ConfigErrors, LogFormat, Sources},
-    reload::Trigger,
+    Trigger,
 };
 use tracing_subscriber::EnvFilter;
 

@@ -21,10 +21,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use self::listeners::ListenerTask;
-pub use self::{
-    diff::BindDiff,
-    prepare::{prepare, Prepared},
-};
+pub use self::prepare::{prepare, Prepared};
 use crate::{dataplane, probing::Probers, shared::Shared, snapshot::BindId, tls, upstream};
 
 /// Why a configuration cannot be served (at start, or by a reload).

@@ -21,8 +21,8 @@ mod redirect;
 #[cfg(test)]
 mod tests;
 
-pub use host::{request_host, HostError, RequestHost};
-pub use redirect::{Redirect, RedirectTo};
+pub use host::{request_host, RequestHost};
+pub use redirect::Redirect;
 
 use http::StatusCode;
 

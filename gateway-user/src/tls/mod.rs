@@ -69,17 +69,15 @@ mod tests;
 use rustls::SupportedProtocolVersion;
 
 pub use self::{
-    accept::{accept, HandshakeInfo, TlsAcceptError},
+    accept::accept,
     client::{
         backend_server_name, client_config, connect, host_server_name, system_client_config,
         ClientConfigError, ServerNameError, TlsConnectError,
     },
-    roots::RootsError,
     server::{Acceptor, ServerConfigError},
-    sni::SiteSelector,
     stream::{BackendStream, ClientStream, MaybeTls, TlsOverTcp},
 };
-pub use rustls::{pki_types::ServerName, ClientConfig, ServerConfig};
+pub use rustls::{pki_types::ServerName, ClientConfig};
 
 /// The TLS versions offered and accepted, newest first. TLS 1.1 and older (and SSLv3) are
 /// not implemented by rustls at all; this list keeps both sides on 1.2 and 1.3.

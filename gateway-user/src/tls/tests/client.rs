@@ -10,8 +10,8 @@ use super::fixtures::{ca_file, https_settings, listen, one_site_acceptor, Ca, Te
 use crate::{
     config::model::{BackendHost, BackendSettings, HostHeader, Protocol},
     tls::{
-        accept, backend_server_name, client_config, connect, roots, Acceptor, ClientConfigError,
-        RootsError, TlsAcceptError, TlsConnectError, ALPN_HTTP11,
+        accept, accept::TlsAcceptError, backend_server_name, client_config, connect, roots,
+        roots::RootsError, Acceptor, ClientConfigError, TlsConnectError, ALPN_HTTP11,
     },
 };
 

@@ -19,7 +19,11 @@ use crate::{
         BackendSettings, Bind, HostHeader, HostMatch, HostPattern, Protocol, Redirect,
         RedirectTarget, Rule, RuleAction, Site, TlsFiles, TunnelLimits,
     },
-    tls::{accept, Acceptor, HandshakeInfo, TlsAcceptError},
+    tls::{
+        accept,
+        accept::{HandshakeInfo, TlsAcceptError},
+        Acceptor,
+    },
 };
 
 /// A directory of its own under the system's temporary directory, removed on drop.

@@ -17,7 +17,9 @@ use super::fixtures::{
 };
 use crate::{
     config::model::{Protocol, TlsFiles},
-    tls::{accept, Acceptor, ServerConfigError, TlsAcceptError, ALPN_HTTP11, PROTOCOL_VERSIONS},
+    tls::{
+        accept, accept::TlsAcceptError, Acceptor, ServerConfigError, ALPN_HTTP11, PROTOCOL_VERSIONS,
+    },
 };
 
 const H2: &[u8] = b"h2";
