@@ -57,7 +57,7 @@ pub struct Context {
     /// Cancelled at the end of the shutdown drain period: the tunnel closes at once.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Counts the tunnel on its backend (least-connections, `/backends`) while it lives,
-    /// and tells it when the backend goes down.
+    /// and tells it when the backend goes down; held by its registration.
     pub lease: Lease,
     /// What to do with the tunnel when its backend goes down or leaves the configuration.
     pub on_backend_down: OnBackendDown,
@@ -185,25 +185,17 @@ const HANDOFF_READ_LIMIT_BYTES: usize = 256 * 1024;
 /// relayed in userspace whatever the dataplane (the kernel here has no kTLS, and splicing
 /// would move ciphertext between two different TLS sessions).
 pub async fn run(up: Upgraded, ctx: Context) {
-    let Context {
-        dataplane,
-        metrics,
-        settings,
-        shutdown,
-        lease,
-        on_backend_down,
-        registry,
-        peers,
-    } = ctx;
     let started = Instant::now();
-    let registered = registry.open(peers);
+    let registered = ctx.registry.open(ctx.peers, ctx.lease);
     let entry = registered.entry.clone();
     let backend = limits::BackendWatch {
-        state: lease.backend().subscribe(),
-        on_down: on_backend_down,
+        state: registered.backend().subscribe(),
+        on_down: ctx.on_backend_down,
         draining: entry.draining.clone(),
     };
-    let mut limits = limits::Limits::new(settings, started, shutdown, Some(backend));
+    let settings = ctx.settings;
+    let metrics = ctx.metrics;
+    let mut limits = limits::Limits::new(settings, started, ctx.shutdown, Some(backend));
     let Upgraded {
         client,
         client_early,
@@ -216,7 +208,14 @@ pub async fn run(up: Upgraded, ctx: Context) {
     };
     let opened = match (client, backend) {
         (MaybeTls::Plain(client), MaybeTls::Plain(backend)) => {
-            open_plain(client, backend, early, dataplane.ebpf().cloned(), &settings).await
+            open_plain(
+                client,
+                backend,
+                early,
+                ctx.dataplane.ebpf().cloned(),
+                &settings,
+            )
+            .await
         }
         (client, backend) => open_tls(client, backend, early).await,
     };
@@ -274,7 +273,6 @@ pub async fn run(up: Upgraded, ctx: Context) {
         tracing::error!(error = %what, "spliced tunnel reset: its bytes did not add up");
     }
     drop(registered);
-    drop(lease);
     let peers = &entry.peers;
     tracing::info!(
         tunnel = entry.id,

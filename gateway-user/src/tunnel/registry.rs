@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::dataplane::clock::{monotonic_coarse_ns, since_ns};
 use crate::{
     dataplane::{EbpfDataplane, TunnelKeys},
+    health::{BackendHealth, Lease},
     metrics::Mode,
 };
 
@@ -109,8 +110,9 @@ pub struct TunnelReport {
 }
 
 impl Registry {
-    /// Registers a tunnel; it leaves the registry when the guard is dropped.
-    pub fn open(self: &Arc<Self>, peers: Peers) -> Registered {
+    /// Registers a tunnel, with the lease that counts it on its backend; it leaves the
+    /// registry, and its backend's count, when the guard is dropped.
+    pub fn open(self: &Arc<Self>, peers: Peers, lease: Lease) -> Registered {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Arc::new(Entry {
             id,
@@ -124,6 +126,7 @@ impl Registry {
         Registered {
             registry: self.clone(),
             entry,
+            lease,
         }
     }
 
@@ -166,11 +169,20 @@ impl Registry {
     }
 }
 
-/// A registered tunnel; dropping it unregisters.
+/// A tunnel's one handle on the bookkeeping around it: its row in `/tunnels` and its count
+/// on its backend. Dropping it undoes both.
 #[derive(Debug)]
 pub struct Registered {
     registry: Arc<Registry>,
     pub entry: Arc<Entry>,
+    lease: Lease,
+}
+
+impl Registered {
+    /// The backend it is counted on (and whose health it watches).
+    pub fn backend(&self) -> &Arc<BackendHealth> {
+        self.lease.backend()
+    }
 }
 
 impl Drop for Registered {
