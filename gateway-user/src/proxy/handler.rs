@@ -18,7 +18,8 @@ use super::{
     forward::{self, Outbound},
     guard::Framing,
     headers::Forwarding,
-    upgrade::{self, Classified, UpgradeError},
+    refusal::Refusal,
+    upgrade::{self, Classified},
     websocket::{self, PendingTunnel},
 };
 use crate::{
@@ -89,41 +90,26 @@ async fn respond(
     index: u64,
     routed: &mut Option<(String, String)>,
 ) -> Response<Body> {
+    let refuse = |refusal: Refusal| refuse(&req, refusal, &conn.shared);
     if conn.framing.conflicted(index) {
-        // hyper would take the body as chunked and drop Content-Length; a proxy refuses.
-        tracing::info!(method = %req.method(), uri = %req.uri(), "request with both Transfer-Encoding and Content-Length refused");
-        return text(
-            StatusCode::BAD_REQUEST,
-            "a request must not carry both Transfer-Encoding and Content-Length",
-        );
+        return refuse(Refusal::FramingConflict);
     }
     if req.method() == Method::CONNECT || req.uri().path() == "*" {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT and asterisk-form requests are not forwarded",
-        );
+        return refuse(Refusal::NotForwarded);
     }
     let host = match route::request_host(req.uri(), req.headers(), req.version()) {
         Ok(host) => host,
-        Err(err) => {
-            tracing::info!(reason = %err, uri = %req.uri(), "request refused");
-            return text(StatusCode::BAD_REQUEST, &err.to_string());
-        }
+        Err(err) => return refuse(err.into()),
     };
     let expected_accept = match upgrade::classify(req.method(), req.version(), req.headers()) {
         Classified::Http => None,
         Classified::WebSocket { expected_accept } => Some(expected_accept),
-        Classified::Invalid(err) => return rejected_upgrade(&req, err, &conn.shared),
+        Classified::Invalid(err) => return refuse(err.into()),
     };
     let snapshot = conn.shared.snapshot.load_full();
     let Some(bind) = snapshot.bind(&conn.bind) else {
-        // A reload removed the bind while this request's head was on its way; the
-        // connection is being drained and closes after this answer.
-        tracing::info!(bind = %conn.bind, "request on a bind a reload removed refused");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this listener was removed from the configuration",
-        );
+        // The connection is being drained and closes after this answer.
+        return refuse(Refusal::BindRemoved);
     };
     let view = RequestView {
         host: host.as_ref().map(|h| h.name.as_str()),
@@ -137,17 +123,11 @@ async fn respond(
     match decision {
         Decision::NoSite => {
             let name = host.as_ref().map_or("", |h| h.name.as_str());
-            text(
-                StatusCode::NOT_FOUND,
-                &format!("no listener on this address serves host {name:?}"),
-            )
+            refuse(Refusal::NoSite(name.to_owned()))
         }
         Decision::NoHostToRedirectTo { route } => {
             record(route, routed);
-            text(
-                StatusCode::BAD_REQUEST,
-                "the request has no Host to redirect to",
-            )
+            refuse(Refusal::NoHostToRedirectTo)
         }
         Decision::Redirect {
             route,
@@ -207,11 +187,7 @@ async fn forward(
     let https = bind.protocol == Protocol::Https;
     let pick = match upstream.pick(req.headers(), https) {
         Ok(pick) => pick,
-        Err(none) => {
-            // Azure answers 502 when no backend of the pool is healthy.
-            tracing::warn!(pool = %none.pool, backends = none.count, "no healthy backend");
-            return text(StatusCode::BAD_GATEWAY, &format!("bad gateway: {none}"));
-        }
+        Err(none) => return refuse(&req, none.into(), &conn.shared),
     };
     let backend = pick.backend;
     tracing::Span::current().record("backend", tracing::field::display(backend.addr));
@@ -265,18 +241,20 @@ async fn forward(
     }
 }
 
-/// A malformed upgrade: `400` with the reason, or `426` asking for version 13.
-fn rejected_upgrade(req: &Request<Incoming>, err: UpgradeError, shared: &Shared) -> Response<Body> {
-    tracing::info!(reason = %err, method = %req.method(), uri = %req.uri(), "upgrade rejected");
-    shared.metrics.upgrade_rejected();
-    let mut resp = text(err.status(), &err.to_string());
-    if err.status() == StatusCode::UPGRADE_REQUIRED {
-        resp.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static(upgrade::WEBSOCKET_VERSION),
-        );
+/// The gateway's own answer to `req`, logged (and counted when it refuses an upgrade).
+fn refuse(req: &Request<Incoming>, refusal: Refusal, shared: &Shared) -> Response<Body> {
+    let (method, uri, kind) = (req.method(), req.uri(), refusal.kind());
+    match &refusal {
+        Refusal::NoHealthyBackend(none) => {
+            tracing::warn!(pool = %none.pool, backends = none.count, "no healthy backend");
+        }
+        Refusal::Upgrade(_) => {
+            shared.metrics.upgrade_rejected();
+            tracing::info!(reason = %refusal, kind, %method, %uri, "upgrade rejected");
+        }
+        _ => tracing::info!(reason = %refusal, kind, %method, %uri, "request refused"),
     }
-    resp
+    refusal.response()
 }
 
 fn redirect(status: StatusCode, location: &str) -> Response<Body> {
@@ -286,10 +264,6 @@ fn redirect(status: StatusCode, location: &str) -> Response<Body> {
             resp.headers_mut().insert(header::LOCATION, value);
             resp
         }
-        // The host and path came from a request hyper accepted, so this does not happen.
-        Err(_) => text(
-            StatusCode::BAD_REQUEST,
-            "cannot build the redirect location",
-        ),
+        Err(_) => Refusal::BadRedirectLocation.response(),
     }
 }

@@ -8,6 +8,7 @@ pub mod framing;
 mod guard;
 mod handler;
 pub mod headers;
+mod refusal;
 pub mod upgrade;
 mod websocket;
 

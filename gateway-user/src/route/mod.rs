@@ -21,7 +21,7 @@ mod redirect;
 #[cfg(test)]
 mod tests;
 
-pub use host::{request_host, RequestHost};
+pub use host::{request_host, HostError, RequestHost};
 pub use redirect::Redirect;
 
 use http::StatusCode;

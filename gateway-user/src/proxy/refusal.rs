@@ -1,0 +1,132 @@
+//! The answers the gateway gives itself, instead of a backend's: why, as one enum, with the
+//! status and the one-line reason the client reads. Failures of a backend are
+//! [`super::error::BackendError`]; these are the request's own faults, and the two cases
+//! where no backend can take it.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::upgrade::{self, UpgradeError};
+use crate::{
+    body::{text, Body},
+    route::HostError,
+    upstream::NoHealthyBackend,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// hyper would take the body as chunked and drop Content-Length; a proxy refuses.
+    #[error("a request must not carry both Transfer-Encoding and Content-Length")]
+    FramingConflict,
+    #[error("CONNECT and asterisk-form requests are not forwarded")]
+    NotForwarded,
+    #[error("{0}")]
+    Host(#[from] HostError),
+    /// Asks for a WebSocket upgrade but breaks RFC 6455's rules.
+    #[error("{0}")]
+    Upgrade(#[from] UpgradeError),
+    /// A reload removed the bind while the request's head was on its way.
+    #[error("this listener was removed from the configuration")]
+    BindRemoved,
+    #[error("no listener on this address serves host {0:?}")]
+    NoSite(String),
+    #[error("the request has no Host to redirect to")]
+    NoHostToRedirectTo,
+    /// The host and path came from a request hyper accepted, so this does not happen.
+    #[error("cannot build the redirect location")]
+    BadRedirectLocation,
+    /// Azure answers 502 when no backend of the pool is healthy.
+    #[error("bad gateway: {0}")]
+    NoHealthyBackend(#[from] NoHealthyBackend),
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::FramingConflict
+            | Self::Host(_)
+            | Self::NoHostToRedirectTo
+            | Self::BadRedirectLocation => StatusCode::BAD_REQUEST,
+            Self::NotForwarded => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Upgrade(err) => err.status(),
+            Self::BindRemoved => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoSite(_) => StatusCode::NOT_FOUND,
+            Self::NoHealthyBackend(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// One word per variant, for the log line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::FramingConflict => "framing_conflict",
+            Self::NotForwarded => "not_forwarded",
+            Self::Host(_) => "bad_host",
+            Self::Upgrade(_) => "bad_upgrade",
+            Self::BindRemoved => "bind_removed",
+            Self::NoSite(_) => "no_site",
+            Self::NoHostToRedirectTo => "no_host_to_redirect_to",
+            Self::BadRedirectLocation => "bad_redirect_location",
+            Self::NoHealthyBackend(_) => "no_healthy_backend",
+        }
+    }
+
+    /// The answer: the status and the reason on one line; a `426` also names the version
+    /// the gateway speaks.
+    pub fn response(&self) -> Response<Body> {
+        let mut resp = text(self.status(), &self.to_string());
+        if let Self::Upgrade(err) = self {
+            if err.status() == StatusCode::UPGRADE_REQUIRED {
+                resp.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static(upgrade::WEBSOCKET_VERSION),
+                );
+            }
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_its_status_and_words() {
+        let cases = [
+            (
+                Refusal::FramingConflict,
+                400,
+                "a request must not carry both",
+            ),
+            (Refusal::NotForwarded, 405, "CONNECT and asterisk-form"),
+            (
+                Refusal::Host(HostError::Missing),
+                400,
+                "without a Host header",
+            ),
+            (Refusal::BindRemoved, 503, "this listener was removed"),
+            (
+                Refusal::NoSite("x.test".into()),
+                404,
+                "serves host \"x.test\"",
+            ),
+            (Refusal::NoHostToRedirectTo, 400, "no Host to redirect to"),
+            (
+                NoHealthyBackend {
+                    pool: "p".into(),
+                    count: 2,
+                }
+                .into(),
+                502,
+                "bad gateway: no healthy backend in pool \"p\"",
+            ),
+        ];
+        for (refusal, status, words) in cases {
+            assert_eq!(refusal.status().as_u16(), status, "{refusal:?}");
+            assert!(refusal.to_string().contains(words), "{refusal}");
+        }
+        let version = Refusal::from(UpgradeError::UnsupportedVersion("8".into()));
+        let resp = version.response();
+        assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(resp.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+    }
+}
