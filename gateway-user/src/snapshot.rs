@@ -73,9 +73,9 @@ pub struct BindRoutes {
 pub type Upstreams = HashMap<(String, String), Arc<Upstream>>;
 
 impl Snapshot {
-    /// Builds the routers of `config` over `upstreams` (from [`resolve_upstreams`] of the
-    /// same configuration). `bound` is the address each bind of `config` listens on, in
-    /// order; `acceptors` its TLS server ([`TlsSetup::acceptors`]).
+    /// Builds the routers of `config` over `upstreams` (resolved from the same
+    /// configuration by `generation::prepare`). `bound` is the address each bind of
+    /// `config` listens on, in order; `acceptors` its TLS server, `None` for http.
     pub fn new(
         config: Arc<Config>,
         upstreams: &Upstreams,
@@ -106,7 +106,7 @@ impl Snapshot {
                         upstreams
                             .get(&id)
                             .cloned()
-                            .expect("resolve_upstreams made an upstream for every forward")
+                            .expect("generation::prepare made an upstream for every forward")
                     },
                     |listener| ports.get(listener).copied(),
                 ),

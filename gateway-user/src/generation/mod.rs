@@ -1,12 +1,13 @@
 //! Generations: the configuration served, and the one step that replaces it. Start-up and
 //! every reload go through the same two calls:
 //!
-//! 1. [`prepare`] (no effect on what is served): the plan's warnings, TLS files, backend
-//!    names, sockets for the binds not served yet, the snapshot. The first problem is the
-//!    error and nothing is left open. Start-up prepares against no binds.
+//! 1. [`prepare`] (no effect on what is served): TLS files, backend names (their health
+//!    staged, not yet tracked), sockets for the binds not served yet, the snapshot, then
+//!    the plan's warnings. The first problem is the error and nothing is left open.
+//!    Start-up prepares against no binds.
 //! 2. [`Served::commit`], driven by the diff of the binds served and wanted: the new
-//!    snapshot is published (requests and connections read it from then on), the probers
-//!    follow the new backends, the listeners of binds that left stop accepting (their
+//!    snapshot is published (requests and connections read it from then on), its backends
+//!    become the tracked ones and the probers follow them, the listeners of binds that left stop accepting (their
 //!    connections drain as at shutdown), those of new binds start.
 //!
 //! Tunnels never read the snapshot: a new generation leaves them open, spliced or not.
@@ -121,7 +122,8 @@ impl Generations {
 
     /// For the shutdown, once the drain began (which stops every listener): waits until
     /// every listener task has returned, closing its socket. A reload still running
-    /// finishes first; later ones find nothing to keep.
+    /// finishes first; the reloader refuses later ones (it checks the drain under the same
+    /// lock).
     pub async fn close_listeners(&self) {
         let mut state = self.served.lock().await;
         for listener in state.listeners.drain(..) {
@@ -160,7 +162,6 @@ impl Served<'_> {
     pub async fn commit(&mut self, prepared: Prepared) -> Committed {
         let Prepared {
             config,
-            warnings,
             snapshot,
             upstreams,
             bound: _,
@@ -168,9 +169,6 @@ impl Served<'_> {
             diff,
         } = prepared;
         let owner = self.owner;
-        for warning in &warnings {
-            tracing::warn!("{warning}");
-        }
         owner.shared.snapshot.store(snapshot);
         // Probers for new backends; backends that left are marked removed, so their
         // tunnels apply their settings' `on_backend_down`.

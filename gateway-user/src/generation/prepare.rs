@@ -16,7 +16,7 @@ use crate::{
         Config, Forward, Protocol, Route, RuleAction,
     },
     dataplane::splice::SpliceSettings,
-    health::Health,
+    health::{Health, Staged},
     snapshot::{BindId, Snapshot, Upstreams},
     tls::{self, Acceptor, ClientConfig},
     tunnel,
@@ -26,8 +26,6 @@ use crate::{
 /// A configuration ready to be served: [`super::Served::commit`] makes it the one served.
 pub struct Prepared {
     pub(super) config: Arc<Config>,
-    /// The plan's warnings, and any the caller adds; logged when it is committed.
-    pub(super) warnings: Vec<String>,
     pub(super) snapshot: Arc<Snapshot>,
     pub(super) upstreams: Upstreams,
     /// The address each bind of `config` listens on, in its order.
@@ -50,18 +48,13 @@ impl Prepared {
     pub fn bound(&self) -> &[SocketAddr] {
         &self.bound
     }
-
-    /// Adds a warning to log when it is committed.
-    pub fn warn(&mut self, warning: String) {
-        self.warnings.push(warning);
-    }
 }
 
 /// Prepares `config` to be served next to `served` (the binds served now and the address
-/// each listens on; none at start): the plan's warnings, TLS, resolved upstreams (their
-/// backends' health from `health`, so a backend that stays keeps its state), the sockets
-/// of binds not served yet, and the snapshot. The first problem is the error, and nothing
-/// is left open.
+/// each listens on; none at start): TLS, resolved upstreams (their backends' health staged
+/// from `health`, so a backend that stays keeps its state; nothing is tracked until the
+/// commit), the sockets of binds not served yet, and the snapshot; then logs the plan's
+/// warnings. The first problem is the error, and nothing is left open.
 pub async fn prepare(
     config: Config,
     key: &AffinityKey,
@@ -72,7 +65,7 @@ pub async fn prepare(
     // Loaded and resolved before anything is bound, so a bad certificate or a name that
     // does not resolve binds nothing.
     let tls = load_tls(&config)?;
-    let upstreams = resolve_upstreams(&config, key, &tls, health).await?;
+    let upstreams = resolve_upstreams(&config, key, &tls, &health.stage()).await?;
 
     let running: Vec<BindId> = served.iter().map(|(id, _)| id.clone()).collect();
     let wanted: Vec<BindId> = config.binds.iter().map(BindId::of).collect();
@@ -91,6 +84,11 @@ pub async fn prepare(
             }
         }
     }
+    // Only once everything loaded, resolved and bound: a refused configuration reports its
+    // failure, not advice.
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let config = Arc::new(config);
     let snapshot = Arc::new(Snapshot::new(
         config.clone(),
@@ -100,7 +98,6 @@ pub async fn prepare(
     ));
     Ok(Prepared {
         config,
-        warnings,
         snapshot,
         upstreams,
         bound,
@@ -147,7 +144,7 @@ async fn resolve_upstreams(
     config: &Config,
     key: &AffinityKey,
     tls: &TlsSetup,
-    health: &Health,
+    health: &Staged,
 ) -> Result<Upstreams, StartError> {
     let sndbuf_bytes = config.global.tunnel_sndbuf_bytes;
     let backlog_pool_bytes = config.global.spliced_backlog_pool_bytes;
@@ -282,7 +279,7 @@ redirect = { target_listener = "web" }
         let config = crate::config::from_toml(CONFIG, "t.toml", Path::new(".")).expect("valid");
         let key = AffinityKey::from_bytes([0; 32]);
         let tls = load_tls(&config).expect("no TLS in this configuration");
-        let upstreams = resolve_upstreams(&config, &key, &tls, &Health::new())
+        let upstreams = resolve_upstreams(&config, &key, &tls, &Health::new().stage())
             .await
             .expect("IPs resolve");
         assert_eq!(upstreams.len(), 2, "p/a is used twice but made once");

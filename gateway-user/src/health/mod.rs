@@ -15,7 +15,7 @@ mod report;
 pub mod state;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
@@ -93,11 +93,6 @@ impl BackendHealth {
                 probe: None,
             }),
         }
-    }
-
-    /// A backend with no probe and no history, e.g. for tests of the picking.
-    pub fn detached(key: BackendKey) -> Arc<Self> {
-        Arc::new(Self::new(key))
     }
 
     pub fn state(&self) -> State {
@@ -245,25 +240,30 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The health of `key`: the one already tracked (a reload keeps it), or a new one.
-    pub fn backend(&self, key: BackendKey) -> Arc<BackendHealth> {
-        self.lock()
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(BackendHealth::new(key)))
-            .clone()
+    /// A view to build a configuration's backends from, changing nothing tracked: a
+    /// backend already tracked keeps its health (a reload keeps its state and streak), a
+    /// new one gets a fresh one, which [`Self::publish`] tracks once the configuration is
+    /// served.
+    pub fn stage(&self) -> Staged {
+        Staged {
+            known: Mutex::new(self.lock().clone()),
+        }
     }
 
-    /// Forgets every backend not in `keep`, marking it removed first (final: its tunnels
-    /// apply their settings' `on_backend_down`). A reload calls it with the backends of the
-    /// configuration it commits.
-    pub fn retain(&self, keep: &HashSet<BackendKey>) {
-        self.lock().retain(|key, health| {
-            let kept = keep.contains(key);
-            if !kept {
+    /// Makes `backends` the tracked ones (those of the configuration served now): every
+    /// backend tracked before and not among them is marked removed (final: its tunnels
+    /// apply their settings' `on_backend_down`) and forgotten.
+    pub fn publish(&self, backends: impl IntoIterator<Item = Arc<BackendHealth>>) {
+        let new: HashMap<BackendKey, Arc<BackendHealth>> = backends
+            .into_iter()
+            .map(|health| (health.key.clone(), health))
+            .collect();
+        let old = std::mem::replace(&mut *self.lock(), new.clone());
+        for (key, health) in old {
+            if !new.get(&key).is_some_and(|kept| Arc::ptr_eq(kept, &health)) {
                 health.remove();
             }
-            kept
-        });
+        }
     }
 
     /// Every tracked backend, sorted by pool, settings and address.
@@ -272,6 +272,25 @@ impl Health {
         let mut reports: Vec<BackendReport> = backends.iter().map(|b| b.report()).collect();
         reports.sort_by(|a, b| a.key().cmp(&b.key()));
         reports
+    }
+}
+
+/// The backends' health as a configuration being prepared sees it (see [`Health::stage`]).
+#[derive(Debug)]
+pub struct Staged {
+    known: Mutex<HashMap<BackendKey, Arc<BackendHealth>>>,
+}
+
+impl Staged {
+    /// The health of `key`: the one tracked (a reload keeps it), or a new one, the same
+    /// for every backend of this configuration with that key.
+    pub fn backend(&self, key: BackendKey) -> Arc<BackendHealth> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(BackendHealth::new(key)))
+            .clone()
     }
 }
 

@@ -7,7 +7,7 @@ mod prober;
 mod spec;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -43,10 +43,10 @@ impl Probers {
         }
     }
 
-    /// Makes the probed backends those of `upstreams` (whose health `health` tracks): each
-    /// gets a prober running its probe (restarted, so a changed probe applies; its state
-    /// and streak stay), and backends no longer in `upstreams` are marked removed and
-    /// forgotten. Must run inside the runtime.
+    /// Makes the tracked and probed backends those of `upstreams` (see
+    /// [`Health::publish`]): each gets a prober running its probe (restarted, so a changed
+    /// probe applies; its state and streak stay), and backends no longer in `upstreams` are
+    /// marked removed and forgotten. Must run inside the runtime.
     pub fn reconcile(&self, health: &Health, upstreams: &Upstreams) {
         let mut specs = HashMap::new();
         for upstream in upstreams.values() {
@@ -57,8 +57,7 @@ impl Probers {
                 specs.insert(backend.health.key.clone(), (backend.health.clone(), spec));
             }
         }
-        let keep: HashSet<BackendKey> = specs.keys().cloned().collect();
-        health.retain(&keep);
+        health.publish(specs.values().map(|(backend, _)| backend.clone()));
         let mut running = self.lock();
         for (_, prober) in running.drain() {
             prober.cancel();

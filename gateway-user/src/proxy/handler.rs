@@ -58,6 +58,11 @@ impl Conn {
         self.lock_tunnel().take()
     }
 
+    /// Whether an upgrade was accepted: the connection ends once its `101` is written.
+    pub fn has_tunnel(&self) -> bool {
+        self.lock_tunnel().is_some()
+    }
+
     fn lock_tunnel(&self) -> std::sync::MutexGuard<'_, Option<PendingTunnel>> {
         self.tunnel
             .lock()

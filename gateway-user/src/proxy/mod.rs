@@ -20,7 +20,7 @@ use std::{
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{io::AsyncWriteExt as _, net::TcpListener};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -168,16 +168,18 @@ async fn serve_connection(
         .serve_connection(TokioIo::new(stream), service);
     // hyper serves without taking the socket: after a `101` it stops at the end of the
     // head, and the socket comes back as the type made here, for the tunnel.
-    let served = async move {
+    let served = async {
         tokio::select! {
-            result = poll_fn(|cx| conn.poll_without_shutdown(cx)) => result?,
+            result = poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
             () = stop.cancelled() => {
-                // Idle: closes now. Busy: answers the request in flight, then closes.
-                std::pin::Pin::new(&mut conn).graceful_shutdown();
-                poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+                // Idle: closes now. Busy: answers the request in flight, then closes. A
+                // `101` on its way ends the connection anyway, and closing could cut it off.
+                if !state.has_tunnel() {
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
+                }
+                poll_fn(|cx| conn.poll_without_shutdown(cx)).await
             }
         }
-        Ok::<_, hyper::Error>(conn.into_parts())
     };
     let ended = tokio::select! {
         ended = served => ended,
@@ -186,32 +188,37 @@ async fn serve_connection(
             return;
         }
     };
-    let parts = match ended {
-        Ok(parts) => parts,
-        Err(err) if err.is_timeout() => {
+    match (ended, state.take_tunnel()) {
+        (Ok(()), Some(pending)) => {
+            let parts = conn.into_parts();
+            let client = parts.io.into_inner().into_inner();
+            websocket::start(pending, client, parts.read_buf, &shared.lifecycle.tunnels);
+            return;
+        }
+        (Err(err), _) if err.is_timeout() => {
             tracing::debug!(
                 timeout_secs = handshake_timeout.as_secs(),
                 "no complete request head from the client in time; connection closed"
             );
             return;
         }
-        Err(err) => {
-            tracing::debug!(error = %err, "client connection ended with an error");
-            return;
-        }
-    };
-    let client = parts.io.into_inner().into_inner();
-    match state.take_tunnel() {
-        Some(pending) => {
-            websocket::start(pending, client, parts.read_buf, &shared.lifecycle.tunnels);
-        }
-        None => {
-            // What hyper leaves out with its socket: the shutdown (a TLS close_notify).
-            let mut client = client;
-            tokio::select! {
-                _ = client.shutdown() => {}
-                () = shutdown.cancelled() => {}
+        (Err(err), pending) => {
+            if pending.is_some() {
+                tracing::info!(error = %err, "the upgrade was accepted but its 101 could not be written; tunnel abandoned");
+            } else {
+                tracing::debug!(error = %err, "client connection ended with an error");
             }
         }
+        (Ok(()), None) => {}
     }
+    // What hyper does when it owns the socket: send what it still holds (the end of an
+    // answer, its own 400), then shut the socket down (a TLS close_notify), within the
+    // handshake timeout.
+    let close = async {
+        tokio::select! {
+            _ = &mut conn => {}
+            () = shutdown.cancelled() => {}
+        }
+    };
+    let _ = tokio::time::timeout(handshake_timeout, close).await;
 }

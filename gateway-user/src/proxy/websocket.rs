@@ -81,7 +81,7 @@ pub async fn forward(
         .unwrap_or_else(|| Uri::from_static("/"));
     let outbound = Request::from_parts(parts, Empty::<Bytes>::new());
     let started = std::time::Instant::now();
-    let (resp, mut conn, ended) = out
+    let (resp, conn, ended) = out
         .within_answer_timeout(None, async {
             let (sender, conn) = connect(out).await?;
             exchange(sender, conn, outbound)
@@ -104,12 +104,6 @@ pub async fn forward(
     }
     upgrade::check_switching_protocols(resp.headers(), expected_accept)
         .map_err(|why| BackendError::BadUpgrade { backend, why })?;
-    // After a `101` hyper stops at the end of its head: the rest is the tunnel's.
-    if !ended {
-        poll_fn(|cx| conn.poll_without_shutdown(cx))
-            .await
-            .map_err(|e| BackendError::exchange(backend, &e))?;
-    }
     let parts = conn.into_parts();
     out.shared.metrics.websocket_handshake(started.elapsed());
 
@@ -138,7 +132,8 @@ pub async fn forward(
 }
 
 /// Sends `request` on `sender`, driving its connection (no task of its own) until the
-/// answer's head is in; the connection comes back, with whether it has already ended (it
+/// answer's head is in, and after a `101` until hyper has stopped at the end of it (the
+/// rest is the tunnel's). The connection comes back, with whether it has already ended (it
 /// must not be polled again then).
 async fn exchange(
     mut sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
@@ -147,23 +142,34 @@ async fn exchange(
 ) -> Result<(Response<Incoming>, BackendConnection, bool), hyper::Error> {
     let answer = sender.send_request(request);
     let mut answer = std::pin::pin!(answer);
-    let mut ended = false;
-    loop {
+    let mut ended = None;
+    let resp = loop {
         tokio::select! {
             biased;
-            resp = &mut answer => return Ok((resp?, conn, ended)),
-            // The connection ended first (closed, or an error): the answer resolves with
-            // the reason next.
-            done = poll_fn(|cx| conn.poll_without_shutdown(cx)), if !ended => {
-                done?;
-                ended = true;
+            resp = &mut answer => match resp {
+                Ok(resp) => break resp,
+                // The connection's own error says more than "connection closed".
+                Err(error) => return Err(match ended {
+                    Some(Err(conn_error)) => conn_error,
+                    _ => error,
+                }),
+            },
+            // The connection ended first (closed, or an error): the answer resolves next,
+            // with the reason or with what hyper read before the end.
+            done = poll_fn(|cx| conn.poll_without_shutdown(cx)), if ended.is_none() => {
+                ended = Some(done);
             }
         }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && ended.is_none() {
+        poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+        ended = Some(Ok(()));
     }
+    Ok((resp, conn, ended.is_some()))
 }
 
 /// A fresh connection to the chosen backend (TLS for https settings) with an HTTP/1.1
-/// client on it (upgrades enabled by the caller).
+/// client on it.
 async fn connect(
     out: &Outbound<'_>,
 ) -> Result<

@@ -237,9 +237,9 @@ impl Reloader {
 
     async fn apply(&self, served: &mut Served<'_>) -> Result<Reloaded, ReloadError> {
         let config = config::load(&self.sources).map_err(ReloadError::Invalid)?;
-        let mut prepared = served.prepare(config).await?;
+        let prepared = served.prepare(config).await?;
         for warning in needs_restart(&self.started, &prepared.config().global) {
-            prepared.warn(warning);
+            tracing::warn!("{warning}");
         }
         let committed = served.commit(prepared).await;
         self.metrics

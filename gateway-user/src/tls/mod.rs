@@ -17,7 +17,7 @@
 //!
 //! # How it is wired
 //!
-//! 1. **At start, before anything is bound** (`snapshot::load_tls`; later on each reload,
+//! 1. **At start, before anything is bound** (`generation::prepare`; later on each reload,
 //!    as part of the immutable snapshot): [`Acceptor::new`] for every `https`
 //!    [`Bind`](crate::config::model::Bind), [`client_config`] for every `https`
 //!    [`BackendSettings`](crate::config::model::BackendSettings). Both read the PEM files

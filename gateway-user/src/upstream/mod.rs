@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::{
     config::{BackendHost, BackendSettings, HostHeader, LoadBalancing},
-    health::{BackendHealth, BackendKey, Health, Lease},
+    health::{BackendHealth, BackendKey, Lease, Staged},
     tls::{self, ClientConfig, ServerName, ServerNameError},
     tunnel,
     upstream::client::HttpClient,
@@ -93,7 +93,7 @@ impl Upstream {
         resolved: Vec<(SocketAddr, String)>,
         key: &AffinityKey,
         tunnel: tunnel::Settings,
-        health: &Health,
+        health: &Staged,
     ) -> Self {
         assert!(!resolved.is_empty(), "pool {pool:?} has no backend");
         let backends = resolved

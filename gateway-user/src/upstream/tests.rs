@@ -6,7 +6,7 @@ use super::*;
 use crate::{
     config::{OnBackendDown, PassiveHealth, Protocol, TunnelLimits},
     dataplane::splice::SpliceSettings,
-    health::Lease,
+    health::{Health, Lease},
 };
 
 fn settings(affinity: Option<&str>, host_header: HostHeader) -> Arc<BackendSettings> {
@@ -64,7 +64,7 @@ fn upstream_with(
                 backlog_pool_bytes: 0,
             },
         },
-        &Health::new(),
+        &Health::new().stage(),
     )
 }
 
