@@ -2,6 +2,8 @@
 //! between real clients and real backends on `127.0.0.1:0`.
 //!
 //! - [`gateway`]: start the daemon, wait for its ready line, kill it on drop.
+//! - [`config`]: its configuration file, typed (listeners, pools, settings, rules, probes).
+//! - [`ports`]: ports reserved for binds the gateway makes itself, and for dead backends.
 //! - [`backend`]: a WebSocket echo backend and raw-TCP backends driven by a closure.
 //! - [`client`]: WebSocket and raw-TCP clients.
 //! - [`data`]: seeded random payloads and length + SHA-256 summaries of byte streams.
@@ -26,6 +28,7 @@
 pub mod backend;
 pub mod busy;
 pub mod client;
+pub mod config;
 pub mod data;
 pub mod flood;
 pub mod gateway;
@@ -36,6 +39,7 @@ pub mod http_client;
 pub mod maps;
 pub mod metrics;
 pub mod pattern;
+pub mod ports;
 pub mod sockstat;
 pub mod tls;
 pub mod wait;
