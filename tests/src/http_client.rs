@@ -132,6 +132,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> KeepAlive<S> {
     }
 }
 
+/// `GET /loop` (`Host: x.test`) on a fresh connection to `addr`, closed after the answer;
+/// returns its status, and every failure rather than panicking.
+pub async fn try_get(addr: SocketAddr) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(b"GET /loop HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let (head, leftover) = http::read_head(&mut stream)
+        .await
+        .map_err(|e| format!("read the head: {e}"))?;
+    http::read_body(&mut stream, &head, leftover)
+        .await
+        .map_err(|e| format!("read the body: {e}"))?;
+    head.status().ok_or_else(|| "no status".to_owned())
+}
+
 /// Opens a WebSocket through `gateway` with `Host: host`, and `Cookie: cookie` if given;
 /// tungstenite checks the `101`. Returns the socket and the `101`.
 pub async fn ws_connect_as(

@@ -22,6 +22,7 @@
 //! - [`netns`]: a backend host behind a veth pair in its own network namespace, to cut off.
 //! - [`process`]: a process's resident memory and this process's descriptor limit.
 //! - [`process_backend`]: a backend in a separate OS process (python3), to kill.
+//! - [`reload`]: `POST /reload`, the reload's log line and metrics, a client connecting all along.
 //! - [`tunnels`]: the gateway's open tunnels as its metrics count them.
 //! - [`traffic`]: random traffic for one side of a tunnel (sizes, pauses, slow reads, half-close).
 
@@ -50,6 +51,7 @@ pub mod netns;
 pub mod oneshot;
 pub mod process;
 pub mod process_backend;
+pub mod reload;
 pub mod traffic;
 pub mod tunnels;
 pub mod ws_echo;

@@ -11,8 +11,8 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use gateway_tests::{
-    busy::{wait_flowing, BusyTunnel},
-    data::{seeded_rng, Summary},
+    busy::{finish_and_check, wait_flowing, BusyTunnel},
+    data::seeded_rng,
     dataplane_tests,
     http_backend::{backend_of, HttpBackend},
     http_client::ws_connect_as,
@@ -124,22 +124,7 @@ async fn teardown_leaves_neighbours_alone(dataplane: Dataplane, test: &str) {
     )
     .await;
 
-    let mut sent_all = Vec::new();
-    for tunnel in tunnels {
-        let (sent, received) = tunnel.finish().await;
-        assert_eq!(received, sent, "the client got back every byte it sent");
-        sent_all.push(sent);
-    }
-    let mut at_backend = Vec::new();
-    for _ in 0..sent_all.len() {
-        let record = alpha.next_ws_record().await;
-        assert_eq!(record.error, None, "backend side of a busy tunnel");
-        at_backend.push(record.received);
-    }
-    let key = |s: &Summary| s.to_string();
-    sent_all.sort_by_key(key);
-    at_backend.sort_by_key(key);
-    assert_eq!(at_backend, sent_all, "the backend received every byte sent");
+    finish_and_check(tunnels, &alpha).await;
     if dataplane == Dataplane::Ebpf {
         // The busy tunnels' bytes (WebSocket frames, so more than their payloads): some went
         // through the kernel, the rest through userspace while their flows were paused.
