@@ -581,6 +581,12 @@ impl Probe {
         }
     }
 
+    /// Sends `Host: host`.
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_owned());
+        self
+    }
+
     /// Sends the settings' `host_header` (else the pool address) instead of a `host`.
     pub fn pick_host_name_from_backend_settings(mut self) -> Self {
         self.host = None;
