@@ -14,7 +14,8 @@ use gateway_tests::{
     config::{Config, ConfigFile, Listener, Rule, Settings},
     data::seeded_rng,
     http_backend::HttpBackend,
-    http_client::{free_port, ws_connect_as, ws_echo_exchange, KeepAlive, Reply},
+    http_client::{ws_connect_as, ws_echo_exchange, KeepAlive, Reply},
+    ports::ReservedPort,
     skip_unprivileged, tunnels,
     wait::within,
     Dataplane, Gateway,
@@ -145,8 +146,10 @@ async fn check_502(backend: SocketAddr, test: &str, category: &str) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_backend_gets_502_connect_refused() {
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let gateway = check_502(dead, "dead_backend", "connect refused").await;
+    // Bound but not listening, for the whole test: connects are refused, and no other test
+    // can start listening there meanwhile.
+    let dead = ReservedPort::new();
+    let gateway = check_502(dead.addr(), "dead_backend", "connect refused").await;
     gateway
         .logged("connect refused is logged", |stderr| {
             stderr.contains("connect refused")

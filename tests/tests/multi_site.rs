@@ -10,7 +10,8 @@ use gateway_tests::{
     config::{Config, ConfigFile, Listener, Rule, Settings},
     http::{self, Head},
     http_backend::HttpBackend,
-    http_client::{free_port, ws_connect_as, KeepAlive, Reply},
+    http_client::{ws_connect_as, KeepAlive, Reply},
+    ports::ReservedPort,
     Gateway,
 };
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
@@ -40,6 +41,8 @@ struct Setup {
     gateway: Gateway,
     port: u16,
     _config: ConfigFile,
+    /// Bind P: its listeners share it, which port 0 cannot express.
+    _reserved: ReservedPort,
 }
 
 async fn setup(test: &str) -> Setup {
@@ -48,7 +51,8 @@ async fn setup(test: &str) -> Setup {
         HttpBackend::start("beta").await,
         HttpBackend::start("gamma").await,
     ];
-    let port = free_port();
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let config = ConfigFile::new(
         test,
         &config(
@@ -65,6 +69,7 @@ async fn setup(test: &str) -> Setup {
         gateway,
         port,
         _config: config,
+        _reserved: reserved,
     }
 }
 

@@ -16,8 +16,9 @@ use gateway_tests::{
     dataplane_tests,
     http::{self, Head},
     http_backend::{backend_of, HttpBackend},
-    http_client::{free_port, ws_connect_as, ws_echo_exchange},
+    http_client::{ws_connect_as, ws_echo_exchange},
     oneshot,
+    ports::ReservedPort,
     reload::{generation, pools, post_reload, reloads, site, wait_reloaded, ConnectLoop},
     skip_unprivileged,
     tunnels::{self, splice_map_entries},
@@ -206,7 +207,15 @@ async fn an_invalid_configuration_is_refused_with_every_problem() {
 async fn listeners_are_kept_removed_and_added() {
     let test = "listeners_are_kept_removed_and_added";
     let alpha = HttpBackend::start("alpha").await;
-    let (keep_port, gone_port, added_port) = (free_port(), free_port(), free_port());
+    // Fixed ports, reserved until the end of the test: `keep` and `gone` for the gateway to
+    // bind at start, `added` at the reload; `gone` refuses connects once the gateway closed
+    // it, since the reservation does not listen.
+    let reserved = [
+        ReservedPort::new(),
+        ReservedPort::new(),
+        ReservedPort::new(),
+    ];
+    let [keep_port, gone_port, added_port] = reserved.each_ref().map(ReservedPort::port);
     let backends = pools(&[("alpha", alpha.addr())], 30);
     let keep0 = site("keep0", "127.0.0.1:0", "alpha", &[]);
     let keep = site("keep", format!("127.0.0.1:{keep_port}"), "alpha", &[]);

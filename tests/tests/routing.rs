@@ -12,7 +12,8 @@ use gateway_tests::{
     dataplane_tests,
     http::{self, Head},
     http_backend::HttpBackend,
-    http_client::{free_port, ws_connect_as, ws_echo_exchange, KeepAlive},
+    http_client::{ws_connect_as, ws_echo_exchange, KeepAlive},
+    ports::ReservedPort,
     skip_unprivileged, tunnels,
     wait::within,
     Dataplane, Gateway,
@@ -64,6 +65,8 @@ struct Setup {
     gateway: Gateway,
     port: u16,
     _config: ConfigFile,
+    /// The sites' bind: they share it, which port 0 cannot express.
+    _reserved: ReservedPort,
 }
 
 async fn setup(test: &str, dataplane: Dataplane) -> Setup {
@@ -72,7 +75,8 @@ async fn setup(test: &str, dataplane: Dataplane) -> Setup {
         HttpBackend::start("beta").await,
         HttpBackend::start("gamma").await,
     );
-    let port = free_port();
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let file = ConfigFile::new(test, &config(port, alpha.addr(), beta.addr(), gamma.addr()));
     let gateway = Gateway::builder()
         .config(file.path())
@@ -86,6 +90,7 @@ async fn setup(test: &str, dataplane: Dataplane) -> Setup {
         gateway,
         port,
         _config: file,
+        _reserved: reserved,
     }
 }
 

@@ -49,12 +49,7 @@ fn config(
     }
     Config::new()
         .listener(Listener::http("plain", "127.0.0.1:0"))
-        .listener(Listener::https(
-            "secure",
-            format!("127.0.0.1:{}", gateway_tests::http_client::free_port()),
-            certificate,
-            key,
-        ))
+        .listener(Listener::https("secure", "127.0.0.1:0", certificate, key))
         .pool("pool", [backend])
         .settings(settings)
         .rule(Rule::basic("plain", "plain", "pool", "tls"))

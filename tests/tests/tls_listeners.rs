@@ -11,8 +11,9 @@ use gateway_tests::{
     config::{Config, ConfigFile, Listener, Rule, Settings},
     http::{self, Head},
     http_backend::HttpBackend,
-    http_client::{cookie_pair, free_port, KeepAlive, Reply},
+    http_client::{cookie_pair, KeepAlive, Reply},
     oneshot::ScratchDir,
+    ports::ReservedPort,
     tls::{self, any_certificate_client, client_config, peer_certificate, Ca, Leaf, HTTP11},
     wait::{eventually, within},
     Gateway,
@@ -40,6 +41,8 @@ struct Sites {
     certs: [Leaf; 3],
     backends: [HttpBackend; 3],
     _config: ConfigFile,
+    /// The sites' bind: they share it, which port 0 cannot express.
+    _reserved: ReservedPort,
 }
 
 impl Sites {
@@ -56,7 +59,8 @@ impl Sites {
             HttpBackend::start("any-backend").await,
         ];
         let dir = ScratchDir::new(test);
-        let port = free_port();
+        let reserved = ReservedPort::new();
+        let port = reserved.port();
         let bind = format!("127.0.0.1:{port}");
         let mut config = Config::new().settings(Settings::http("plain", 80));
         for ((name, hosts), (cert, backend)) in [
@@ -93,6 +97,7 @@ impl Sites {
             certs,
             backends,
             _config: config,
+            _reserved: reserved,
         }
     }
 
@@ -344,12 +349,7 @@ async fn affinity_gateway(test: &str) -> (Gateway, Ca, [HttpBackend; 2], ConfigF
     let (certificate, key) = ca.leaf(&["app.test"]).write(&dir, "app");
     let config = Config::new()
         .listener(Listener::http("plain", "127.0.0.1:0"))
-        .listener(Listener::https(
-            "secure",
-            format!("127.0.0.1:{}", free_port()),
-            certificate,
-            key,
-        ))
+        .listener(Listener::https("secure", "127.0.0.1:0", certificate, key))
         .pool("pool", [backends[0].addr(), backends[1].addr()])
         .settings(Settings::http("sticky", 80).cookie_affinity(true))
         .rule(Rule::basic("plain", "plain", "pool", "sticky"))

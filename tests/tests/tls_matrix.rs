@@ -19,8 +19,9 @@ use gateway_tests::{
     dataplane_tests,
     http::{self, Head},
     http_backend::HttpBackend,
-    http_client::{free_port, ws_echo_exchange, ws_upgrade, KeepAlive},
+    http_client::{ws_echo_exchange, ws_upgrade, KeepAlive},
     oneshot::ScratchDir,
+    ports::ReservedPort,
     skip_unprivileged,
     tls::{connect_any, AnyStream, Ca},
     tunnels,
@@ -88,6 +89,7 @@ struct Matrix {
     /// Trusts the CA of the listeners' certificate.
     client: Arc<ClientConfig>,
     _config: ConfigFile,
+    _reserved: [ReservedPort; 2],
 }
 
 impl Matrix {
@@ -104,7 +106,9 @@ impl Matrix {
             .leaf(&["*.h.test", "*.s.test", "paths.test"])
             .write(&dir, "listener");
         let ca = backend_ca.write(&dir, "backend-ca.pem");
-        let ports = [free_port(), free_port()];
+        // The sites of each bind share it, which port 0 cannot express.
+        let reserved = [ReservedPort::new(), ReservedPort::new()];
+        let ports = reserved.each_ref().map(ReservedPort::port);
         let files = Files {
             certificate,
             key,
@@ -123,6 +127,7 @@ impl Matrix {
             ports,
             client: listener_ca.client(),
             _config: config,
+            _reserved: reserved,
         }
     }
 
