@@ -1,7 +1,7 @@
 //! The configuration file of `gateway run --config`, typed: one struct per object of the
 //! file (`[global]`, `[[listeners]]`, `[[backend_pools]]`, `[[backend_settings]]`,
 //! `[[rules]]` with their `[[rules.path_rules]]`, `[[probes]]`), serialized to TOML by the
-//! `toml` crate. Keys left `None` are not written, so the gateway applies its defaults.
+//! `toml` crate, which leaves out the keys that are `None`: the gateway applies its defaults.
 //!
 //! ```text
 //! let config = Config::new()
@@ -31,9 +31,10 @@ use crate::oneshot::ScratchDir;
 pub const FILE_NAME: &str = "gateway.toml";
 
 /// `protocol` of listeners, backend settings and probes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    #[default]
     Http,
     Https,
 }
@@ -56,9 +57,10 @@ pub enum LoadBalancing {
 }
 
 /// `kind` of a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
+    #[default]
     Basic,
     PathBased,
     Redirect,
@@ -156,23 +158,14 @@ impl Add for Config {
 /// `[global]`: the process. Every key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Global {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dataplane: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_drain_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake_timeout_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_sndbuf_bytes: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub spliced_backlog_pool_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_probes: Option<bool>,
 }
 
@@ -183,16 +176,13 @@ impl Global {
 }
 
 /// `[[listeners]]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Listener {
     pub name: String,
     pub bind: String,
     pub protocol: Protocol,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host_names: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
 }
 
@@ -203,9 +193,7 @@ impl Listener {
             name: name.to_owned(),
             bind: bind.to_string(),
             protocol: Protocol::Http,
-            host_names: None,
-            certificate: None,
-            private_key: None,
+            ..Self::default()
         }
     }
 
@@ -238,42 +226,26 @@ pub struct Pool {
 }
 
 /// `[[backend_settings]]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Settings {
     pub name: String,
     pub port: u16,
     pub protocol: Protocol,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie_affinity: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity_cookie_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_draining: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub draining_timeout_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub on_backend_down: Option<OnBackendDown>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancing: Option<LoadBalancing>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub passive_failures: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub passive_ejection_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host_header: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pick_host_name_from_backend_address: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub trusted_ca: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_idle_timeout_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_max_lifetime_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tunnel_backlog_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<String>,
 }
 
@@ -284,22 +256,7 @@ impl Settings {
             name: name.to_owned(),
             port,
             protocol: Protocol::Http,
-            request_timeout_secs: None,
-            cookie_affinity: None,
-            affinity_cookie_name: None,
-            connection_draining: None,
-            draining_timeout_secs: None,
-            on_backend_down: None,
-            load_balancing: None,
-            passive_failures: None,
-            passive_ejection_secs: None,
-            host_header: None,
-            pick_host_name_from_backend_address: None,
-            trusted_ca: None,
-            tunnel_idle_timeout_secs: None,
-            tunnel_max_lifetime_secs: None,
-            max_tunnel_backlog_bytes: None,
-            probe: None,
+            ..Self::default()
         }
     }
 
@@ -370,24 +327,17 @@ impl Settings {
 }
 
 /// `[[rules]]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Rule {
     pub name: String,
     pub kind: RuleKind,
     pub listener: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_pool: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_settings: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_backend_pool: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_backend_settings: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_redirect: Option<Redirect>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path_rules: Vec<PathRule>,
@@ -399,14 +349,7 @@ impl Rule {
             name: name.to_owned(),
             kind,
             listener: listener.to_owned(),
-            priority: None,
-            backend_pool: None,
-            backend_settings: None,
-            redirect: None,
-            default_backend_pool: None,
-            default_backend_settings: None,
-            default_redirect: None,
-            path_rules: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -450,15 +393,12 @@ impl Rule {
 }
 
 /// `[[rules.path_rules]]`: one entry of a path-based rule's path map.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PathRule {
     pub name: String,
     pub paths: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_pool: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_settings: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
 }
 
@@ -475,7 +415,7 @@ impl PathRule {
             paths: paths.into_iter().map(str::to_owned).collect(),
             backend_pool: Some(pool.to_owned()),
             backend_settings: Some(settings.to_owned()),
-            redirect: None,
+            ..Self::default()
         }
     }
 
@@ -488,25 +428,19 @@ impl PathRule {
         Self {
             name: name.to_owned(),
             paths: paths.into_iter().map(str::to_owned).collect(),
-            backend_pool: None,
-            backend_settings: None,
             redirect: Some(redirect),
+            ..Self::default()
         }
     }
 }
 
 /// `redirect = { ... }` of a rule or a path rule.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Redirect {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub target_listener: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub target_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub include_path: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub include_query: Option<bool>,
 }
 
@@ -515,20 +449,14 @@ impl Redirect {
     pub fn to_listener(listener: &str) -> Self {
         Self {
             target_listener: Some(listener.to_owned()),
-            target_url: None,
-            status: None,
-            include_path: None,
-            include_query: None,
+            ..Self::default()
         }
     }
 
     pub fn to_url(url: &str) -> Self {
         Self {
-            target_listener: None,
             target_url: Some(url.to_owned()),
-            status: None,
-            include_path: None,
-            include_query: None,
+            ..Self::default()
         }
     }
 
@@ -539,27 +467,18 @@ impl Redirect {
 }
 
 /// `[[probes]]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Probe {
     pub name: String,
     pub protocol: Protocol,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pick_host_name_from_backend_settings: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub unhealthy_threshold: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_threshold: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub match_status_codes: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub match_body: Option<String>,
 }
 
@@ -570,14 +489,7 @@ impl Probe {
             name: name.to_owned(),
             protocol,
             host: Some(host.to_owned()),
-            pick_host_name_from_backend_settings: None,
-            path: None,
-            interval_secs: None,
-            timeout_secs: None,
-            unhealthy_threshold: None,
-            healthy_threshold: None,
-            match_status_codes: None,
-            match_body: None,
+            ..Self::default()
         }
     }
 
