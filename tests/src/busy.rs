@@ -1,8 +1,10 @@
 //! A WebSocket tunnel kept busy both ways through the gateway: random messages out and
 //! their echoes in, until told to finish; then a Close. What went out and what came back
-//! are summed (length + SHA-256) for the test to compare with what the backend saw.
+//! are summed (length + SHA-256) for the test to compare with what the backend saw
+//! ([`finish_and_check`] does, for tunnels to an [`HttpBackend`]).
 
 use std::{
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -11,12 +13,14 @@ use std::{
 };
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use rand::{rngs::StdRng, Rng as _};
+use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use tokio::{net::TcpStream, sync::watch, task::JoinHandle};
 use tokio_tungstenite::{tungstenite::Message, WebSocketStream};
 
 use crate::{
-    data::{random_bytes, Hasher, Summary},
+    data::{random_bytes, seeded_rng, Hasher, Summary},
+    http_backend::HttpBackend,
+    http_client::ws_connect_as,
     wait::{eventually, within},
 };
 
@@ -24,6 +28,8 @@ use crate::{
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 /// How long a tunnel may take to finish once told to.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`open_busy`] waits for each upgrade.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One busy tunnel (see the module).
 pub struct BusyTunnel {
@@ -105,4 +111,52 @@ pub async fn wait_flowing(tunnels: &[BusyTunnel], more: u64, limit: Duration, wh
         Ok(())
     })
     .await;
+}
+
+/// Opens `count` WebSocket tunnels to `path` (`Host: x.test`) through the gateway listening
+/// on `gateway`, each checked to be a `101`, and keeps them busy, each with its own seed
+/// drawn from [`seeded_rng`]`(test)`.
+pub async fn open_busy(
+    gateway: SocketAddr,
+    path: &str,
+    count: usize,
+    test: &str,
+) -> Vec<BusyTunnel> {
+    let mut seeds = seeded_rng(test);
+    let mut tunnels = Vec::new();
+    for _ in 0..count {
+        let (ws, response) = within(
+            UPGRADE_TIMEOUT,
+            "WebSocket upgrade",
+            ws_connect_as(gateway, "x.test", path, None),
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), 101);
+        tunnels.push(BusyTunnel::start(ws, StdRng::seed_from_u64(seeds.random())));
+    }
+    tunnels
+}
+
+/// Finishes every tunnel and checks its bytes at both ends: what each client sent is what
+/// came back to it, and what `backend` received on its tunnels (in any order). Returns what
+/// each tunnel sent, in the order of `tunnels`.
+pub async fn finish_and_check(tunnels: Vec<BusyTunnel>, backend: &HttpBackend) -> Vec<Summary> {
+    let mut sent_all = Vec::new();
+    for tunnel in tunnels {
+        let (sent, received) = tunnel.finish().await;
+        assert_eq!(received, sent, "the client got back every byte it sent");
+        sent_all.push(sent);
+    }
+    let mut at_backend = Vec::new();
+    for _ in 0..sent_all.len() {
+        let record = backend.next_ws_record().await;
+        assert_eq!(record.error, None, "backend side of a busy tunnel");
+        at_backend.push(record.received);
+    }
+    let key = |s: &Summary| s.to_string();
+    let mut sorted = sent_all.clone();
+    sorted.sort_by_key(key);
+    at_backend.sort_by_key(key);
+    assert_eq!(at_backend, sorted, "the backend received every byte sent");
+    sent_all
 }

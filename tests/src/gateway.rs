@@ -279,6 +279,17 @@ impl Gateway {
     /// expected: dropping the handle no longer fails the test because it exited.
     pub fn send_signal(&mut self, signal: libc::c_int) {
         self.exit_expected = true;
+        self.kill(signal);
+    }
+
+    /// Sends SIGHUP: the daemon reloads its configuration. Its exit stays unexpected: it
+    /// must keep running whatever the reload's outcome.
+    pub fn sighup(&self) {
+        self.kill(libc::SIGHUP);
+    }
+
+    /// kill(2) of the daemon with `signal`.
+    fn kill(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.pid).expect("the daemon's pid fits in pid_t");
         // SAFETY: kill(2) takes plain integers. `pid` is our child and is only reaped by
         // `wait_exit` and `Drop`, so it cannot have been reused by another process.

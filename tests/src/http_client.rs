@@ -25,23 +25,6 @@ use crate::{
     http::{self, Head},
 };
 
-/// A free port on 127.0.0.1 (bound, then released): for configuration files whose
-/// listeners share a bind, which port 0 cannot express. It is picked at random below the
-/// kernel's ephemeral range (`ip_local_port_range` starts at 32768), so the connections
-/// other tests open meanwhile can never take it; only another test's pick could, which
-/// the random choice makes unlikely. If it happens, the gateway fails to start, loudly.
-pub fn free_port() -> u16 {
-    use rand::Rng as _;
-    let mut rng = rand::rng();
-    for _ in 0..1_000 {
-        let port = rng.random_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1 between 20000 and 32000 after 1000 tries")
-}
-
 /// An answer: its head and its whole body.
 #[derive(Clone, Debug)]
 pub struct Reply {
@@ -130,6 +113,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> KeepAlive<S> {
             .expect("read the answer body");
         Reply { head, body }
     }
+}
+
+/// `GET /loop` (`Host: x.test`) on a fresh connection to `addr`, closed after the answer;
+/// returns its status, and every failure rather than panicking.
+pub async fn try_get(addr: SocketAddr) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(b"GET /loop HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let (head, leftover) = http::read_head(&mut stream)
+        .await
+        .map_err(|e| format!("read the head: {e}"))?;
+    http::read_body(&mut stream, &head, leftover)
+        .await
+        .map_err(|e| format!("read the body: {e}"))?;
+    head.status().ok_or_else(|| "no status".to_owned())
 }
 
 /// Opens a WebSocket through `gateway` with `Host: host`, and `Cookie: cookie` if given;

@@ -2,10 +2,14 @@
 //! between real clients and real backends on `127.0.0.1:0`.
 //!
 //! - [`gateway`]: start the daemon, wait for its ready line, kill it on drop.
+//! - [`config`]: its configuration file, typed (listeners, pools, settings, rules, probes).
+//! - [`ports`]: ports reserved for binds the gateway makes itself, and for dead backends.
+//! - [`admin`]: the admin listener's `/backends` and `/tunnels`, read from their JSON.
 //! - [`backend`]: a WebSocket echo backend and raw-TCP backends driven by a closure.
 //! - [`client`]: WebSocket and raw-TCP clients.
 //! - [`data`]: seeded random payloads and length + SHA-256 summaries of byte streams.
 //! - [`pattern`]: a stream whose every byte says where it belongs, checked by position.
+//! - [`health`]: a backend whose probe answers switch, and the backend health tests' clients.
 //! - [`http`]: just enough HTTP/1.1 to write upgrades by hand and read responses.
 //! - [`http_backend`]: a named keep-alive HTTP and WebSocket backend that reports who answered.
 //! - [`http_client`]: keep-alive requests and WebSocket clients with any `Host` and cookie.
@@ -20,15 +24,19 @@
 //! - [`netns`]: a backend host behind a veth pair in its own network namespace, to cut off.
 //! - [`process`]: a process's resident memory and this process's descriptor limit.
 //! - [`process_backend`]: a backend in a separate OS process (python3), to kill.
+//! - [`reload`]: `POST /reload`, the reload's log line and metrics, a client connecting all along.
 //! - [`tunnels`]: the gateway's open tunnels as its metrics count them.
 //! - [`traffic`]: random traffic for one side of a tunnel (sizes, pauses, slow reads, half-close).
 
+pub mod admin;
 pub mod backend;
 pub mod busy;
 pub mod client;
+pub mod config;
 pub mod data;
 pub mod flood;
 pub mod gateway;
+pub mod health;
 pub mod held;
 pub mod http;
 pub mod http_backend;
@@ -36,6 +44,7 @@ pub mod http_client;
 pub mod maps;
 pub mod metrics;
 pub mod pattern;
+pub mod ports;
 pub mod sockstat;
 pub mod tls;
 pub mod wait;
@@ -46,6 +55,7 @@ pub mod netns;
 pub mod oneshot;
 pub mod process;
 pub mod process_backend;
+pub mod reload;
 pub mod traffic;
 pub mod tunnels;
 pub mod ws_echo;

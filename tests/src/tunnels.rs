@@ -1,4 +1,4 @@
-//! The gateway's tunnels as its metrics count them.
+//! The gateway's tunnels as its metrics count them (and as its splice maps hold them).
 
 use std::time::Duration;
 
@@ -53,6 +53,20 @@ pub fn spliced_bytes(gateway: &Gateway, direction: &str) -> f64 {
     gateway
         .metrics()
         .metric("gateway_spliced_bytes_total", &[("direction", direction)])
+}
+
+/// The entries of the splice maps (`SPLICED`, `PEERS`, `FLOWS`) on the eBPF dataplane, each
+/// checked not empty: spliced tunnels are in every one. Nothing on the userspace dataplane.
+pub fn splice_map_entries(gateway: &Gateway, dataplane: Dataplane) -> Vec<(String, usize)> {
+    if dataplane != Dataplane::Ebpf {
+        return Vec::new();
+    }
+    let entries: Vec<(String, usize)> = gateway.ebpf_map_entries().into_iter().collect();
+    assert!(
+        entries.iter().all(|(_, count)| *count > 0),
+        "spliced tunnels are in every splice map: {entries:?}"
+    );
+    entries
 }
 
 /// Waits until the gateway has opened `count` tunnels in all, then asserts that every one

@@ -6,11 +6,11 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use gateway_tests::{
+    config::{Config, ConfigFile, Listener, Rule, Settings},
     data::seeded_rng,
     dataplane_tests,
     http_backend::HttpBackend,
     http_client::{cookie_pair, ws_connect_as, ws_echo_exchange, KeepAlive, Reply},
-    oneshot::ScratchDir,
     skip_unprivileged, tunnels,
     wait::within,
     Dataplane, Gateway,
@@ -19,36 +19,30 @@ use gateway_tests::{
 const COOKIE: &str = "ApplicationGatewayAffinity";
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn config(backends: &[SocketAddr], affinity: bool) -> String {
-    let addresses: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\n\
-         [[backend_pools]]\nname = \"pool\"\naddresses = [{}]\n\n\
-         [[backend_settings]]\nname = \"sticky\"\nport = 80\nprotocol = \"http\"\n\
-         cookie_affinity = {affinity}\n\n\
-         [[rules]]\nname = \"all\"\nkind = \"basic\"\nlistener = \"web\"\n\
-         backend_pool = \"pool\"\nbackend_settings = \"sticky\"\n",
-        addresses.join(", ")
-    )
+fn config(backends: &[SocketAddr], affinity: bool) -> Config {
+    Config::new()
+        .listener(Listener::http("web", "127.0.0.1:0"))
+        .pool("pool", backends)
+        .settings(Settings::http("sticky", 80).cookie_affinity(affinity))
+        .rule(Rule::basic("all", "web", "pool", "sticky"))
 }
 
 async fn start(
     test: &str,
     affinity: bool,
     dataplane: Dataplane,
-) -> (Vec<HttpBackend>, Gateway, ScratchDir) {
+) -> (Vec<HttpBackend>, Gateway, ConfigFile) {
     let mut backends = Vec::new();
     for name in ["one", "two", "three"] {
         backends.push(HttpBackend::start(name).await);
     }
     let addrs: Vec<SocketAddr> = backends.iter().map(HttpBackend::addr).collect();
-    let dir = ScratchDir::new(test);
-    let path = dir.write("gateway.toml", &config(&addrs, affinity));
+    let config = ConfigFile::new(test, &config(&addrs, affinity));
     let gateway = Gateway::builder()
-        .config(&path)
+        .config(config.path())
         .dataplane(dataplane)
         .start();
-    (backends, gateway, dir)
+    (backends, gateway, config)
 }
 
 fn set_cookies(reply: &Reply) -> Vec<&str> {

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use gateway_tests::{
     backend::EchoBackend,
     client,
+    config::{Config, ConfigFile, Listener, Rule, Settings},
     data::seeded_rng,
     dataplane_tests,
     oneshot::{self, ScratchDir},
@@ -32,7 +33,8 @@ fn example() -> PathBuf {
     ))
 }
 
-/// One http listener on `bind`, a basic rule to a pool of `backend`.
+/// One http listener on `bind`, a basic rule to a pool of `backend`: as text, for the tests
+/// that edit it into a bad file and check what the gateway says about its lines.
 fn basic_config(bind: SocketAddr, backend: SocketAddr) -> String {
     format!(
         "[[listeners]]\nname = \"web\"\nbind = \"{bind}\"\nprotocol = \"http\"\n\n\
@@ -223,13 +225,17 @@ async fn run_config_carries_a_tunnel(dataplane: Dataplane, test: &str) {
         return;
     }
     let mut backend = EchoBackend::start().await;
-    let dir = ScratchDir::new(test);
-    let path = dir.write(
-        "gateway.toml",
-        &basic_config("127.0.0.1:0".parse().expect("addr"), backend.addr()),
-    );
+    // The pool's address without its port: the settings' port applies.
+    let config = Config::new()
+        .listener(Listener::http("web", "127.0.0.1:0"))
+        .pool("echo", [backend.addr().ip()])
+        .settings(
+            Settings::http("echo-settings", backend.addr().port()).tunnel_idle_timeout_secs(120),
+        )
+        .rule(Rule::basic("all", "web", "echo", "echo-settings"));
+    let config = ConfigFile::new(test, &config);
     let gateway = Gateway::builder()
-        .config(&path)
+        .config(config.path())
         .dataplane(dataplane)
         .start();
     let ws = within(

@@ -9,12 +9,6 @@
 //! Probes run every second with a 1 s timeout; every wait polls `/backends` for the state.
 
 // This file is the test crate's root, so its modules are named by path.
-#[path = "health/admin.rs"]
-mod admin;
-#[path = "health/backend.rs"]
-mod backend;
-#[path = "health/client.rs"]
-mod client;
 #[path = "health/passive.rs"]
 mod passive;
 #[path = "health/probe_kinds.rs"]
@@ -22,84 +16,18 @@ mod probe_kinds;
 #[path = "health/tunnels.rs"]
 mod tunnels;
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use admin::{wait_backend, wait_states};
-use backend::{HealthBackend, ProbeAnswer, PROBE_AGENT};
-use client::{get, get_ok, listener, pool, probe, rules, settings, upgrade_answer, Tunnel};
 use gateway_tests::{
+    admin::{wait_backend, wait_states},
     data::seeded_rng,
-    metrics::Metrics,
-    oneshot::ScratchDir,
+    health::{
+        get, listener, names, probe, probes_metric, rules, settings, spread, spread_tunnels, start,
+        state_metric, upgrade_answer, HealthBackend, ProbeAnswer, PROBE_AGENT,
+    },
     wait::{eventually, within},
-    Gateway,
+    Dataplane,
 };
-use rand::RngCore;
-
-/// Thresholds of the probes that check them: out after 2 failures, back after 2 successes.
-const THRESHOLDS_2: &str = "unhealthy_threshold = 2\nhealthy_threshold = 2\n";
-
-/// Bytes of the echo round trip each test tunnel makes.
-const ROUND_TRIP_BYTES: usize = 16 * 1024;
-
-/// Starts a gateway (userspace dataplane) on `config`, written to a scratch directory.
-fn start(test: &str, config: &str) -> (Gateway, ScratchDir) {
-    let dir = ScratchDir::new(test);
-    let path = dir.write("gateway.toml", config);
-    (Gateway::builder().config(path).start(), dir)
-}
-
-/// Which backend answered each of `n` requests for `path`, counted by name.
-async fn spread(gateway: SocketAddr, path: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        *seen.entry(get_ok(gateway, path).await).or_insert(0) += 1;
-    }
-    seen
-}
-
-/// Which backend took each of `n` WebSocket tunnels for `path` (each echoes a round trip
-/// and ends cleanly), counted by name.
-async fn spread_tunnels(
-    gateway: SocketAddr,
-    path: &str,
-    n: usize,
-    rng: &mut impl RngCore,
-) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        let mut tunnel = Tunnel::open(gateway, path).await;
-        tunnel
-            .round_trip(rng, ROUND_TRIP_BYTES, "a tunnel's round trip")
-            .await;
-        *seen.entry(tunnel.backend.clone()).or_insert(0) += 1;
-        tunnel.finish().await;
-    }
-    seen
-}
-
-/// The names in `seen`, sorted.
-fn names(seen: &BTreeMap<String, usize>) -> Vec<&str> {
-    seen.keys().map(String::as_str).collect()
-}
-
-/// `gateway_backend_state{pool, backend, state}`.
-fn state_metric(metrics: &Metrics, pool: &str, addr: SocketAddr, state: &str) -> f64 {
-    let addr = addr.to_string();
-    metrics.metric(
-        "gateway_backend_state",
-        &[("pool", pool), ("backend", &addr), ("state", state)],
-    )
-}
-
-/// `gateway_backend_probes_total{pool, backend, result}`.
-fn probes_metric(metrics: &Metrics, pool: &str, addr: SocketAddr, result: &str) -> f64 {
-    let addr = addr.to_string();
-    metrics.metric(
-        "gateway_backend_probes_total",
-        &[("pool", pool), ("backend", &addr), ("result", result)],
-    )
-}
 
 /// A pool of three; `a` answers 500 for a while: healthy → unhealthy on the second failure
 /// in a row (not the first), back on the second success in a row (not the first), with
@@ -111,12 +39,13 @@ async fn a_failing_backend_leaves_after_the_threshold_and_comes_back() {
     let a = HealthBackend::start("a", ProbeAnswer::Pass).await;
     let b = HealthBackend::start("b", ProbeAnswer::Pass).await;
     let c = HealthBackend::start("c", ProbeAnswer::Pass).await;
+    // Out after 2 failures, back after 2 successes.
     let config = listener()
-        + &pool("pool", &[a.addr(), b.addr(), c.addr()])
-        + &probe("health", THRESHOLDS_2)
-        + &settings("s", "probe = \"health\"")
-        + &rules(("pool", "s"), &[]);
-    let (gateway, _dir) = start(test, &config);
+        .pool("pool", [a.addr(), b.addr(), c.addr()])
+        .probe(probe("health").thresholds(2, 2))
+        .settings(settings("s").probe("health"))
+        .rule(rules(("pool", "s"), &[]));
+    let (gateway, _config) = start(test, &config, Dataplane::Userspace);
     let listen = gateway.listen_addr();
     let mut rng = seeded_rng(test);
 
@@ -275,30 +204,32 @@ async fn hangs_slow_answers_closes_bodies_and_statuses_fail_probes() {
     let body_ok = HealthBackend::start("body-ok", ProbeAnswer::Pass).await;
     let found = HealthBackend::start("found", ProbeAnswer::Pass).await;
     let found_ok = HealthBackend::start("found-ok", ProbeAnswer::Pass).await;
+    // Every probe: out after 2 failures, back after 2 successes.
     let config = listener()
-        + &pool(
+        .pool(
             "modes",
-            &[hang.addr(), slow.addr(), close.addr(), fine.addr()],
+            [hang.addr(), slow.addr(), close.addr(), fine.addr()],
         )
-        + &pool("bodies", &[body.addr(), body_ok.addr()])
-        + &pool("codes", &[found.addr(), found_ok.addr()])
-        + &probe("health", THRESHOLDS_2)
-        + &probe("body", &format!("{THRESHOLDS_2}match_body = \"all good\""))
-        + &probe(
-            "codes",
-            &format!("{THRESHOLDS_2}match_status_codes = [\"200-204\"]"),
+        .pool("bodies", [body.addr(), body_ok.addr()])
+        .pool("codes", [found.addr(), found_ok.addr()])
+        .probe(probe("health").thresholds(2, 2))
+        .probe(probe("body").thresholds(2, 2).match_body("all good"))
+        .probe(
+            probe("codes")
+                .thresholds(2, 2)
+                .match_status_codes(["200-204"]),
         )
-        + &settings("s-modes", "probe = \"health\"")
-        + &settings("s-bodies", "probe = \"body\"")
-        + &settings("s-codes", "probe = \"codes\"")
-        + &rules(
+        .settings(settings("s-modes").probe("health"))
+        .settings(settings("s-bodies").probe("body"))
+        .settings(settings("s-codes").probe("codes"))
+        .rule(rules(
             ("modes", "s-modes"),
             &[
                 ("bodies", "bodies", "s-bodies"),
                 ("codes", "codes", "s-codes"),
             ],
-        );
-    let (gateway, _dir) = start(test, &config);
+        ));
+    let (gateway, _config) = start(test, &config, Dataplane::Userspace);
     let listen = gateway.listen_addr();
     let mut rng = seeded_rng(test);
 
@@ -405,11 +336,11 @@ async fn a_pool_with_no_healthy_backend_answers_502_at_once() {
     let a = HealthBackend::start("a", ProbeAnswer::Status(503)).await;
     let b = HealthBackend::start("b", ProbeAnswer::Status(500)).await;
     let config = listener()
-        + &pool("pool", &[a.addr(), b.addr()])
-        + &probe("health", THRESHOLDS_2)
-        + &settings("s", "probe = \"health\"")
-        + &rules(("pool", "s"), &[]);
-    let (gateway, _dir) = start(test, &config);
+        .pool("pool", [a.addr(), b.addr()])
+        .probe(probe("health").thresholds(2, 2))
+        .settings(settings("s").probe("health"))
+        .rule(rules(("pool", "s"), &[]));
+    let (gateway, _config) = start(test, &config, Dataplane::Userspace);
     let listen = gateway.listen_addr();
 
     let views = wait_states(

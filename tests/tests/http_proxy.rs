@@ -11,10 +11,11 @@ use std::{
 
 use gateway_tests::{
     backend::{RawBackend, RawConn},
+    config::{Config, ConfigFile, Listener, Rule, Settings},
     data::seeded_rng,
     http_backend::HttpBackend,
-    http_client::{free_port, ws_connect_as, ws_echo_exchange, KeepAlive, Reply},
-    oneshot::ScratchDir,
+    http_client::{ws_connect_as, ws_echo_exchange, KeepAlive, Reply},
+    ports::ReservedPort,
     skip_unprivileged, tunnels,
     wait::within,
     Dataplane, Gateway,
@@ -27,25 +28,21 @@ const REQUEST_TIMEOUT_SECS: u64 = 1;
 const SLACK: Duration = Duration::from_secs(4);
 
 /// One listener, a basic rule to a pool of `backend`, with `request_timeout_secs`.
-fn config(backend: SocketAddr, request_timeout_secs: u64) -> String {
-    format!(
-        "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\n\
-         [[backend_pools]]\nname = \"pool\"\naddresses = [\"{backend}\"]\n\n\
-         [[backend_settings]]\nname = \"s\"\nport = 80\nprotocol = \"http\"\n\
-         request_timeout_secs = {request_timeout_secs}\n\n\
-         [[rules]]\nname = \"all\"\nkind = \"basic\"\nlistener = \"web\"\n\
-         backend_pool = \"pool\"\nbackend_settings = \"s\"\n"
-    )
+fn config(backend: SocketAddr, request_timeout_secs: u64) -> Config {
+    Config::new()
+        .listener(Listener::http("web", "127.0.0.1:0"))
+        .pool("pool", [backend])
+        .settings(Settings::http("s", 80).request_timeout_secs(request_timeout_secs))
+        .rule(Rule::basic("all", "web", "pool", "s"))
 }
 
-fn start(test: &str, backend: SocketAddr, dataplane: Dataplane) -> (Gateway, ScratchDir) {
-    let dir = ScratchDir::new(test);
-    let path = dir.write("gateway.toml", &config(backend, REQUEST_TIMEOUT_SECS));
+fn start(test: &str, backend: SocketAddr, dataplane: Dataplane) -> (Gateway, ConfigFile) {
+    let config = ConfigFile::new(test, &config(backend, REQUEST_TIMEOUT_SECS));
     let gateway = Gateway::builder()
-        .config(&path)
+        .config(config.path())
         .dataplane(dataplane)
         .start();
-    (gateway, dir)
+    (gateway, config)
 }
 
 fn body_text(reply: &Reply) -> String {
@@ -149,8 +146,10 @@ async fn check_502(backend: SocketAddr, test: &str, category: &str) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_backend_gets_502_connect_refused() {
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let gateway = check_502(dead, "dead_backend", "connect refused").await;
+    // Bound but not listening, for the whole test: connects are refused, and no other test
+    // can start listening there meanwhile.
+    let dead = ReservedPort::new();
+    let gateway = check_502(dead.addr(), "dead_backend", "connect refused").await;
     gateway
         .logged("connect refused is logged", |stderr| {
             stderr.contains("connect refused")

@@ -15,8 +15,9 @@ use gateway_tests::{
     data::{random_bytes, seeded_rng, Summary},
     dataplane_tests,
     http_backend::HttpBackend,
-    http_client::{free_port, ws_connect_as, ws_echo_exchange, KeepAlive},
+    http_client::{ws_connect_as, ws_echo_exchange, KeepAlive},
     oneshot::{self, Finished, ScratchDir},
+    ports::ReservedPort,
     skip_unprivileged, tunnels,
     wait::within,
     Dataplane, Gateway,
@@ -231,7 +232,10 @@ async fn round_trip(dataplane: Dataplane, test: &str) {
         return;
     }
     let backend = HttpBackend::start("echo").await;
-    let port = free_port();
+    // The export's frontend port is written into the file, so port 0 will not do; reserved
+    // until the end of the test, so no one takes it before the gateway binds it.
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let dir = ScratchDir::new(test);
     let export = read(&fixture("http-only-export.json"))
         .replace(EXPORT_FRONTEND_PORT, &port.to_string())

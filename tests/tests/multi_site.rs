@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 
 use gateway_tests::{
     client,
+    config::{Config, ConfigFile, Listener, Rule, Settings},
     http::{self, Head},
     http_backend::HttpBackend,
-    http_client::{free_port, ws_connect_as, KeepAlive, Reply},
-    oneshot::ScratchDir,
+    http_client::{ws_connect_as, KeepAlive, Reply},
+    ports::ReservedPort,
     Gateway,
 };
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
@@ -18,52 +19,30 @@ use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 /// Bind P: `www` (www.example.com, example.com) → alpha, `shop` (*.example.com) → beta,
 /// the catch-all `any` → gamma. Bind Q (port 0): `named` (only.example.net) → alpha, no
 /// catch-all.
-fn config(port: u16, alpha: SocketAddr, beta: SocketAddr, gamma: SocketAddr) -> String {
-    let listener = |name: &str, bind: &str, hosts: &str| {
-        format!(
-            "[[listeners]]\nname = \"{name}\"\nbind = \"{bind}\"\nprotocol = \"http\"\n{hosts}\n"
-        )
-    };
-    let pool = |name: &str, addr: SocketAddr| {
-        format!("[[backend_pools]]\nname = \"{name}\"\naddresses = [\"{addr}\"]\n")
-    };
-    let rule = |listener: &str, pool: &str| {
-        format!(
-            "[[rules]]\nname = \"{listener}-rule\"\nkind = \"basic\"\nlistener = \"{listener}\"\n\
-             backend_pool = \"{pool}\"\nbackend_settings = \"plain\"\n"
-        )
-    };
+fn config(port: u16, alpha: SocketAddr, beta: SocketAddr, gamma: SocketAddr) -> Config {
     let bind = format!("127.0.0.1:{port}");
-    [
-        listener(
-            "www",
-            &bind,
-            "host_names = [\"www.example.com\", \"example.com\"]",
-        ),
-        listener("shop", &bind, "host_names = [\"*.example.com\"]"),
-        listener("any", &bind, ""),
-        listener(
-            "named",
-            "127.0.0.1:0",
-            "host_names = [\"only.example.net\"]",
-        ),
-        pool("alpha", alpha),
-        pool("beta", beta),
-        pool("gamma", gamma),
-        "[[backend_settings]]\nname = \"plain\"\nport = 80\nprotocol = \"http\"\n".to_owned(),
-        rule("www", "alpha"),
-        rule("shop", "beta"),
-        rule("any", "gamma"),
-        rule("named", "alpha"),
-    ]
-    .join("\n")
+    Config::new()
+        .listener(Listener::http("www", &bind).host_names(["www.example.com", "example.com"]))
+        .listener(Listener::http("shop", &bind).host_names(["*.example.com"]))
+        .listener(Listener::http("any", &bind))
+        .listener(Listener::http("named", "127.0.0.1:0").host_names(["only.example.net"]))
+        .pool("alpha", [alpha])
+        .pool("beta", [beta])
+        .pool("gamma", [gamma])
+        .settings(Settings::http("plain", 80))
+        .rule(Rule::basic("www-rule", "www", "alpha", "plain"))
+        .rule(Rule::basic("shop-rule", "shop", "beta", "plain"))
+        .rule(Rule::basic("any-rule", "any", "gamma", "plain"))
+        .rule(Rule::basic("named-rule", "named", "alpha", "plain"))
 }
 
 struct Setup {
     backends: [HttpBackend; 3],
     gateway: Gateway,
     port: u16,
-    _dir: ScratchDir,
+    _config: ConfigFile,
+    /// Bind P: its listeners share it, which port 0 cannot express.
+    _reserved: ReservedPort,
 }
 
 async fn setup(test: &str) -> Setup {
@@ -72,23 +51,25 @@ async fn setup(test: &str) -> Setup {
         HttpBackend::start("beta").await,
         HttpBackend::start("gamma").await,
     ];
-    let port = free_port();
-    let dir = ScratchDir::new(test);
-    let text = config(
-        port,
-        backends[0].addr(),
-        backends[1].addr(),
-        backends[2].addr(),
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
+    let config = ConfigFile::new(
+        test,
+        &config(
+            port,
+            backends[0].addr(),
+            backends[1].addr(),
+            backends[2].addr(),
+        ),
     );
-    let gateway = Gateway::builder()
-        .config(dir.write("gateway.toml", &text))
-        .start();
+    let gateway = Gateway::builder().config(config.path()).start();
     assert_eq!(gateway.listen_addrs().len(), 2, "two binds");
     Setup {
         backends,
         gateway,
         port,
-        _dir: dir,
+        _config: config,
+        _reserved: reserved,
     }
 }
 

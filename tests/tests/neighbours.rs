@@ -8,15 +8,15 @@
 //! other way, which waited for the echo backend to read, which waited for the window the
 //! pause had shut. See docs/dataplane.md, "Passed bytes queue behind the other direction".
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use gateway_tests::{
-    busy::{wait_flowing, BusyTunnel},
-    data::{seeded_rng, Summary},
+    busy::{finish_and_check, wait_flowing, BusyTunnel},
+    config::{Config, ConfigFile, Listener, PathRule, Rule, Settings},
+    data::seeded_rng,
     dataplane_tests,
     http_backend::{backend_of, HttpBackend},
     http_client::ws_connect_as,
-    oneshot::ScratchDir,
     skip_unprivileged, tunnels,
     wait::within,
     Dataplane, Gateway,
@@ -37,18 +37,20 @@ const FLOWING_BYTES: u64 = 256 << 10;
 
 /// One `http` listener: `/ws` to pool `busy`, `/other` (plain requests and the dropped
 /// tunnels) to pool `other`.
-fn config(busy: SocketAddr, other: SocketAddr) -> String {
-    format!(
-        "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\n\
-         [[rules]]\nname = \"web-rule\"\nkind = \"path_based\"\nlistener = \"web\"\n\
-         default_backend_pool = \"busy\"\ndefault_backend_settings = \"plain\"\n\n\
-         [[rules.path_rules]]\nname = \"other\"\npaths = [\"/other\"]\n\
-         backend_pool = \"other\"\nbackend_settings = \"plain\"\n\n\
-         [[backend_settings]]\nname = \"plain\"\nport = 80\nprotocol = \"http\"\n\
-         request_timeout_secs = 30\n\n\
-         [[backend_pools]]\nname = \"busy\"\naddresses = [\"{busy}\"]\n\n\
-         [[backend_pools]]\nname = \"other\"\naddresses = [\"{other}\"]\n\n"
-    )
+fn config(busy: SocketAddr, other: SocketAddr) -> Config {
+    Config::new()
+        .listener(Listener::http("web", "127.0.0.1:0"))
+        .rule(
+            Rule::path_based("web-rule", "web", "busy", "plain").path(PathRule::to(
+                "other",
+                ["/other"],
+                "other",
+                "plain",
+            )),
+        )
+        .settings(Settings::http("plain", 80).request_timeout_secs(30))
+        .pool("busy", [busy])
+        .pool("other", [other])
 }
 
 /// Two busy tunnels to `alpha` (an echo backend: it stops reading while it cannot write);
@@ -65,10 +67,9 @@ async fn teardown_leaves_neighbours_alone(dataplane: Dataplane, test: &str) {
     }
     let alpha = HttpBackend::start("alpha").await;
     let beta = HttpBackend::start("beta").await;
-    let dir = ScratchDir::new(test);
-    let path: PathBuf = dir.write("gateway.toml", &config(alpha.addr(), beta.addr()));
+    let config = ConfigFile::new(test, &config(alpha.addr(), beta.addr()));
     let gateway = Gateway::builder()
-        .config(&path)
+        .config(config.path())
         .dataplane(dataplane)
         .arg("--max-tunnel-backlog-bytes")
         .arg(BACKLOG_BYTES.to_string())
@@ -124,22 +125,7 @@ async fn teardown_leaves_neighbours_alone(dataplane: Dataplane, test: &str) {
     )
     .await;
 
-    let mut sent_all = Vec::new();
-    for tunnel in tunnels {
-        let (sent, received) = tunnel.finish().await;
-        assert_eq!(received, sent, "the client got back every byte it sent");
-        sent_all.push(sent);
-    }
-    let mut at_backend = Vec::new();
-    for _ in 0..sent_all.len() {
-        let record = alpha.next_ws_record().await;
-        assert_eq!(record.error, None, "backend side of a busy tunnel");
-        at_backend.push(record.received);
-    }
-    let key = |s: &Summary| s.to_string();
-    sent_all.sort_by_key(key);
-    at_backend.sort_by_key(key);
-    assert_eq!(at_backend, sent_all, "the backend received every byte sent");
+    finish_and_check(tunnels, &alpha).await;
     if dataplane == Dataplane::Ebpf {
         // The busy tunnels' bytes (WebSocket frames, so more than their payloads): some went
         // through the kernel, the rest through userspace while their flows were paused.

@@ -7,12 +7,13 @@
 use std::{net::SocketAddr, time::Duration};
 
 use gateway_tests::{
+    config::{Config, ConfigFile, Listener, PathRule, Redirect, Rule, Settings},
     data::{random_bytes, seeded_rng, Summary},
     dataplane_tests,
     http::{self, Head},
     http_backend::HttpBackend,
-    http_client::{free_port, ws_connect_as, ws_echo_exchange, KeepAlive},
-    oneshot::ScratchDir,
+    http_client::{ws_connect_as, ws_echo_exchange, KeepAlive},
+    ports::ReservedPort,
     skip_unprivileged, tunnels,
     wait::within,
     Dataplane, Gateway,
@@ -25,95 +26,36 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Three sites on one bind (`www.example.com` → basic rule to `alpha`; `*.example.org` →
 /// path rules: `/api/*` to `gamma` with a fixed Host, `/ws` to `gamma` with the backend's
 /// address as Host, `/old/*` redirected, else `beta`; the catch-all → a 302 to `www`).
-fn config(port: u16, alpha: SocketAddr, beta: SocketAddr, gamma: SocketAddr) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "www"
-bind = "127.0.0.1:{port}"
-protocol = "http"
-host_names = ["www.example.com"]
-
-[[listeners]]
-name = "shop"
-bind = "127.0.0.1:{port}"
-protocol = "http"
-host_names = ["*.example.org"]
-
-[[listeners]]
-name = "other"
-bind = "127.0.0.1:{port}"
-protocol = "http"
-
-[[backend_pools]]
-name = "alpha"
-addresses = ["{alpha}"]
-
-[[backend_pools]]
-name = "beta"
-addresses = ["{beta}"]
-
-[[backend_pools]]
-name = "gamma"
-addresses = ["{gamma_ip}"]
-
-[[backend_settings]]
-name = "plain"
-port = 80
-protocol = "http"
-
-[[backend_settings]]
-name = "fixed-host"
-port = {gamma_port}
-protocol = "http"
-host_header = "internal.example"
-
-[[backend_settings]]
-name = "backend-host"
-port = {gamma_port}
-protocol = "http"
-pick_host_name_from_backend_address = true
-
-[[rules]]
-name = "www-basic"
-kind = "basic"
-listener = "www"
-backend_pool = "alpha"
-backend_settings = "plain"
-
-[[rules]]
-name = "shop-paths"
-kind = "path_based"
-listener = "shop"
-default_backend_pool = "beta"
-default_backend_settings = "plain"
-
-[[rules.path_rules]]
-name = "api"
-paths = ["/api/*"]
-backend_pool = "gamma"
-backend_settings = "fixed-host"
-
-[[rules.path_rules]]
-name = "ws"
-paths = ["/ws"]
-backend_pool = "gamma"
-backend_settings = "backend-host"
-
-[[rules.path_rules]]
-name = "old"
-paths = ["/old/*"]
-redirect = {{ target_url = "https://archive.example.org/", status = 308 }}
-
-[[rules]]
-name = "other-redirect"
-kind = "redirect"
-listener = "other"
-redirect = {{ target_listener = "www", status = 302 }}
-"#,
-        gamma_ip = gamma.ip(),
-        gamma_port = gamma.port(),
-    )
+fn config(port: u16, alpha: SocketAddr, beta: SocketAddr, gamma: SocketAddr) -> Config {
+    let bind = format!("127.0.0.1:{port}");
+    Config::new()
+        .listener(Listener::http("www", &bind).host_names(["www.example.com"]))
+        .listener(Listener::http("shop", &bind).host_names(["*.example.org"]))
+        .listener(Listener::http("other", &bind))
+        .pool("alpha", [alpha])
+        .pool("beta", [beta])
+        .pool("gamma", [gamma.ip()])
+        .settings(Settings::http("plain", 80))
+        .settings(Settings::http("fixed-host", gamma.port()).host_header("internal.example"))
+        .settings(
+            Settings::http("backend-host", gamma.port()).pick_host_name_from_backend_address(),
+        )
+        .rule(Rule::basic("www-basic", "www", "alpha", "plain"))
+        .rule(
+            Rule::path_based("shop-paths", "shop", "beta", "plain")
+                .path(PathRule::to("api", ["/api/*"], "gamma", "fixed-host"))
+                .path(PathRule::to("ws", ["/ws"], "gamma", "backend-host"))
+                .path(PathRule::redirect(
+                    "old",
+                    ["/old/*"],
+                    Redirect::to_url("https://archive.example.org/").status(308),
+                )),
+        )
+        .rule(Rule::redirect(
+            "other-redirect",
+            "other",
+            Redirect::to_listener("www").status(302),
+        ))
 }
 
 struct Setup {
@@ -122,7 +64,9 @@ struct Setup {
     gamma: HttpBackend,
     gateway: Gateway,
     port: u16,
-    _dir: ScratchDir,
+    _config: ConfigFile,
+    /// The sites' bind: they share it, which port 0 cannot express.
+    _reserved: ReservedPort,
 }
 
 async fn setup(test: &str, dataplane: Dataplane) -> Setup {
@@ -131,14 +75,11 @@ async fn setup(test: &str, dataplane: Dataplane) -> Setup {
         HttpBackend::start("beta").await,
         HttpBackend::start("gamma").await,
     );
-    let port = free_port();
-    let dir = ScratchDir::new(test);
-    let path = dir.write(
-        "gateway.toml",
-        &config(port, alpha.addr(), beta.addr(), gamma.addr()),
-    );
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
+    let file = ConfigFile::new(test, &config(port, alpha.addr(), beta.addr(), gamma.addr()));
     let gateway = Gateway::builder()
-        .config(&path)
+        .config(file.path())
         .dataplane(dataplane)
         .start();
     assert_eq!(gateway.listen_addr().port(), port);
@@ -148,7 +89,8 @@ async fn setup(test: &str, dataplane: Dataplane) -> Setup {
         gamma,
         gateway,
         port,
-        _dir: dir,
+        _config: file,
+        _reserved: reserved,
     }
 }
 

@@ -9,6 +9,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use gateway_tests::{
     client::check_switching_protocols,
+    config::{Config, ConfigFile, Listener, Rule, Settings},
     data::{self, seeded_rng, Summary},
     http::{self, Head},
     http_backend::HttpBackend,
@@ -39,27 +40,20 @@ fn config(
     backend: SocketAddr,
     trusted: &Ca,
     host_header: Option<&str>,
-) -> std::path::PathBuf {
+) -> Config {
     let (certificate, key) = listener_ca.leaf(&["app.test"]).write(dir, "app");
     let ca = trusted.write(dir, "trusted.pem");
-    let host_header = host_header.map_or_else(String::new, |h| format!("host_header = \"{h}\"\n"));
-    let text = format!(
-        "[[listeners]]\nname = \"plain\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\n\
-         [[listeners]]\nname = \"secure\"\nbind = \"127.0.0.1:{}\"\nprotocol = \"https\"\n\
-         certificate = \"{}\"\nprivate_key = \"{}\"\n\n\
-         [[backend_pools]]\nname = \"pool\"\naddresses = [\"{backend}\"]\n\n\
-         [[backend_settings]]\nname = \"tls\"\nport = 443\nprotocol = \"https\"\n\
-         trusted_ca = \"{}\"\n{host_header}\n\
-         [[rules]]\nname = \"plain\"\nkind = \"basic\"\nlistener = \"plain\"\n\
-         backend_pool = \"pool\"\nbackend_settings = \"tls\"\n\n\
-         [[rules]]\nname = \"secure\"\nkind = \"basic\"\nlistener = \"secure\"\n\
-         backend_pool = \"pool\"\nbackend_settings = \"tls\"\n",
-        gateway_tests::http_client::free_port(),
-        certificate.display(),
-        key.display(),
-        ca.display(),
-    );
-    dir.write("gateway.toml", &text)
+    let mut settings = Settings::https("tls", 443, ca);
+    if let Some(host) = host_header {
+        settings = settings.host_header(host);
+    }
+    Config::new()
+        .listener(Listener::http("plain", "127.0.0.1:0"))
+        .listener(Listener::https("secure", "127.0.0.1:0", certificate, key))
+        .pool("pool", [backend])
+        .settings(settings)
+        .rule(Rule::basic("plain", "plain", "pool", "tls"))
+        .rule(Rule::basic("secure", "secure", "pool", "tls"))
 }
 
 /// A gateway in front of `backend` (https settings trusting `trusted`).
@@ -68,12 +62,13 @@ fn gateway(
     backend: SocketAddr,
     trusted: &Ca,
     host_header: Option<&str>,
-) -> (Gateway, Ca, ScratchDir) {
+) -> (Gateway, Ca, ConfigFile) {
     let listener_ca = Ca::new("listener CA");
     let dir = ScratchDir::new(test);
-    let path = config(&dir, &listener_ca, backend, trusted, host_header);
-    let gateway = Gateway::builder().config(&path).start();
-    (gateway, listener_ca, dir)
+    let config = config(&dir, &listener_ca, backend, trusted, host_header);
+    let config = ConfigFile::in_dir(dir, &config);
+    let gateway = Gateway::builder().config(config.path()).start();
+    (gateway, listener_ca, config)
 }
 
 /// A request and an upgrade through the http listener both get `502` naming `category`,

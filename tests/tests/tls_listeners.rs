@@ -8,10 +8,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use gateway_tests::{
     client::check_switching_protocols,
+    config::{Config, ConfigFile, Listener, Rule, Settings},
     http::{self, Head},
     http_backend::HttpBackend,
-    http_client::{cookie_pair, free_port, KeepAlive, Reply},
+    http_client::{cookie_pair, KeepAlive, Reply},
     oneshot::ScratchDir,
+    ports::ReservedPort,
     tls::{self, any_certificate_client, client_config, peer_certificate, Ca, Leaf, HTTP11},
     wait::{eventually, within},
     Gateway,
@@ -38,7 +40,9 @@ struct Sites {
     ca: Ca,
     certs: [Leaf; 3],
     backends: [HttpBackend; 3],
-    _dir: ScratchDir,
+    _config: ConfigFile,
+    /// The sites' bind: they share it, which port 0 cannot express.
+    _reserved: ReservedPort,
 }
 
 impl Sites {
@@ -55,31 +59,30 @@ impl Sites {
             HttpBackend::start("any-backend").await,
         ];
         let dir = ScratchDir::new(test);
-        let port = free_port();
-        let mut text = String::new();
+        let reserved = ReservedPort::new();
+        let port = reserved.port();
+        let bind = format!("127.0.0.1:{port}");
+        let mut config = Config::new().settings(Settings::http("plain", 80));
         for ((name, hosts), (cert, backend)) in [
-            ("www", "host_names = [\"www.example.com\"]"),
-            ("shop", "host_names = [\"*.example.org\"]"),
-            ("any", ""),
+            ("www", Some("www.example.com")),
+            ("shop", Some("*.example.org")),
+            ("any", None),
         ]
         .into_iter()
         .zip(certs.iter().zip(&backends))
         {
             let (certificate, key) = cert.write(&dir, name);
-            text.push_str(&format!(
-                "[[listeners]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\n\
-                 protocol = \"https\"\n{hosts}\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\n\
-                 [[backend_pools]]\nname = \"{name}\"\naddresses = [\"{}\"]\n\n\
-                 [[rules]]\nname = \"{name}\"\nkind = \"basic\"\nlistener = \"{name}\"\n\
-                 backend_pool = \"{name}\"\nbackend_settings = \"plain\"\n\n",
-                certificate.display(),
-                key.display(),
-                backend.addr()
-            ));
+            let mut listener = Listener::https(name, &bind, certificate, key);
+            if let Some(host) = hosts {
+                listener = listener.host_names([host]);
+            }
+            config = config
+                .listener(listener)
+                .pool(name, [backend.addr()])
+                .rule(Rule::basic(name, name, name, "plain"));
         }
-        text.push_str("[[backend_settings]]\nname = \"plain\"\nport = 80\nprotocol = \"http\"\n");
-        let path = dir.write("gateway.toml", &text);
-        let mut builder = Gateway::builder().config(&path);
+        let config = ConfigFile::in_dir(dir, &config);
+        let mut builder = Gateway::builder().config(config.path());
         for arg in args {
             builder = builder.arg(*arg);
         }
@@ -93,7 +96,8 @@ impl Sites {
             ca,
             certs,
             backends,
-            _dir: dir,
+            _config: config,
+            _reserved: reserved,
         }
     }
 
@@ -335,7 +339,7 @@ async fn the_smuggling_guard_works_over_tls() {
 
 /// An http and an https listener with basic rules to one pool of two backends, with cookie
 /// affinity.
-async fn affinity_gateway(test: &str) -> (Gateway, Ca, [HttpBackend; 2], ScratchDir) {
+async fn affinity_gateway(test: &str) -> (Gateway, Ca, [HttpBackend; 2], ConfigFile) {
     let ca = Ca::new("listener CA");
     let backends = [
         HttpBackend::start("one").await,
@@ -343,26 +347,16 @@ async fn affinity_gateway(test: &str) -> (Gateway, Ca, [HttpBackend; 2], Scratch
     ];
     let dir = ScratchDir::new(test);
     let (certificate, key) = ca.leaf(&["app.test"]).write(&dir, "app");
-    let text = format!(
-        "[[listeners]]\nname = \"plain\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\n\
-         [[listeners]]\nname = \"secure\"\nbind = \"127.0.0.1:{}\"\nprotocol = \"https\"\n\
-         certificate = \"{}\"\nprivate_key = \"{}\"\n\n\
-         [[backend_pools]]\nname = \"pool\"\naddresses = [\"{}\", \"{}\"]\n\n\
-         [[backend_settings]]\nname = \"sticky\"\nport = 80\nprotocol = \"http\"\n\
-         cookie_affinity = true\n\n\
-         [[rules]]\nname = \"plain\"\nkind = \"basic\"\nlistener = \"plain\"\n\
-         backend_pool = \"pool\"\nbackend_settings = \"sticky\"\n\n\
-         [[rules]]\nname = \"secure\"\nkind = \"basic\"\nlistener = \"secure\"\n\
-         backend_pool = \"pool\"\nbackend_settings = \"sticky\"\n",
-        free_port(),
-        certificate.display(),
-        key.display(),
-        backends[0].addr(),
-        backends[1].addr(),
-    );
-    let path = dir.write("gateway.toml", &text);
-    let gateway = Gateway::builder().config(&path).start();
-    (gateway, ca, backends, dir)
+    let config = Config::new()
+        .listener(Listener::http("plain", "127.0.0.1:0"))
+        .listener(Listener::https("secure", "127.0.0.1:0", certificate, key))
+        .pool("pool", [backends[0].addr(), backends[1].addr()])
+        .settings(Settings::http("sticky", 80).cookie_affinity(true))
+        .rule(Rule::basic("plain", "plain", "pool", "sticky"))
+        .rule(Rule::basic("secure", "secure", "pool", "sticky"));
+    let config = ConfigFile::in_dir(dir, &config);
+    let gateway = Gateway::builder().config(config.path()).start();
+    (gateway, ca, backends, config)
 }
 
 fn set_cookie(head: &Head) -> Option<&str> {

@@ -11,15 +11,17 @@
 //! https bind with the same sites on each (certificates from a CA made in the test, backends
 //! trusting another).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use gateway_tests::{
+    config::{Config, ConfigFile, Listener, PathRule, Redirect, Rule, Settings},
     data::{random_bytes, seeded_rng, Summary},
     dataplane_tests,
     http::{self, Head},
     http_backend::HttpBackend,
-    http_client::{free_port, ws_echo_exchange, ws_upgrade, KeepAlive},
+    http_client::{ws_echo_exchange, ws_upgrade, KeepAlive},
     oneshot::ScratchDir,
+    ports::ReservedPort,
     skip_unprivileged,
     tls::{connect_any, AnyStream, Ca},
     tunnels,
@@ -86,7 +88,8 @@ struct Matrix {
     ports: [u16; 2],
     /// Trusts the CA of the listeners' certificate.
     client: Arc<ClientConfig>,
-    _dir: ScratchDir,
+    _config: ConfigFile,
+    _reserved: [ReservedPort; 2],
 }
 
 impl Matrix {
@@ -103,16 +106,17 @@ impl Matrix {
             .leaf(&["*.h.test", "*.s.test", "paths.test"])
             .write(&dir, "listener");
         let ca = backend_ca.write(&dir, "backend-ca.pem");
-        let ports = [free_port(), free_port()];
+        // The sites of each bind share it, which port 0 cannot express.
+        let reserved = [ReservedPort::new(), ReservedPort::new()];
+        let ports = reserved.each_ref().map(ReservedPort::port);
         let files = Files {
-            certificate: certificate.display().to_string(),
-            key: key.display().to_string(),
-            ca: ca.display().to_string(),
+            certificate,
+            key,
+            ca,
         };
-        let text = config(ports, &backends, &files);
-        let path = dir.write("gateway.toml", &text);
+        let config = ConfigFile::in_dir(dir, &config(ports, &backends, &files));
         let gateway = Gateway::builder()
-            .config(&path)
+            .config(config.path())
             .dataplane(dataplane)
             .start();
         assert_eq!(gateway.listen_addrs().len(), 2, "two binds");
@@ -122,7 +126,8 @@ impl Matrix {
             backends,
             ports,
             client: listener_ca.client(),
-            _dir: dir,
+            _config: config,
+            _reserved: reserved,
         }
     }
 
@@ -173,9 +178,9 @@ impl Matrix {
 
 /// The PEM files of the configuration.
 struct Files {
-    certificate: String,
-    key: String,
-    ca: String,
+    certificate: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 /// Both binds carry the same seven sites, `p-…` on the http bind and `t-…` on the https
@@ -183,82 +188,58 @@ struct Files {
 /// `paths.test` (`/h/*` to `paths-h`, `/s/*` to `paths-s` as `api.backend.test`, else
 /// `paths-h`), `redirect-{p,t}.{h,s}.test` (redirects to the other bind's wildcard sites, 301
 /// for h and 308 for s) and `*.h.test` / `*.s.test` (basic rules to `wild-h` / `wild-s`).
-fn config(ports: [u16; 2], backends: &[HttpBackend], files: &Files) -> String {
-    let mut text = String::new();
+fn config(ports: [u16; 2], backends: &[HttpBackend], files: &Files) -> Config {
+    let mut config = Config::new();
     for (listener, port) in [Http, Https].into_iter().zip(ports) {
         let x = listener.listener_prefix();
         let y = listener.other().listener_prefix();
-        let tls = match listener {
-            Http => String::new(),
-            Https => format!(
-                "certificate = \"{}\"\nprivate_key = \"{}\"\n",
-                files.certificate, files.key
-            ),
-        };
-        let mut site = |name: &str, host: &str, rule: &str| {
-            text.push_str(&format!(
-                "[[listeners]]\nname = \"{x}-{name}\"\nbind = \"127.0.0.1:{port}\"\n\
-                 protocol = \"{}\"\nhost_names = [\"{host}\"]\n{tls}\n\
-                 [[rules]]\nname = \"{x}-{name}\"\nlistener = \"{x}-{name}\"\n{rule}\n",
-                listener.as_str()
-            ));
+        let bind = format!("127.0.0.1:{port}");
+        // The listener `x-name` for `host`, and the rule `rule` makes for it.
+        let site = |name: &str, host: &str, rule: &dyn Fn(&str) -> Rule| {
+            let name = format!("{x}-{name}");
+            let site = match listener {
+                Http => Listener::http(&name, &bind),
+                Https => Listener::https(&name, &bind, &files.certificate, &files.key),
+            };
+            Config::new()
+                .listener(site.host_names([host]))
+                .rule(rule(&name))
         };
         for backend in [Http, Https] {
             let b = backend.backend_letter();
             let settings = backend.as_str();
-            site(
-                &format!("basic-{b}"),
-                &format!("basic.{b}.test"),
-                &format!(
-                    "kind = \"basic\"\nbackend_pool = \"basic-{b}\"\n\
-                     backend_settings = \"{settings}\"\n"
-                ),
-            );
+            let (basic, wild) = (format!("basic-{b}"), format!("wild-{b}"));
             let status = if backend == Http { 301 } else { 308 };
-            site(
-                &format!("redirect-{b}"),
-                &format!("redirect-{x}.{b}.test"),
-                &format!(
-                    "kind = \"redirect\"\n\
-                     redirect = {{ target_listener = \"{y}-wild-{b}\", status = {status} }}\n"
-                ),
-            );
-            site(
-                &format!("wild-{b}"),
-                &format!("*.{b}.test"),
-                &format!(
-                    "kind = \"basic\"\nbackend_pool = \"wild-{b}\"\n\
-                     backend_settings = \"{settings}\"\n"
-                ),
-            );
+            let target = format!("{y}-wild-{b}");
+            config = config
+                + site(&basic, &format!("basic.{b}.test"), &|name| {
+                    Rule::basic(name, name, &basic, settings)
+                })
+                + site(
+                    &format!("redirect-{b}"),
+                    &format!("redirect-{x}.{b}.test"),
+                    &|name| {
+                        Rule::redirect(name, name, Redirect::to_listener(&target).status(status))
+                    },
+                )
+                + site(&wild, &format!("*.{b}.test"), &|name| {
+                    Rule::basic(name, name, &wild, settings)
+                });
         }
-        site(
-            "paths",
-            "paths.test",
-            "kind = \"path_based\"\ndefault_backend_pool = \"paths-h\"\n\
-             default_backend_settings = \"http\"\n\n\
-             [[rules.path_rules]]\nname = \"h\"\npaths = [\"/h/*\"]\n\
-             backend_pool = \"paths-h\"\nbackend_settings = \"http\"\n\n\
-             [[rules.path_rules]]\nname = \"s\"\npaths = [\"/s/*\"]\n\
-             backend_pool = \"paths-s\"\nbackend_settings = \"https-named\"\n",
-        );
+        config = config
+            + site("paths", "paths.test", &|name| {
+                Rule::path_based(name, name, "paths-h", "http")
+                    .path(PathRule::to("h", ["/h/*"], "paths-h", "http"))
+                    .path(PathRule::to("s", ["/s/*"], "paths-s", "https-named"))
+            });
     }
-    for backend in backends {
-        text.push_str(&format!(
-            "[[backend_pools]]\nname = \"{}\"\naddresses = [\"{}\"]\n\n",
-            backend.name(),
-            backend.addr()
-        ));
-    }
-    text.push_str(&format!(
-        "[[backend_settings]]\nname = \"http\"\nport = 80\nprotocol = \"http\"\n\n\
-         [[backend_settings]]\nname = \"https\"\nport = 443\nprotocol = \"https\"\n\
-         trusted_ca = \"{ca}\"\n\n\
-         [[backend_settings]]\nname = \"https-named\"\nport = 443\nprotocol = \"https\"\n\
-         trusted_ca = \"{ca}\"\nhost_header = \"{NAMED_BACKEND}\"\n",
-        ca = files.ca
-    ));
-    text
+    let config = backends.iter().fold(config, |config, backend| {
+        config.pool(backend.name(), [backend.addr()])
+    });
+    config
+        .settings(Settings::http("http", 80))
+        .settings(Settings::https("https", 443, &files.ca))
+        .settings(Settings::https("https-named", 443, &files.ca).host_header(NAMED_BACKEND))
 }
 
 /// Where a forwarded request must land, and what the backend must see.

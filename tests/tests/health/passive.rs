@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use super::{
+use gateway_tests::{
     admin::backend,
-    backend::{HealthBackend, ProbeAnswer},
-    client::{get, get_ok, listener, pool, rules, settings},
-    names, spread, start, state_metric,
+    health::{
+        get, get_ok, listener, names, rules, settings, spread, start, state_metric, HealthBackend,
+        ProbeAnswer,
+    },
+    Dataplane,
 };
 
 /// Without a probe, a backend whose listener is gone is ejected after `passive_failures`
@@ -19,10 +21,10 @@ async fn refused_connections_eject_a_backend_until_the_ejection_ends() {
     let a = HealthBackend::start("a", ProbeAnswer::Pass).await;
     let mut b = HealthBackend::start("b", ProbeAnswer::Pass).await;
     let config = listener()
-        + &pool("pool", &[a.addr(), b.addr()])
-        + &settings("s", "passive_failures = 2\npassive_ejection_secs = 1")
-        + &rules(("pool", "s"), &[]);
-    let (gateway, _dir) = start(test, &config);
+        .pool("pool", [a.addr(), b.addr()])
+        .settings(settings("s").passive(2, 1))
+        .rule(rules(("pool", "s"), &[]));
+    let (gateway, _config) = start(test, &config, Dataplane::Userspace);
     let listen = gateway.listen_addr();
 
     let view = backend(&gateway, "pool", b.addr());

@@ -1,12 +1,14 @@
 //! Probes other than plain http ones of a `[[probes]]` entry: https probes (the backend's
 //! certificate checked against the probed name) and Azure's default probe.
 
-use gateway_tests::{http_backend::HttpBackend, oneshot::ScratchDir, tls::Ca, Gateway};
-
-use super::{
+use gateway_tests::{
     admin::wait_backend,
-    backend::{HealthBackend, ProbeAnswer},
-    client::{get, get_ok, listener, pool, probe, rules, settings},
+    config::{ConfigFile, Probe, Protocol, Settings},
+    health::{get, get_ok, listener, probe, rules, settings, HealthBackend, ProbeAnswer},
+    http_backend::HttpBackend,
+    oneshot::ScratchDir,
+    tls::Ca,
+    Gateway,
 };
 
 /// An https probe verifies the backend's certificate against the name it probes: with the
@@ -20,32 +22,24 @@ async fn https_probes_check_the_certificate_against_the_probed_name() {
     let dir = ScratchDir::new(test);
     let ca_path = ca.write(&dir, "backend-ca.pem");
     let https = |name: &str, probe: &str| {
-        settings(name, "").replace(
-            "port = 80\nprotocol = \"http\"",
-            "port = 443\nprotocol = \"https\"",
-        ) + &format!(
-            "trusted_ca = \"{}\"\nhost_header = \"api.test\"\nprobe = \"{probe}\"\n\n",
-            ca_path.display()
-        )
+        Settings::https(name, 443, &ca_path)
+            .host_header("api.test")
+            .probe(probe)
     };
-    let https_probe = |name: &str, host: &str| {
-        probe(name, "unhealthy_threshold = 1\nhealthy_threshold = 1")
-            .replace("protocol = \"http\"", "protocol = \"https\"")
-            .replace("host = \"health.test\"", host)
+    let https_probe = |name: &str| Probe {
+        protocol: Protocol::Https,
+        ..probe(name).thresholds(1, 1)
     };
     let config = listener()
-        + &pool("good", &[tls.addr()])
-        + &pool("bad", &[tls.addr()])
-        + &https_probe(
-            "settings-host",
-            "pick_host_name_from_backend_settings = true",
-        )
-        + &https_probe("other-host", "host = \"other.test\"")
-        + &https("tls-good", "settings-host")
-        + &https("tls-bad", "other-host")
-        + &rules(("good", "tls-good"), &[("bad", "bad", "tls-bad")]);
-    let path = dir.write("gateway.toml", &config);
-    let gateway = Gateway::builder().config(path).start();
+        .pool("good", [tls.addr()])
+        .pool("bad", [tls.addr()])
+        .probe(https_probe("settings-host").pick_host_name_from_backend_settings())
+        .probe(https_probe("other-host").host("other.test"))
+        .settings(https("tls-good", "settings-host"))
+        .settings(https("tls-bad", "other-host"))
+        .rule(rules(("good", "tls-good"), &[("bad", "bad", "tls-bad")]));
+    let config = ConfigFile::in_dir(dir, &config);
+    let gateway = Gateway::builder().config(config.path()).start();
     let listen = gateway.listen_addr();
 
     let good = wait_backend(
@@ -95,13 +89,15 @@ async fn default_probes_get_slash_and_the_first_result_decides() {
     let ok = HealthBackend::start("ok", ProbeAnswer::Pass).await;
     let missing = HealthBackend::start("missing", ProbeAnswer::Status(404)).await;
     let config = listener()
-        + &pool("ok", &[ok.addr()])
-        + &pool("missing", &[missing.addr()])
-        + &settings("plain", "")
-        + &rules(("ok", "plain"), &[("missing", "missing", "plain")]);
-    let dir = ScratchDir::new(test);
-    let path = dir.write("gateway.toml", &config);
-    let gateway = Gateway::builder().config(path).default_probes().start();
+        .pool("ok", [ok.addr()])
+        .pool("missing", [missing.addr()])
+        .settings(settings("plain"))
+        .rule(rules(("ok", "plain"), &[("missing", "missing", "plain")]));
+    let config = ConfigFile::new(test, &config);
+    let gateway = Gateway::builder()
+        .config(config.path())
+        .default_probes()
+        .start();
 
     let healthy = wait_backend(
         &gateway,

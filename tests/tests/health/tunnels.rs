@@ -6,66 +6,28 @@
 use std::time::Duration;
 
 use gateway_tests::{
-    data::{seeded_rng, Summary},
+    admin::{backend, tunnel_of, tunnels, wait_backend, wait_states, wait_tunnel},
+    config::{LoadBalancing, OnBackendDown},
+    data::seeded_rng,
     dataplane_tests,
-    oneshot::ScratchDir,
+    health::{
+        backend_received, closed_backend_down, listener, probe, rules, settings, start,
+        HealthBackend, ProbeAnswer, Tunnel, ROUND_TRIP_BYTES, STEP,
+    },
     skip_unprivileged, tunnels as tunnel_metrics,
     wait::eventually,
-    Dataplane, Gateway,
+    Dataplane,
 };
 use tokio::time::Instant;
 
-use super::{
-    admin::{backend, tunnel_of, tunnels, wait_backend, wait_states, wait_tunnel},
-    backend::{HealthBackend, ProbeAnswer},
-    client::{listener, pool, probe, rules, settings, Tunnel, STEP},
-    ROUND_TRIP_BYTES,
-};
-
 /// Bytes of the round trips that check a tunnel still carries data.
 const CHECK_BYTES: usize = 256 * 1024;
-
-/// Thresholds that act on the first result, so a flip shows within a probe interval.
-const THRESHOLDS_1: &str = "unhealthy_threshold = 1\nhealthy_threshold = 1\n";
 
 /// Drain time of the `drain` settings.
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Drain time of the `cancel` settings (longer, so the backend's return beats it).
 const CANCEL_DRAIN: Duration = Duration::from_secs(3);
-
-fn start(test: &str, config: &str, dataplane: Dataplane) -> (Gateway, ScratchDir) {
-    let dir = ScratchDir::new(test);
-    let path = dir.write("gateway.toml", config);
-    let gateway = Gateway::builder().config(path).dataplane(dataplane).start();
-    (gateway, dir)
-}
-
-/// `gateway_tunnels_closed_total{mode, reason="backend_down"}`.
-fn closed_backend_down(gateway: &Gateway, mode: &str) -> f64 {
-    gateway.metrics().metric(
-        "gateway_tunnels_closed_total",
-        &[("mode", mode), ("reason", "backend_down")],
-    )
-}
-
-/// Waits for `backend` to record the end of its tunnel `id`; panics unless it received
-/// exactly `sent` and ended with a clean EOF.
-async fn backend_received(backend: &HealthBackend, id: usize, sent: Summary) {
-    let what = format!("{} records tunnel {id}", backend.name());
-    let mut record = None;
-    eventually(STEP, &what, || {
-        record = backend.tunnel_records().into_iter().find(|r| r.id == id);
-        record
-            .as_ref()
-            .map(|_| ())
-            .ok_or_else(|| format!("{:?}", backend.tunnel_records()))
-    })
-    .await;
-    let record = record.expect("eventually found it");
-    assert_eq!(record.ended, Ok(()), "{what}");
-    assert_eq!(record.received, sent, "{what}: bytes received");
-}
 
 /// Four pools of one backend each, one per `on_backend_down`; a tunnel to each, then every
 /// backend fails its probe: `keep`'s tunnel carries on, `close`'s is closed at once (metric,
@@ -79,31 +41,34 @@ async fn on_backend_down(dataplane: Dataplane, test: &str) {
     let close = HealthBackend::start("close", ProbeAnswer::Pass).await;
     let drain = HealthBackend::start("drain", ProbeAnswer::Pass).await;
     let cancel = HealthBackend::start("cancel", ProbeAnswer::Pass).await;
-    let drain_setting = |secs: Duration| {
-        format!(
-            "probe = \"health\"\non_backend_down = \"drain\"\ndraining_timeout_secs = {}",
-            secs.as_secs()
-        )
-    };
+    // Thresholds that act on the first result, so a flip shows within a probe interval.
     let config = listener()
-        + &pool("keep", &[keep.addr()])
-        + &pool("close", &[close.addr()])
-        + &pool("drain", &[drain.addr()])
-        + &pool("cancel", &[cancel.addr()])
-        + &probe("health", THRESHOLDS_1)
-        + &settings("keep", "probe = \"health\"")
-        + &settings("close", "probe = \"health\"\non_backend_down = \"close\"")
-        + &settings("drain", &drain_setting(DRAIN))
-        + &settings("cancel", &drain_setting(CANCEL_DRAIN))
-        + &rules(
+        .pool("keep", [keep.addr()])
+        .pool("close", [close.addr()])
+        .pool("drain", [drain.addr()])
+        .pool("cancel", [cancel.addr()])
+        .probe(probe("health").thresholds(1, 1))
+        .settings(settings("keep").probe("health"))
+        .settings(
+            settings("close")
+                .probe("health")
+                .on_backend_down(OnBackendDown::Close),
+        )
+        .settings(settings("drain").probe("health").drain(DRAIN.as_secs()))
+        .settings(
+            settings("cancel")
+                .probe("health")
+                .drain(CANCEL_DRAIN.as_secs()),
+        )
+        .rule(rules(
             ("keep", "keep"),
             &[
                 ("close", "close", "close"),
                 ("drain", "drain", "drain"),
                 ("cancel", "cancel", "cancel"),
             ],
-        );
-    let (gateway, _dir) = start(test, &config, dataplane);
+        ));
+    let (gateway, _config) = start(test, &config, dataplane);
     let listen = gateway.listen_addr();
     let mode = dataplane.tunnel_mode();
     let mut rng = seeded_rng(test);
@@ -248,15 +213,17 @@ async fn least_connections_sends_new_tunnels_to_the_less_busy_backend() {
     let test = "least_connections_sends_new_tunnels_to_the_less_busy_backend";
     let a = HealthBackend::start("a", ProbeAnswer::Pass).await;
     let b = HealthBackend::start("b", ProbeAnswer::Status(500)).await;
+    // Thresholds that act on the first result.
     let config = listener()
-        + &pool("pool", &[a.addr(), b.addr()])
-        + &probe("health", THRESHOLDS_1)
-        + &settings(
-            "s",
-            "probe = \"health\"\nload_balancing = \"least_connections\"",
+        .pool("pool", [a.addr(), b.addr()])
+        .probe(probe("health").thresholds(1, 1))
+        .settings(
+            settings("s")
+                .probe("health")
+                .load_balancing(LoadBalancing::LeastConnections),
         )
-        + &rules(("pool", "s"), &[]);
-    let (gateway, _dir) = start(test, &config, Dataplane::Userspace);
+        .rule(rules(("pool", "s"), &[]));
+    let (gateway, _config) = start(test, &config, Dataplane::Userspace);
     let listen = gateway.listen_addr();
     let mut rng = seeded_rng(test);
     wait_states(&gateway, &[("pool", a.addr())], "healthy").await;
@@ -325,10 +292,10 @@ async fn tunnels_lists_live_tunnels(dataplane: Dataplane, test: &str) {
     const BYTES: usize = 300_000;
     let echo = HealthBackend::start("echo", ProbeAnswer::Pass).await;
     let config = listener()
-        + &pool("echo-pool", &[echo.addr()])
-        + &settings("echo-settings", "")
-        + &rules(("echo-pool", "echo-settings"), &[]);
-    let (gateway, _dir) = start(test, &config, dataplane);
+        .pool("echo-pool", [echo.addr()])
+        .settings(settings("echo-settings"))
+        .rule(rules(("echo-pool", "echo-settings"), &[]));
+    let (gateway, _config) = start(test, &config, dataplane);
     let mut rng = seeded_rng(test);
     assert!(tunnels(&gateway).is_empty());
 

@@ -1,5 +1,6 @@
-//! The admin listener's `GET /backends` and `GET /tunnels`, fetched over a plain socket and
-//! read from their JSON into small views, and polling on them.
+//! The admin listener's `GET /backends` (backend health) and `GET /tunnels` (live tunnels),
+//! fetched over a plain socket and read from their JSON into small views, and polling on
+//! them.
 
 use std::{
     io::{Read as _, Write as _},
@@ -7,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use gateway_tests::{
+use crate::{
     http::{complete_body, head_end, Head},
     wait::eventually,
     Gateway,

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use gateway_tests::{
+use crate::{
     data::{Hasher, Summary, CHUNK_BYTES},
     http::{self, Head},
 };

@@ -1,9 +1,9 @@
-//! Clients for the health tests (one request, one raw WebSocket tunnel that echoes through a
-//! [`super::backend::HealthBackend`]), and the pieces of their configuration files.
+//! Clients for the health tests: one request, one raw WebSocket tunnel that echoes through a
+//! [`super::HealthBackend`].
 
 use std::{net::SocketAddr, time::Duration};
 
-use gateway_tests::{
+use crate::{
     client::raw_upgrade,
     data::{random_bytes, Hasher, Summary},
     ends::{self, read_exact_summary},
@@ -140,55 +140,4 @@ impl Tunnel {
         assert_eq!(end.received.len, 0, "bytes after the last echo");
         self.sent()
     }
-}
-
-/// One http listener on `127.0.0.1:0`, named `main`.
-pub fn listener() -> String {
-    "[[listeners]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\n".to_owned()
-}
-
-pub fn pool(name: &str, addrs: &[SocketAddr]) -> String {
-    let list: Vec<String> = addrs.iter().map(|addr| format!("\"{addr}\"")).collect();
-    format!(
-        "[[backend_pools]]\nname = \"{name}\"\naddresses = [{}]\n\n",
-        list.join(", ")
-    )
-}
-
-/// Plain http settings (port 80: the pool addresses carry theirs) with `extra` lines.
-pub fn settings(name: &str, extra: &str) -> String {
-    format!("[[backend_settings]]\nname = \"{name}\"\nport = 80\nprotocol = \"http\"\n{extra}\n")
-}
-
-/// An http probe of `/health` with `Host: health.test`, every second with a 1 s timeout,
-/// plus `extra` lines (thresholds, matching).
-pub fn probe(name: &str, extra: &str) -> String {
-    format!(
-        "[[probes]]\nname = \"{name}\"\nprotocol = \"http\"\nhost = \"health.test\"\n\
-         path = \"/health\"\ninterval_secs = 1\ntimeout_secs = 1\n{extra}\n"
-    )
-}
-
-/// A rule on `main`: to `default` (pool, settings), and `/PREFIX/*` to each of `paths`
-/// (prefix, pool, settings).
-pub fn rules(default: (&str, &str), paths: &[(&str, &str, &str)]) -> String {
-    if paths.is_empty() {
-        return format!(
-            "[[rules]]\nname = \"all\"\nkind = \"basic\"\nlistener = \"main\"\n\
-             backend_pool = \"{}\"\nbackend_settings = \"{}\"\n",
-            default.0, default.1
-        );
-    }
-    let mut text = format!(
-        "[[rules]]\nname = \"paths\"\nkind = \"path_based\"\nlistener = \"main\"\n\
-         default_backend_pool = \"{}\"\ndefault_backend_settings = \"{}\"\n\n",
-        default.0, default.1
-    );
-    for (prefix, pool, settings) in paths {
-        text.push_str(&format!(
-            "[[rules.path_rules]]\nname = \"{prefix}\"\npaths = [\"/{prefix}/*\"]\n\
-             backend_pool = \"{pool}\"\nbackend_settings = \"{settings}\"\n\n"
-        ));
-    }
-    text
 }
