@@ -13,12 +13,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
-    dataplane::EbpfDataplane,
-    health::Health,
-    metrics::{Direction, DirectionLabels},
-    tunnel::registry::Registry as Tunnels,
-};
+use crate::{dataplane::EbpfDataplane, health::Health, tunnel::registry::Registry as Tunnels};
 
 /// Adds the collectors to `registry`: the kernel's counters (zero when eBPF is not loaded,
 /// so the same names exist whatever the dataplane), backend health, live tunnels.
@@ -35,11 +30,6 @@ pub fn register(
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SenderLabels {
     sender: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,88 +118,30 @@ impl Collector for KernelCounters {
     }
 }
 
-/// The verdict program's counters, `c` indexed by [`counter`].
+/// The verdict program's counters, `c` indexed by [`counter`], as
+/// [`counter::TABLE`] says: family by family, each counter under its label.
 fn encode_counters(
     encoder: &mut DescriptorEncoder,
     c: &[u64; counter::COUNT as usize],
 ) -> Result<(), fmt::Error> {
-    let bytes = ConstCounter::new(0u64);
-    let mut family = encoder.encode_descriptor(
-        "gateway_spliced_bytes",
-        "Bytes redirected between client and backend by the kernel splice, by direction",
-        None,
-        bytes.metric_type(),
-    )?;
-    for (direction, index) in [
-        (Direction::ClientToBackend, counter::BYTES_CLIENT_TO_BACKEND),
-        (Direction::BackendToClient, counter::BYTES_BACKEND_TO_CLIENT),
-    ] {
-        let labels = DirectionLabels { direction };
-        ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
+    let metric_type = ConstCounter::new(0u64).metric_type();
+    for (f, family) in counter::FAMILIES.iter().enumerate() {
+        let mut descriptor =
+            encoder.encode_descriptor(family.name, family.help, None, metric_type)?;
+        for export in counter::TABLE.iter().filter(|export| export.family == f) {
+            let value = ConstCounter::new(c[export.index as usize]);
+            match (family.label, export.label) {
+                (Some(key), Some(label)) => {
+                    value.encode(descriptor.encode_family(&[(key, label)])?)?
+                }
+                // A family without a label has one counter (checked where the table is).
+                _ => {
+                    value.encode(descriptor)?;
+                    break;
+                }
+            }
+        }
     }
-
-    let mut family = encoder.encode_descriptor(
-        "gateway_splice_verdicts",
-        "Segments seen by the splice verdict program, by outcome \
-         (redirected; passed to userspace because no flow or no peer was registered; or \
-         dropped because empty, i.e. a bare FIN)",
-        None,
-        bytes.metric_type(),
-    )?;
-    for (outcome, index) in [
-        ("redirected", counter::REDIRECTED_SEGMENTS),
-        ("passed_no_flow", counter::PASSED_NO_FLOW),
-        ("passed_redirect_failed", counter::PASSED_REDIRECT_FAILED),
-        ("dropped_empty", counter::DROPPED_EMPTY_SEGMENTS),
-        ("passed_paused", counter::PASSED_PAUSED),
-        ("overlap_trimmed", counter::OVERLAP_SEGMENTS),
-    ] {
-        let labels = OutcomeLabels { outcome };
-        ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
-    }
-
-    for (name, help, index) in [
-        (
-            "gateway_splice_pauses",
-            "Times a spliced flow hit its backlog budget and paused (segments then wait in \
-             the sender's socket until the gateway forwards them)",
-            counter::PAUSES,
-        ),
-        (
-            "gateway_splice_resumes",
-            "Times a paused flow resumed splicing",
-            counter::RESUMES,
-        ),
-        (
-            "gateway_splice_overlap_bytes",
-            "Bytes the kernel handed the splice verdict a second time (a retransmission \
-             overlapping bytes already received) and the verdict cut off",
-            counter::OVERLAP_BYTES,
-        ),
-        (
-            "gateway_splice_sequence_anomalies",
-            "Segments whose TCP sequence numbers the splice verdict could not vouch for; \
-             their tunnels are reset",
-            counter::SEQ_ANOMALIES,
-        ),
-        (
-            "gateway_splice_events_lost",
-            "Flow events that did not fit in the eBPF ring buffer (every tunnel is then checked)",
-            counter::EVENTS_LOST,
-        ),
-    ] {
-        let metric = encoder.encode_descriptor(name, help, None, bytes.metric_type())?;
-        ConstCounter::new(c[index as usize]).encode(metric)?;
-    }
-
-    let metric = encoder.encode_descriptor(
-        "gateway_splice_passed_bytes",
-        "Bytes the splice verdict program left for userspace instead of redirecting",
-        None,
-        bytes.metric_type(),
-    )?;
-    ConstCounter::new(c[counter::PASSED_BYTES as usize]).encode(metric)?;
-
     Ok(())
 }
 
