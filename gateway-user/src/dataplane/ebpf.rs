@@ -139,6 +139,8 @@ pub struct EbpfDataplane {
     /// Episodes in which a flow's sender was braked, by sender: the client, the backend
     /// (`gateway_splice_brakes_total`; see `splice::supervisor`).
     brakes: [std::sync::atomic::AtomicU64; 2],
+    /// The epoll set that watches every spliced socket for hang-ups (see [`super::watch`]).
+    hangups: super::watch::LazyReactor,
     /// Keeps the program loaded and its attachment alive.
     _ebpf: Ebpf,
 }
@@ -190,6 +192,7 @@ impl EbpfDataplane {
             baseline: Default::default(),
             backlog_pool: super::pool::BacklogPool::default(),
             brakes: Default::default(),
+            hangups: super::watch::LazyReactor::default(),
             _ebpf: ebpf,
         })
     }
@@ -197,6 +200,12 @@ impl EbpfDataplane {
     /// The kernel memory spliced flows share beyond their own budget.
     pub fn backlog_pool(&self) -> &super::pool::BacklogPool {
         &self.backlog_pool
+    }
+
+    /// The hang-up reactor a spliced tunnel registers its sockets with: made by the first
+    /// tunnel, in its tokio runtime, and again if that runtime has gone.
+    pub(super) fn hangup_reactor(&self) -> io::Result<std::sync::Arc<super::watch::HangupReactor>> {
+        self.hangups.get()
     }
 
     /// Counts an episode in which the sender on side `from` (0: the client, 1: the
