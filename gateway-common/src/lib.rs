@@ -37,6 +37,12 @@ pub mod direction {
 }
 
 /// Indexes into the per-CPU `COUNTERS` array: every decision the verdict program makes.
+///
+/// This module is the one list of the program's counters: each index below, and in
+/// [`TABLE`] the metric the daemon exports it as ([`FAMILIES`]: name and help) with its
+/// label. A new counter is a constant here, its entry in [`TABLE`] and a larger [`COUNT`];
+/// the compile-time checks below refuse a table that disagrees. The eBPF program uses the
+/// constants only, so none of the text reaches it.
 pub mod counter {
     /// Segments redirected to the peer socket.
     pub const REDIRECTED_SEGMENTS: u32 = 0;
@@ -73,11 +79,175 @@ pub mod counter {
     pub const OVERLAP_BYTES: u32 = 12;
     /// Segments whose sequence numbers made no sense (unreadable, a length that disagrees
     /// with `end_seq - seq`, a gap after the bytes seen so far) or whose repeated head
-    /// could not be cut off. The flow is marked ([`FlowStats::seq_state`]) and the daemon
-    /// resets the tunnel rather than deliver a stream it cannot vouch for.
+    /// could not be cut off. The flow is marked ([`crate::FlowStats::seq_state`]) and the
+    /// daemon resets the tunnel rather than deliver a stream it cannot vouch for.
     pub const SEQ_ANOMALIES: u32 = 13;
     /// Number of counters.
     pub const COUNT: u32 = 14;
+
+    /// A Prometheus counter family the daemon exports some of the counters as.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Family {
+        /// Metric name, without the `_total` the exposition adds.
+        pub name: &'static str,
+        pub help: &'static str,
+        /// The label that tells the family's counters apart (`None`: a single counter).
+        pub label: Option<&'static str>,
+    }
+
+    /// Where one counter goes in `/metrics`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Export {
+        /// Which counter: one of the constants above.
+        pub index: u32,
+        /// Its family, an index into [`FAMILIES`].
+        pub family: usize,
+        /// Its value of the family's label (`Some` exactly when the family has one).
+        pub label: Option<&'static str>,
+    }
+
+    /// Places in [`FAMILIES`].
+    mod family {
+        pub const SPLICED_BYTES: usize = 0;
+        pub const VERDICTS: usize = 1;
+        pub const PAUSES: usize = 2;
+        pub const RESUMES: usize = 3;
+        pub const OVERLAP_BYTES: usize = 4;
+        pub const SEQ_ANOMALIES: usize = 5;
+        pub const EVENTS_LOST: usize = 6;
+        pub const PASSED_BYTES: usize = 7;
+    }
+
+    /// The families the counters are exported as, in the order `/metrics` prints them.
+    pub const FAMILIES: [Family; 8] = [
+        Family {
+            name: "gateway_spliced_bytes",
+            help: "Bytes redirected between client and backend by the kernel splice, by \
+                   direction",
+            label: Some("direction"),
+        },
+        Family {
+            name: "gateway_splice_verdicts",
+            help: "Segments seen by the splice verdict program, by outcome (redirected; passed \
+                   to userspace because no flow or no peer was registered; or dropped because \
+                   empty, i.e. a bare FIN)",
+            label: Some("outcome"),
+        },
+        Family {
+            name: "gateway_splice_pauses",
+            help: "Times a spliced flow hit its backlog budget and paused (segments then wait \
+                   in the sender's socket until the gateway forwards them)",
+            label: None,
+        },
+        Family {
+            name: "gateway_splice_resumes",
+            help: "Times a paused flow resumed splicing",
+            label: None,
+        },
+        Family {
+            name: "gateway_splice_overlap_bytes",
+            help: "Bytes the kernel handed the splice verdict a second time (a retransmission \
+                   overlapping bytes already received) and the verdict cut off",
+            label: None,
+        },
+        Family {
+            name: "gateway_splice_sequence_anomalies",
+            help: "Segments whose TCP sequence numbers the splice verdict could not vouch \
+                   for; their tunnels are reset",
+            label: None,
+        },
+        Family {
+            name: "gateway_splice_events_lost",
+            help: "Flow events that did not fit in the eBPF ring buffer (every tunnel is then \
+                   checked)",
+            label: None,
+        },
+        Family {
+            name: "gateway_splice_passed_bytes",
+            help: "Bytes the splice verdict program left for userspace instead of redirecting",
+            label: None,
+        },
+    ];
+
+    const fn export(index: u32, family: usize, label: &'static str) -> Export {
+        Export {
+            index,
+            family,
+            label: Some(label),
+        }
+    }
+
+    const fn single(index: u32, family: usize) -> Export {
+        Export {
+            index,
+            family,
+            label: None,
+        }
+    }
+
+    /// Every counter and where it is exported, in index order. Within a family,
+    /// `/metrics` prints the counters in this order.
+    pub const TABLE: [Export; COUNT as usize] = [
+        export(REDIRECTED_SEGMENTS, family::VERDICTS, "redirected"),
+        export(
+            BYTES_CLIENT_TO_BACKEND,
+            family::SPLICED_BYTES,
+            "client_to_backend",
+        ),
+        export(
+            BYTES_BACKEND_TO_CLIENT,
+            family::SPLICED_BYTES,
+            "backend_to_client",
+        ),
+        export(PASSED_NO_FLOW, family::VERDICTS, "passed_no_flow"),
+        export(
+            PASSED_REDIRECT_FAILED,
+            family::VERDICTS,
+            "passed_redirect_failed",
+        ),
+        single(PASSED_BYTES, family::PASSED_BYTES),
+        export(DROPPED_EMPTY_SEGMENTS, family::VERDICTS, "dropped_empty"),
+        export(PASSED_PAUSED, family::VERDICTS, "passed_paused"),
+        single(PAUSES, family::PAUSES),
+        single(RESUMES, family::RESUMES),
+        single(EVENTS_LOST, family::EVENTS_LOST),
+        export(OVERLAP_SEGMENTS, family::VERDICTS, "overlap_trimmed"),
+        single(OVERLAP_BYTES, family::OVERLAP_BYTES),
+        single(SEQ_ANOMALIES, family::SEQ_ANOMALIES),
+    ];
+
+    // The table has one entry per counter, at its own index (`TABLE[i].index == i` for
+    // every `i` below `COUNT`); each entry names a family that exists, with a label value
+    // exactly when the family has a label; and every family exports something, one counter
+    // only when it has no label to tell several apart.
+    const _: () = {
+        assert!(TABLE.len() == COUNT as usize);
+        let mut exported = [0usize; FAMILIES.len()];
+        let mut i = 0;
+        while i < TABLE.len() {
+            let entry = TABLE[i];
+            assert!(entry.index as usize == i, "TABLE is not in index order");
+            assert!(
+                entry.family < FAMILIES.len(),
+                "a TABLE entry names no family"
+            );
+            assert!(
+                entry.label.is_some() == FAMILIES[entry.family].label.is_some(),
+                "a label value without its family's label, or the other way round"
+            );
+            exported[entry.family] += 1;
+            i += 1;
+        }
+        let mut f = 0;
+        while f < FAMILIES.len() {
+            assert!(exported[f] > 0, "a family no counter is exported as");
+            assert!(
+                FAMILIES[f].label.is_some() || exported[f] == 1,
+                "several counters in a family without a label"
+            );
+            f += 1;
+        }
+    };
 }
 
 /// Where the kernel keeps a TCP segment's sequence numbers: `TCP_SKB_CB(skb)->seq` and

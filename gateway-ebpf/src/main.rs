@@ -214,10 +214,7 @@ fn verdict(ctx: &SkBuffContext, cookie: u64, flow: &mut FlowStats, len: u64) {
             return;
         }
     } else if flow.bytes >= control.limit {
-        flow.paused = 1;
-        flow.pauses += 1;
-        bump(counter::PAUSES, 1);
-        notify(cookie, event::PAUSED);
+        pause(cookie, flow);
         pass(flow, len, counter::PASSED_PAUSED);
         return;
     }
@@ -226,10 +223,10 @@ fn verdict(ctx: &SkBuffContext, cookie: u64, flow: &mut FlowStats, len: u64) {
     // peer is in the map (egress: flags 0), and SK_DROP without marking it otherwise. We
     // return SK_PASS either way, so an unmarked skb lands in this socket's own queue; the
     // flow then pauses so later segments queue behind it until the daemon forwarded it.
+    // The flow is not paused here (a paused one returned above, or has just resumed), so
+    // this too is a pause, counted as one.
     if PEERS.redirect_skb(ctx, cookie, 0) != i64::from(SK_PASS) {
-        flow.paused = 1;
-        flow.pauses += 1;
-        notify(cookie, event::PAUSED);
+        pause(cookie, flow);
         pass(flow, len, counter::PASSED_REDIRECT_FAILED);
         return;
     }
@@ -245,6 +242,16 @@ fn verdict(ctx: &SkBuffContext, cookie: u64, flow: &mut FlowStats, len: u64) {
         flow.notified_at = control.notify_at;
         notify(cookie, event::WATERMARK);
     }
+}
+
+/// The flow goes from redirecting to paused: the one place a pause is made, so the flow's
+/// `pauses` and the `PAUSES` counter always agree.
+#[inline(always)]
+fn pause(cookie: u64, flow: &mut FlowStats) {
+    flow.paused = 1;
+    flow.pauses += 1;
+    bump(counter::PAUSES, 1);
+    notify(cookie, event::PAUSED);
 }
 
 /// Leaves the segment in the source's own queue (the caller returns SK_PASS unmarked).

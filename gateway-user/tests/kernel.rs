@@ -310,3 +310,59 @@ fn a_half_closed_socket_is_refused_and_nothing_is_left_behind() {
         "PEERS, SPLICED, FLOWS, CONTROL after the refusal"
     );
 }
+
+/// A socket that is closed leaves every sockmap it is in (`sock_map_close`), so its peer's
+/// segments find no redirect target: each is passed to the peer's own queue, never
+/// dropped, and the flow pauses, counted once like a pause at the budget. (The gateway
+/// unsplices before it closes; closing one end here is how a test takes a peer out of
+/// `PEERS` behind the daemon's back.)
+#[test]
+fn a_failed_redirect_passes_the_segment_and_counts_one_pause() {
+    if skip("a_failed_redirect_passes_the_segment_and_counts_one_pause") {
+        return;
+    }
+    let ebpf = EbpfDataplane::load().expect("load the eBPF dataplane");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (mut client_far, mut client) = pair(&listener);
+    let (_backend_far, backend) = pair(&listener);
+    let keys = ebpf.splice(&client, &backend, UNLIMITED).expect("splice");
+    drop(backend);
+    wait_until("the closed socket left PEERS and SPLICED", || {
+        ebpf.entry_counts() == [1, 1, 2, 2]
+    });
+
+    // One segment: the redirect fails, the segment is passed and the flow pauses.
+    let first = payload(1_000, 8);
+    client_far.write_all(&first).expect("client writes");
+    wait_until("the segment was passed", || {
+        ebpf.flow_stats(keys).0.passed_bytes == first.len() as u64
+    });
+    let (c2b, b2c) = ebpf.flow_stats(keys);
+    assert_eq!((c2b.bytes, c2b.paused, c2b.pauses), (0, 1, 1));
+    assert_eq!(ebpf.counter(counter::PASSED_REDIRECT_FAILED), 1);
+    assert_eq!(
+        ebpf.counter(counter::PAUSES),
+        c2b.pauses + b2c.pauses,
+        "the counter and the flows disagree on how many times a flow paused"
+    );
+
+    // The next segment finds the flow paused: passed behind the first, no new pause.
+    let second = payload(2_000, 9);
+    client_far.write_all(&second).expect("client writes again");
+    wait_until("the second segment was passed", || {
+        ebpf.flow_stats(keys).0.passed_bytes == (first.len() + second.len()) as u64
+    });
+    let (c2b, _) = ebpf.flow_stats(keys);
+    assert_eq!(c2b.pauses, 1);
+    assert_eq!(ebpf.counter(counter::PAUSES), 1);
+    assert_eq!(ebpf.counter(counter::PASSED_REDIRECT_FAILED), 1);
+    assert!(ebpf.counter(counter::PASSED_PAUSED) >= 1);
+
+    // Nothing was dropped: userspace reads both, in order, from the client's own queue.
+    let mut sent = first;
+    sent.extend_from_slice(&second);
+    assert_eq!(read_exactly(&mut client, sent.len()), sent);
+
+    ebpf.unsplice(keys);
+    assert_eq!(ebpf.entry_counts(), [0, 0, 0, 0]);
+}

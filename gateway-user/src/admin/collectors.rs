@@ -13,12 +13,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
-    dataplane::EbpfDataplane,
-    health::Health,
-    metrics::{Direction, DirectionLabels},
-    tunnel::registry::Registry as Tunnels,
-};
+use crate::{dataplane::EbpfDataplane, health::Health, tunnel::registry::Registry as Tunnels};
 
 /// Adds the collectors to `registry`: the kernel's counters (zero when eBPF is not loaded,
 /// so the same names exist whatever the dataplane), backend health, live tunnels.
@@ -35,11 +30,6 @@ pub fn register(
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SenderLabels {
     sender: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,78 +77,8 @@ impl Collector for KernelCounters {
             .as_ref()
             .map(|ebpf| ebpf.counters())
             .unwrap_or_default();
+        encode_counters(&mut encoder, &c)?;
         let bytes = ConstCounter::new(0u64);
-        let mut family = encoder.encode_descriptor(
-            "gateway_spliced_bytes",
-            "Bytes redirected between client and backend by the kernel splice, by direction",
-            None,
-            bytes.metric_type(),
-        )?;
-        for (direction, index) in [
-            (Direction::ClientToBackend, counter::BYTES_CLIENT_TO_BACKEND),
-            (Direction::BackendToClient, counter::BYTES_BACKEND_TO_CLIENT),
-        ] {
-            let labels = DirectionLabels { direction };
-            ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "gateway_splice_verdicts",
-            "Segments seen by the splice verdict program, by outcome \
-             (redirected; passed to userspace because no flow or no peer was registered; or \
-             dropped because empty, i.e. a bare FIN)",
-            None,
-            bytes.metric_type(),
-        )?;
-        for (outcome, index) in [
-            ("redirected", counter::REDIRECTED_SEGMENTS),
-            ("passed_no_flow", counter::PASSED_NO_FLOW),
-            ("passed_redirect_failed", counter::PASSED_REDIRECT_FAILED),
-            ("dropped_empty", counter::DROPPED_EMPTY_SEGMENTS),
-            ("passed_paused", counter::PASSED_PAUSED),
-            ("overlap_trimmed", counter::OVERLAP_SEGMENTS),
-        ] {
-            let labels = OutcomeLabels { outcome };
-            ConstCounter::new(c[index as usize]).encode(family.encode_family(&labels)?)?;
-        }
-
-        for (name, help, index) in [
-            (
-                "gateway_splice_pauses",
-                "Times a spliced flow hit its backlog budget and paused (segments then wait in \
-                 the sender's socket until the gateway forwards them)",
-                counter::PAUSES,
-            ),
-            ("gateway_splice_resumes", "Times a paused flow resumed splicing", counter::RESUMES),
-            (
-                "gateway_splice_overlap_bytes",
-                "Bytes the kernel handed the splice verdict a second time (a retransmission \
-                 overlapping bytes already received) and the verdict cut off",
-                counter::OVERLAP_BYTES,
-            ),
-            (
-                "gateway_splice_sequence_anomalies",
-                "Segments whose TCP sequence numbers the splice verdict could not vouch for; \
-                 their tunnels are reset",
-                counter::SEQ_ANOMALIES,
-            ),
-            (
-                "gateway_splice_events_lost",
-                "Flow events that did not fit in the eBPF ring buffer (every tunnel is then checked)",
-                counter::EVENTS_LOST,
-            ),
-        ] {
-            let metric = encoder.encode_descriptor(name, help, None, bytes.metric_type())?;
-            ConstCounter::new(c[index as usize]).encode(metric)?;
-        }
-
-        let metric = encoder.encode_descriptor(
-            "gateway_splice_passed_bytes",
-            "Bytes the splice verdict program left for userspace instead of redirecting",
-            None,
-            bytes.metric_type(),
-        )?;
-        ConstCounter::new(c[counter::PASSED_BYTES as usize]).encode(metric)?;
 
         let (lent, loans, brakes) = self
             .0
@@ -196,6 +116,33 @@ impl Collector for KernelCounters {
         }
         Ok(())
     }
+}
+
+/// The verdict program's counters, `c` indexed by [`counter`], as
+/// [`counter::TABLE`] says: family by family, each counter under its label.
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    c: &[u64; counter::COUNT as usize],
+) -> Result<(), fmt::Error> {
+    let metric_type = ConstCounter::new(0u64).metric_type();
+    for (f, family) in counter::FAMILIES.iter().enumerate() {
+        let mut descriptor =
+            encoder.encode_descriptor(family.name, family.help, None, metric_type)?;
+        for export in counter::TABLE.iter().filter(|export| export.family == f) {
+            let value = ConstCounter::new(c[export.index as usize]);
+            match (family.label, export.label) {
+                (Some(key), Some(label)) => {
+                    value.encode(descriptor.encode_family(&[(key, label)])?)?
+                }
+                // A family without a label has one counter (checked where the table is).
+                _ => {
+                    value.encode(descriptor)?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Backend health and live tunnels, read when scraped.
@@ -306,4 +253,71 @@ impl Collector for LiveState {
         }
         Ok(())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    /// Encodes the kernel counters alone, each with a value of its own.
+    struct Fixed([u64; counter::COUNT as usize]);
+
+    impl fmt::Debug for Fixed {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Fixed")
+        }
+    }
+
+    impl Collector for Fixed {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+            encode_counters(&mut encoder, &self.0)
+        }
+    }
+
+    /// Names, labels, help and order of the kernel's counters as `/metrics` prints them
+    /// (tests and docs match them), and which counter each line reads.
+    #[test]
+    fn kernel_counters_are_exported_as_before() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(std::array::from_fn(|i| 100 + i as u64))));
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        assert_eq!(text, EXPECTED);
+    }
+
+    /// Captured from the collector before it read a table: counter `i` holds `100 + i`.
+    const EXPECTED: &str = r#"# HELP gateway_spliced_bytes Bytes redirected between client and backend by the kernel splice, by direction
+# TYPE gateway_spliced_bytes counter
+gateway_spliced_bytes_total{direction="client_to_backend"} 101
+gateway_spliced_bytes_total{direction="backend_to_client"} 102
+# HELP gateway_splice_verdicts Segments seen by the splice verdict program, by outcome (redirected; passed to userspace because no flow or no peer was registered; or dropped because empty, i.e. a bare FIN)
+# TYPE gateway_splice_verdicts counter
+gateway_splice_verdicts_total{outcome="redirected"} 100
+gateway_splice_verdicts_total{outcome="passed_no_flow"} 103
+gateway_splice_verdicts_total{outcome="passed_redirect_failed"} 104
+gateway_splice_verdicts_total{outcome="dropped_empty"} 106
+gateway_splice_verdicts_total{outcome="passed_paused"} 107
+gateway_splice_verdicts_total{outcome="overlap_trimmed"} 111
+# HELP gateway_splice_pauses Times a spliced flow hit its backlog budget and paused (segments then wait in the sender's socket until the gateway forwards them)
+# TYPE gateway_splice_pauses counter
+gateway_splice_pauses_total 108
+# HELP gateway_splice_resumes Times a paused flow resumed splicing
+# TYPE gateway_splice_resumes counter
+gateway_splice_resumes_total 109
+# HELP gateway_splice_overlap_bytes Bytes the kernel handed the splice verdict a second time (a retransmission overlapping bytes already received) and the verdict cut off
+# TYPE gateway_splice_overlap_bytes counter
+gateway_splice_overlap_bytes_total 112
+# HELP gateway_splice_sequence_anomalies Segments whose TCP sequence numbers the splice verdict could not vouch for; their tunnels are reset
+# TYPE gateway_splice_sequence_anomalies counter
+gateway_splice_sequence_anomalies_total 113
+# HELP gateway_splice_events_lost Flow events that did not fit in the eBPF ring buffer (every tunnel is then checked)
+# TYPE gateway_splice_events_lost counter
+gateway_splice_events_lost_total 110
+# HELP gateway_splice_passed_bytes Bytes the splice verdict program left for userspace instead of redirecting
+# TYPE gateway_splice_passed_bytes counter
+gateway_splice_passed_bytes_total 105
+# EOF
+"#;
 }

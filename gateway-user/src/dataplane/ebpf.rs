@@ -1,11 +1,18 @@
 //! Loads the embedded eBPF object, attaches the stream verdict to `SPLICED`, and owns every
-//! map write. All inserts and deletes go through [`SpliceMaps`] behind one mutex: one owner,
-//! and the lock is only taken on tunnel setup and teardown, never per byte.
+//! map write. Each map is held twice ([`SharedMap`]): lookups go through a handle any
+//! thread may use at once, inserts and removes through a second one behind that map's own
+//! lock, held for one syscall. A tunnel's supervisor reads `FLOWS` at every step, which
+//! waits for nothing, and writes `CONTROL` often, which waits at most for one other write
+//! to `CONTROL`.
 
-use std::{io, os::fd::AsRawFd, sync::Mutex};
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd},
+    sync::{Mutex, MutexGuard, PoisonError},
+};
 
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf, SockHash},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf, SockHash},
     programs::{ProgramError, SkSkb},
     Ebpf, EbpfError,
 };
@@ -33,6 +40,12 @@ pub enum LoadError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error("map {name}: cannot duplicate its descriptor: {source}")]
+    Duplicate {
+        name: &'static str,
+        #[source]
+        source: io::Error,
     },
     #[error(
         "cannot load the verdict program: {source}{hint}\nverifier log:\n{log}",
@@ -116,16 +129,82 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> MapWriteError {
     move |source| MapWriteError::Map { map, source }
 }
 
+/// One map, opened twice, so that no lock is shared by all its users.
+///
+/// aya's lookups and key walks take `&self`: each is a syscall on the map's descriptor,
+/// which any number of threads may make at once (the kernel does its own locking), so
+/// `read` needs no lock. Its inserts and removes take `&mut self` (`BorrowMut<MapData>`),
+/// and aya 0.14 has no update through a shared handle (its syscall wrappers, and
+/// `MapFd::try_clone`, are private), so writes go through `write`: a second handle on the
+/// same map, opened at load from a duplicate of its descriptor, behind a lock of its own
+/// that is held for one syscall at a time. One map's writers never wait for another's, and
+/// readers wait for nobody.
+///
+/// One lock used to cover all four maps, held across the eight inserts of a splice, the
+/// removes of an unsplice and a walk of every key, and every supervisor step of every
+/// tunnel (its `FLOWS` reads, its `CONTROL` writes) queued behind it. What is left on a
+/// step is `CONTROL`'s write lock, one syscall long. A handle per tunnel would remove that
+/// too, but would cost a descriptor per tunnel, where a tunnel now costs only its two
+/// sockets (docs/dataplane.md, "Faults, stress and scale").
+struct SharedMap<M> {
+    read: M,
+    write: Mutex<M>,
+}
+
+impl<M> SharedMap<M>
+where
+    M: TryFrom<Map, Error = MapError>,
+{
+    /// Takes map `name` from the object, and opens it a second time.
+    fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self, LoadError> {
+        let map = ebpf
+            .take_map(name)
+            .ok_or(LoadError::Missing { kind: "map", name })?;
+        let data = match &map {
+            Map::HashMap(data) | Map::SockHash(data) => data,
+            _ => {
+                return Err(LoadError::Missing {
+                    kind: "hash map",
+                    name,
+                })
+            }
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| LoadError::Duplicate { name, source })?;
+        let map_err = |source| LoadError::Map { name, source };
+        let second = MapData::from_fd(fd)
+            .and_then(Map::from_map_data)
+            .map_err(map_err)?;
+        Ok(Self {
+            read: M::try_from(second).map_err(map_err)?,
+            write: Mutex::new(M::try_from(map).map_err(map_err)?),
+        })
+    }
+}
+
+impl<M> SharedMap<M> {
+    /// The write handle, for one syscall.
+    fn write(&self) -> MutexGuard<'_, M> {
+        // Each write is one syscall, so a panic cannot leave a write half done: a poisoned
+        // lock is still usable.
+        self.write.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The maps the daemon writes, each with its own write lock (see [`SharedMap`]).
 struct SpliceMaps {
-    peers: SockHash<MapData, u64>,
-    spliced: SockHash<MapData, u64>,
-    flows: HashMap<MapData, u64, FlowStats>,
-    control: HashMap<MapData, u64, FlowControl>,
+    peers: SharedMap<SockHash<MapData, u64>>,
+    spliced: SharedMap<SockHash<MapData, u64>>,
+    flows: SharedMap<HashMap<MapData, u64, FlowStats>>,
+    control: SharedMap<HashMap<MapData, u64, FlowControl>>,
 }
 
 /// The loaded and attached eBPF dataplane.
 pub struct EbpfDataplane {
-    maps: Mutex<SpliceMaps>,
+    maps: SpliceMaps,
     counters: PerCpuArray<MapData, u64>,
     /// Tunnels to wake on flow events (see [`super::events`]).
     pub(super) registry: super::events::Registry,
@@ -139,6 +218,8 @@ pub struct EbpfDataplane {
     /// Episodes in which a flow's sender was braked, by sender: the client, the backend
     /// (`gateway_splice_brakes_total`; see `splice::supervisor`).
     brakes: [std::sync::atomic::AtomicU64; 2],
+    /// The epoll set that watches every spliced socket for hang-ups (see [`super::watch`]).
+    hangups: super::watch::LazyReactor,
     /// Keeps the program loaded and its attachment alive.
     _ebpf: Ebpf,
 }
@@ -155,10 +236,11 @@ impl EbpfDataplane {
     pub fn load() -> Result<Self, LoadError> {
         raise_memlock_limit();
         let mut ebpf = Ebpf::load(OBJECT).map_err(LoadError::Object)?;
-        let peers = take_map(&mut ebpf, names::PEERS)?;
-        let spliced: SockHash<MapData, u64> = take_map(&mut ebpf, names::SPLICED)?;
-        let flows = take_map(&mut ebpf, names::FLOWS)?;
-        let control = take_map(&mut ebpf, names::CONTROL)?;
+        let peers = SharedMap::take(&mut ebpf, names::PEERS)?;
+        let spliced: SharedMap<SockHash<MapData, u64>> =
+            SharedMap::take(&mut ebpf, names::SPLICED)?;
+        let flows = SharedMap::take(&mut ebpf, names::FLOWS)?;
+        let control = SharedMap::take(&mut ebpf, names::CONTROL)?;
         let events = take_map(&mut ebpf, names::EVENTS)?;
         let counters = take_map(&mut ebpf, names::COUNTERS)?;
 
@@ -174,22 +256,23 @@ impl EbpfDataplane {
             .load()
             .map_err(|source| LoadError::Program { source })?;
         program
-            .attach(spliced.fd())
+            .attach(spliced.read.fd())
             .map_err(|source| LoadError::Attach { source })?;
 
         Ok(Self {
-            maps: Mutex::new(SpliceMaps {
+            maps: SpliceMaps {
                 peers,
                 spliced,
                 flows,
                 control,
-            }),
+            },
             counters,
             registry: super::events::Registry::default(),
             events: Mutex::new(Some(events)),
             baseline: Default::default(),
             backlog_pool: super::pool::BacklogPool::default(),
             brakes: Default::default(),
+            hangups: super::watch::LazyReactor::default(),
             _ebpf: ebpf,
         })
     }
@@ -197,6 +280,12 @@ impl EbpfDataplane {
     /// The kernel memory spliced flows share beyond their own budget.
     pub fn backlog_pool(&self) -> &super::pool::BacklogPool {
         &self.backlog_pool
+    }
+
+    /// The hang-up reactor a spliced tunnel registers its sockets with: made by the first
+    /// tunnel, in its tokio runtime, and again if that runtime has gone.
+    pub(super) fn hangup_reactor(&self) -> io::Result<std::sync::Arc<super::watch::HangupReactor>> {
+        self.hangups.get()
     }
 
     /// Counts an episode in which the sender on side `from` (0: the client, 1: the
@@ -224,6 +313,10 @@ impl EbpfDataplane {
     ///
     /// Each direction may run `budget_bytes` ahead of its destination before it pauses
     /// (see [`FlowControl`]).
+    ///
+    /// Each insert takes its map's write lock for itself only: the order above is the
+    /// order of the syscalls, which no lock is needed for, and another tunnel's entries
+    /// have other keys (socket cookies), so nothing it does in between can matter.
     pub fn splice(
         &self,
         client: &impl AsRawFd,
@@ -241,42 +334,47 @@ impl EbpfDataplane {
             backend: super::sockopt::socket_cookie(backend)
                 .map_err(|e| refused(MapWriteError::Cookie(e)))?,
         };
-        let mut maps = self.lock();
+        let maps = &self.maps;
         let result = (|| {
             for key in [keys.client, keys.backend] {
                 maps.control
+                    .write()
                     .insert(key, FlowControl::new(budget_bytes), 0)
                     .map_err(map_err(names::CONTROL))?;
             }
-            let flows = &mut maps.flows;
-            flows
-                .insert(keys.client, FlowStats::new(CLIENT_TO_BACKEND), 0)
-                .map_err(map_err(names::FLOWS))?;
-            flows
-                .insert(keys.backend, FlowStats::new(BACKEND_TO_CLIENT), 0)
-                .map_err(map_err(names::FLOWS))?;
-            maps.peers
-                .insert(keys.client, backend.as_raw_fd(), 0)
-                .map_err(map_err(names::PEERS))?;
-            maps.peers
-                .insert(keys.backend, client.as_raw_fd(), 0)
-                .map_err(map_err(names::PEERS))?;
-            maps.spliced
-                .insert(keys.client, client.as_raw_fd(), 0)
-                .map_err(map_err(names::SPLICED))?;
-            maps.spliced
-                .insert(keys.backend, backend.as_raw_fd(), 0)
-                .map_err(map_err(names::SPLICED))
+            for (key, direction) in [
+                (keys.client, CLIENT_TO_BACKEND),
+                (keys.backend, BACKEND_TO_CLIENT),
+            ] {
+                maps.flows
+                    .write()
+                    .insert(key, FlowStats::new(direction), 0)
+                    .map_err(map_err(names::FLOWS))?;
+            }
+            for (key, peer) in [
+                (keys.client, backend.as_raw_fd()),
+                (keys.backend, client.as_raw_fd()),
+            ] {
+                maps.peers
+                    .write()
+                    .insert(key, peer, 0)
+                    .map_err(map_err(names::PEERS))?;
+            }
+            for (key, sock) in [
+                (keys.client, client.as_raw_fd()),
+                (keys.backend, backend.as_raw_fd()),
+            ] {
+                maps.spliced
+                    .write()
+                    .insert(key, sock, 0)
+                    .map_err(map_err(names::SPLICED))?;
+            }
+            Ok(())
         })();
         if let Err(source) = result {
-            let moved = |key| {
-                maps.flows
-                    .get(&key, 0)
-                    .map(|f: FlowStats| f.bytes)
-                    .unwrap_or(0)
-            };
-            let bytes_redirected = moved(keys.client) + moved(keys.backend);
-            remove_all(&mut maps, keys);
+            let (up, down) = read_stats(maps, keys);
+            let bytes_redirected = up.bytes + down.bytes;
+            remove_all(maps, keys);
             return Err(SpliceRefused {
                 source,
                 bytes_redirected,
@@ -289,34 +387,34 @@ impl EbpfDataplane {
     /// (client→backend, backend→client). Idempotent.
     pub fn unsplice(&self, keys: TunnelKeys) -> (FlowStats, FlowStats) {
         self.registry.remove([keys.client, keys.backend]);
-        let mut maps = self.lock();
-        let stats = read_stats(&maps, keys);
-        remove_all(&mut maps, keys);
+        let stats = read_stats(&self.maps, keys);
+        remove_all(&self.maps, keys);
         stats
     }
 
     /// Live per-direction stats of a tunnel (client→backend, backend→client).
     pub fn flow_stats(&self, keys: TunnelKeys) -> (FlowStats, FlowStats) {
-        read_stats(&self.lock(), keys)
+        read_stats(&self.maps, keys)
     }
 
     /// Entries in `PEERS`, `SPLICED`, `FLOWS` and `CONTROL`, in that order: two each per
     /// live tunnel.
     pub fn entry_counts(&self) -> [usize; 4] {
-        let maps = self.lock();
+        let maps = &self.maps;
         [
-            maps.peers.keys().count(),
-            maps.spliced.keys().count(),
-            maps.flows.keys().count(),
-            maps.control.keys().count(),
+            maps.peers.read.keys().count(),
+            maps.spliced.read.keys().count(),
+            maps.flows.read.keys().count(),
+            maps.control.read.keys().count(),
         ]
     }
 
     /// Publishes the daemon's side of a flow's control (see [`FlowControl`]); `cookie` is
-    /// the flow's source socket.
+    /// the flow's source socket. Waits only for another write to `CONTROL` (one syscall).
     pub fn set_control(&self, cookie: u64, control: FlowControl) -> Result<(), MapWriteError> {
-        self.lock()
+        self.maps
             .control
+            .write()
             .insert(cookie, control, 0)
             .map_err(map_err(names::CONTROL))
     }
@@ -365,33 +463,27 @@ impl EbpfDataplane {
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         std::array::from_fn(|i| self.counter(i as u32))
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SpliceMaps> {
-        // A panic while holding the lock leaves the maps consistent (each call is a
-        // sequence of independent syscalls), so a poisoned lock is still usable.
-        self.maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
-/// A tunnel's `FLOWS` entries (client→backend, backend→client); zero when absent.
+/// A tunnel's `FLOWS` entries (client→backend, backend→client); zero when absent. Takes
+/// no lock.
 fn read_stats(maps: &SpliceMaps, keys: TunnelKeys) -> (FlowStats, FlowStats) {
     (
-        maps.flows.get(&keys.client, 0).unwrap_or_default(),
-        maps.flows.get(&keys.backend, 0).unwrap_or_default(),
+        maps.flows.read.get(&keys.client, 0).unwrap_or_default(),
+        maps.flows.read.get(&keys.backend, 0).unwrap_or_default(),
     )
 }
 
-/// Removes a tunnel from every map, splice first so the verdict stops before its peers go.
-fn remove_all(maps: &mut SpliceMaps, keys: TunnelKeys) {
+/// Removes a tunnel from every map, splice first so the verdict stops before its peers go
+/// (each remove under its own map's lock, in this order).
+fn remove_all(maps: &SpliceMaps, keys: TunnelKeys) {
     for key in [keys.client, keys.backend] {
-        let _ = maps.spliced.remove(&key);
+        let _ = maps.spliced.write().remove(&key);
     }
     for key in [keys.client, keys.backend] {
-        let _ = maps.peers.remove(&key);
-        let _ = maps.flows.remove(&key);
-        let _ = maps.control.remove(&key);
+        let _ = maps.peers.write().remove(&key);
+        let _ = maps.flows.write().remove(&key);
+        let _ = maps.control.write().remove(&key);
     }
 }
 
@@ -416,5 +508,85 @@ fn raise_memlock_limit() {
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
     if rc != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::TcpListener, sync::mpsc, sync::Arc, time::Duration};
+
+    use super::*;
+
+    /// What neither the per-step reads nor another map's writes may wait for: a write in
+    /// progress on `FLOWS` or on `CONTROL` (a splice or unsplice of another tunnel, or its
+    /// supervisor publishing its control). Each step runs on a thread of its own while the
+    /// test holds a write lock; a step that waited for it would never report back (the
+    /// deadline only turns that hang into a failure; nothing is timed).
+    #[test]
+    fn reads_and_other_maps_do_not_wait_for_a_write_in_progress() {
+        if std::env::var("GATEWAY_TEST_UNPRIVILEGED").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED (GATEWAY_TEST_UNPRIVILEGED=1): needs the eBPF dataplane");
+            return;
+        }
+        let ebpf = Arc::new(EbpfDataplane::load().expect("load the eBPF dataplane"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let pair = || {
+            let far = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                .expect("connect");
+            (far, listener.accept().expect("accept").0)
+        };
+        let ((_client_far, client), (_backend_far, backend)) = (pair(), pair());
+        let keys = ebpf.splice(&client, &backend, 1 << 20).expect("splice");
+        let fresh = (
+            FlowStats::new(gateway_common::direction::CLIENT_TO_BACKEND),
+            FlowStats::new(gateway_common::direction::BACKEND_TO_CLIENT),
+        );
+
+        let unblocked = |what: &str, step: fn(&EbpfDataplane, TunnelKeys)| {
+            let (done, finished) = mpsc::channel();
+            let ebpf = ebpf.clone();
+            let step = std::thread::spawn(move || {
+                step(&ebpf, keys);
+                let _ = done.send(());
+            });
+            if let Err(mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(Duration::from_secs(10))
+            {
+                panic!("{what} waited for a write lock");
+            }
+            if let Err(panic) = step.join() {
+                std::panic::resume_unwind(panic);
+            }
+        };
+        {
+            let _writing = ebpf.maps.flows.write();
+            unblocked("flow_stats during a FLOWS write", |ebpf, keys| {
+                assert_eq!(ebpf.flow_stats(keys).0.bytes, 0);
+            });
+            unblocked("set_control during a FLOWS write", |ebpf, keys| {
+                ebpf.set_control(keys.client, FlowControl::new(2 << 20))
+                    .expect("set control");
+            });
+            unblocked("entry_counts during a FLOWS write", |ebpf, _| {
+                assert_eq!(ebpf.entry_counts(), [2, 2, 2, 2]);
+            });
+        }
+        {
+            let _writing = ebpf.maps.control.write();
+            unblocked("flow_stats during a CONTROL write", |ebpf, keys| {
+                assert_eq!(ebpf.flow_stats(keys).1.bytes, 0);
+            });
+        }
+        assert_eq!(ebpf.flow_stats(keys), fresh);
+        assert_eq!(
+            ebpf.maps
+                .control
+                .read
+                .get(&keys.client, 0)
+                .expect("control"),
+            FlowControl::new(2 << 20)
+        );
+        ebpf.unsplice(keys);
+        assert_eq!(ebpf.entry_counts(), [0, 0, 0, 0]);
     }
 }

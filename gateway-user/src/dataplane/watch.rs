@@ -4,9 +4,11 @@
 //! tunnel asks for it ([`HangupWatch::want_writable`]). Readability (`EPOLLIN`) is never
 //! asked for, so a redirected segment wakes nobody.
 //!
-//! All spliced tunnels of the process share one epoll set ([`HangupReactor`]), which tokio
+//! All spliced tunnels of a dataplane share one epoll set ([`HangupReactor`]), which tokio
 //! polls through a single `AsyncFd`; a dispatcher task drains it and wakes the tunnel each
 //! event belongs to. A spliced tunnel thus costs the gateway two descriptors, its sockets.
+//! The dataplane owns the set ([`LazyReactor`], a field of `EbpfDataplane`) and hands it to
+//! each tunnel's [`HangupWatch`].
 
 use std::{
     io,
@@ -184,23 +186,31 @@ pub struct HangupReactor {
     stopped: AtomicBool,
 }
 
-/// The process's reactor, made by the first spliced tunnel and kept from then on.
-static SHARED: Mutex<Option<Arc<HangupReactor>>> = Mutex::new(None);
+/// A dataplane's reactor, made by its first spliced tunnel (in that tunnel's tokio runtime)
+/// and kept from then on; made again if its dispatcher has stopped, which happens when the
+/// runtime it was made in shuts down (each kernel test runs its own runtime).
+#[derive(Default)]
+pub struct LazyReactor {
+    current: Mutex<Option<Arc<HangupReactor>>>,
+}
 
-impl HangupReactor {
-    /// The process's reactor; made on first use, in the current tokio runtime.
-    pub fn shared() -> io::Result<Arc<Self>> {
-        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(reactor) = shared.as_ref() {
+impl LazyReactor {
+    /// The reactor; made on first use, or after its dispatcher stopped, in the current
+    /// tokio runtime. The lock is taken once per tunnel, when it starts being watched.
+    pub fn get(&self) -> io::Result<Arc<HangupReactor>> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reactor) = current.as_ref() {
             if !reactor.stopped.load(Ordering::Acquire) {
                 return Ok(reactor.clone());
             }
         }
-        let reactor = Self::new()?;
-        *shared = Some(reactor.clone());
+        let reactor = HangupReactor::new()?;
+        *current = Some(reactor.clone());
         Ok(reactor)
     }
+}
 
+impl HangupReactor {
     /// A new epoll set with its dispatcher task; needs a tokio runtime.
     fn new() -> io::Result<Arc<Self>> {
         // SAFETY: plain syscall; the result is checked before use.
@@ -328,7 +338,7 @@ async fn dispatch(reactor: StopOnDrop) {
     }
 }
 
-/// Watches two sockets, identified as `0` and `1`, in the shared epoll set until dropped.
+/// Watches two sockets, identified as `0` and `1`, in a shared epoll set until dropped.
 /// The sockets are borrowed for as long: they must stay open until they have left the set.
 pub struct HangupWatch<'a> {
     reactor: Arc<HangupReactor>,
@@ -344,11 +354,8 @@ pub struct HangupWatch<'a> {
 }
 
 impl<'a> HangupWatch<'a> {
-    pub fn new(first: BorrowedFd<'a>, second: BorrowedFd<'a>) -> io::Result<Self> {
-        Self::register(HangupReactor::shared()?, first, second)
-    }
-
-    fn register(
+    /// Adds both sockets to `reactor`'s epoll set.
+    pub fn new(
         reactor: Arc<HangupReactor>,
         first: BorrowedFd<'a>,
         second: BorrowedFd<'a>,

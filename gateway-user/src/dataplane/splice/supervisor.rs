@@ -110,7 +110,10 @@ impl Supervisor<'_> {
             kick(sock).map_err(on(side))?;
         }
 
-        let watch = HangupWatch::new(socks[0].as_fd(), socks[1].as_fd())
+        let watch = self
+            .ebpf
+            .hangup_reactor()
+            .and_then(|reactor| HangupWatch::new(reactor, socks[0].as_fd(), socks[1].as_fd()))
             .map_err(|error| Failure { side: None, error })?;
         let mut pause = POLL_MIN;
         loop {

@@ -66,8 +66,8 @@ async fn a_fin_wakes_only_its_tunnel_and_socket() {
     let listener = listener();
     let ((a0, _a0_far), (a1, a1_far)) = (pair(&listener), pair(&listener));
     let ((b0, _b0_far), (b1, _b1_far)) = (pair(&listener), pair(&listener));
-    let a = HangupWatch::register(reactor.clone(), a0.as_fd(), a1.as_fd()).expect("watch a");
-    let b = HangupWatch::register(reactor, b0.as_fd(), b1.as_fd()).expect("watch b");
+    let a = HangupWatch::new(reactor.clone(), a0.as_fd(), a1.as_fd()).expect("watch a");
+    let b = HangupWatch::new(reactor, b0.as_fd(), b1.as_fd()).expect("watch b");
     assert_quiet(&a, "a before any FIN").await;
 
     a1_far.shutdown(Shutdown::Write).expect("send FIN");
@@ -81,7 +81,7 @@ async fn a_reset_reports_an_error() {
     let reactor = HangupReactor::new().expect("reactor");
     let listener = listener();
     let ((a0, a0_far), (a1, _a1_far)) = (pair(&listener), pair(&listener));
-    let a = HangupWatch::register(reactor, a0.as_fd(), a1.as_fd()).expect("watch");
+    let a = HangupWatch::new(reactor, a0.as_fd(), a1.as_fd()).expect("watch");
     crate::dataplane::sockopt::set_linger_zero(&a0_far).expect("arm a reset");
     drop(a0_far);
     let events = next_event(&a).await;
@@ -119,7 +119,7 @@ async fn writable_only_while_asked_for() {
     let listener = listener();
     let ((a0, a0_far), (a1, _a1_far)) = (pair(&listener), pair(&listener));
     let sent = fill(&a0);
-    let a = HangupWatch::register(reactor, a0.as_fd(), a1.as_fd()).expect("watch");
+    let a = HangupWatch::new(reactor, a0.as_fd(), a1.as_fd()).expect("watch");
     drain(&a0_far, sent).await;
     assert_quiet(&a, "send queue drained, EPOLLOUT not asked for").await;
 
@@ -137,10 +137,10 @@ async fn a_stale_event_never_reaches_a_reused_slot() {
     let listener = listener();
     let ((a0, _a0_far), (a1, _a1_far)) = (pair(&listener), pair(&listener));
     let ((b0, _b0_far), (b1, _b1_far)) = (pair(&listener), pair(&listener));
-    let a = HangupWatch::register(reactor.clone(), a0.as_fd(), a1.as_fd()).expect("watch a");
+    let a = HangupWatch::new(reactor.clone(), a0.as_fd(), a1.as_fd()).expect("watch a");
     let stale = a.token(0);
     drop(a);
-    let b = HangupWatch::register(reactor.clone(), b0.as_fd(), b1.as_fd()).expect("watch b");
+    let b = HangupWatch::new(reactor.clone(), b0.as_fd(), b1.as_fd()).expect("watch b");
     assert_eq!(b.slot_index, stale.slot, "b reuses a's slot");
     assert_ne!(b.generation, stale.generation);
 
@@ -171,8 +171,11 @@ async fn tunnels_share_one_epoll_set() {
     let listener = listener();
     let ((a0, _a0_far), (a1, _a1_far)) = (pair(&listener), pair(&listener));
     let ((b0, _b0_far), (b1, b1_far)) = (pair(&listener), pair(&listener));
-    let a = HangupWatch::new(a0.as_fd(), a1.as_fd()).expect("watch a");
-    let b = HangupWatch::new(b0.as_fd(), b1.as_fd()).expect("watch b");
+    let reactor = LazyReactor::default();
+    let a =
+        HangupWatch::new(reactor.get().expect("reactor"), a0.as_fd(), a1.as_fd()).expect("watch a");
+    let b =
+        HangupWatch::new(reactor.get().expect("reactor"), b0.as_fd(), b1.as_fd()).expect("watch b");
     assert!(Arc::ptr_eq(&a.reactor, &b.reactor));
     b1_far.shutdown(Shutdown::Write).expect("send FIN");
     assert_eq!(next_event(&b).await, [Events::default(), FIN]);
@@ -192,9 +195,38 @@ fn a_stopped_dispatcher_fails_its_tunnels() {
         .expect("reactor");
     let listener = listener();
     let ((a0, _a0_far), (a1, _a1_far)) = (pair(&listener), pair(&listener));
-    let a = HangupWatch::register(reactor.clone(), a0.as_fd(), a1.as_fd()).expect("watch");
+    let a = HangupWatch::new(reactor.clone(), a0.as_fd(), a1.as_fd()).expect("watch");
     drop(first);
     assert!(reactor.stopped.load(Ordering::Acquire));
     let result = runtime().block_on(async { timeout(DEADLINE, a.next()).await });
     assert!(matches!(result, Ok(Err(_))), "{result:?}");
+}
+
+#[test]
+fn a_stopped_reactor_is_replaced_in_the_next_runtime() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let lazy = LazyReactor::default();
+    let first = runtime();
+    let stopped = first.block_on(async { lazy.get() }).expect("reactor");
+    drop(first);
+    assert!(stopped.stopped.load(Ordering::Acquire));
+
+    let second = runtime();
+    second.block_on(async {
+        let reactor = lazy.get().expect("a new reactor");
+        assert!(!Arc::ptr_eq(&reactor, &stopped));
+        assert!(!reactor.stopped.load(Ordering::Acquire));
+        // The new one works, and is the one handed out from now on.
+        let listener = listener();
+        let ((a0, _a0_far), (a1, a1_far)) = (pair(&listener), pair(&listener));
+        let a = HangupWatch::new(reactor, a0.as_fd(), a1.as_fd()).expect("watch");
+        a1_far.shutdown(Shutdown::Write).expect("send FIN");
+        assert_eq!(next_event(&a).await, [Events::default(), FIN]);
+        assert!(Arc::ptr_eq(&lazy.get().expect("reactor"), &a.reactor));
+    });
 }
