@@ -135,8 +135,8 @@ pub mod counter {
         },
         Family {
             name: "gateway_splice_pauses",
-            help: "Times a spliced flow hit its backlog budget and paused (segments then wait \
-                   in the sender's socket until the gateway forwards them)",
+            help: "Times a spliced flow paused, at its backlog budget or on a failed redirect \
+                   (segments then wait in the sender's socket until the gateway forwards them)",
             label: None,
         },
         Family {

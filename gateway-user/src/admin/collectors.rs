@@ -300,7 +300,7 @@ gateway_splice_verdicts_total{outcome="passed_redirect_failed"} 104
 gateway_splice_verdicts_total{outcome="dropped_empty"} 106
 gateway_splice_verdicts_total{outcome="passed_paused"} 107
 gateway_splice_verdicts_total{outcome="overlap_trimmed"} 111
-# HELP gateway_splice_pauses Times a spliced flow hit its backlog budget and paused (segments then wait in the sender's socket until the gateway forwards them)
+# HELP gateway_splice_pauses Times a spliced flow paused, at its backlog budget or on a failed redirect (segments then wait in the sender's socket until the gateway forwards them)
 # TYPE gateway_splice_pauses counter
 gateway_splice_pauses_total 108
 # HELP gateway_splice_resumes Times a paused flow resumed splicing
