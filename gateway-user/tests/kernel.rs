@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
 use gateway::dataplane::{sockopt, EbpfDataplane};
 use gateway_common::counter;
 use sha2::{Digest, Sha256};
@@ -19,12 +21,14 @@ use sha2::{Digest, Sha256};
 /// Flow-control budget for tests of the plain splice: never pauses.
 const UNLIMITED: u64 = u64::MAX;
 
+/// Whether to skip `name` (unprivileged); otherwise the test's thread gets a network
+/// namespace of its own.
 fn skip(name: &str) -> bool {
-    let skip = std::env::var("GATEWAY_TEST_UNPRIVILEGED").is_ok_and(|v| v == "1");
-    if skip {
-        eprintln!("SKIPPED (GATEWAY_TEST_UNPRIVILEGED=1): {name}");
+    if common::skip(name) {
+        return true;
     }
-    skip
+    common::private_network();
+    false
 }
 
 /// A connected pair: (`far`, the peer's end; `near`, the end the gateway would own).

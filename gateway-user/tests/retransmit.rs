@@ -19,9 +19,10 @@ use std::{
     mem,
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     os::fd::AsRawFd,
-    process::Command,
     time::Duration,
 };
+
+mod common;
 
 use gateway::dataplane::{sockopt, EbpfDataplane};
 use gateway_common::counter;
@@ -145,20 +146,7 @@ fn v4(addr: std::net::SocketAddr) -> SocketAddrV4 {
 
 /// This thread into a network namespace of its own, loopback up, TCP timestamps off.
 fn private_network() {
-    // SAFETY: unshare affects only the calling thread's namespaces.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
-    // A child forked from this thread starts in its namespace.
-    let status = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("run ip");
-    assert!(status.success(), "ip link set lo up: {status}");
+    common::private_network();
     // Net sysctls are those of the namespace of whoever opens the file.
     std::fs::write("/proc/sys/net/ipv4/tcp_timestamps", "0").expect("turn off TCP timestamps");
 }
@@ -190,8 +178,7 @@ fn a_long_overlap_is_cut_off_in_steps() {
 }
 
 fn run(name: &str, case: Case) {
-    if std::env::var("GATEWAY_TEST_UNPRIVILEGED").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED (GATEWAY_TEST_UNPRIVILEGED=1): {name}");
+    if common::skip(name) {
         return;
     }
     // A thread of its own: the namespace stays with it.
