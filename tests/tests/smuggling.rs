@@ -75,6 +75,16 @@ const REFUSED: &[(&str, &[u8])] = &[
         "Transfer-Encoding in HTTP/1.0",
         b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ),
+    (
+        "raw bytes past ASCII in the target",
+        b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ),
+    (
+        "a WebSocket upgrade with a body",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Content-Length: 10\r\n\r\n0123456789",
+    ),
 ];
 
 /// Writes `request`, reads to the end; returns the first answer's head and what follows.

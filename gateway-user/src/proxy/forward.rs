@@ -2,7 +2,7 @@
 
 use std::{future::Future, time::Duration};
 
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -10,6 +10,7 @@ use super::{
     deadline::{self, Progress, ProgressWatch},
     error::BackendError,
     headers::{self, Forwarding},
+    upgrade::BadSwitch,
 };
 use crate::{
     body::Body,
@@ -92,6 +93,14 @@ pub async fn http(
                 .map_err(|e| BackendError::client(addr, &e))
         })
         .await?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // Nothing was asked to switch: the backend is broken, and its bytes from here on
+        // would be a protocol the client never agreed to.
+        return Err(BackendError::BadUpgrade {
+            backend: addr,
+            why: BadSwitch::Unasked,
+        });
+    }
     Ok(strip_response(resp.map(BodyExt::boxed)))
 }
 

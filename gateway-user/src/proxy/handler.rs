@@ -102,6 +102,9 @@ async fn respond(
     if req.method() == Method::CONNECT || req.uri().path() == "*" {
         return refuse(Refusal::NotForwarded);
     }
+    if !printable_target(req.uri()) {
+        return refuse(Refusal::BadTarget);
+    }
     let host = match route::request_host(req.uri(), req.headers(), req.version()) {
         Ok(host) => host,
         Err(err) => return refuse(err.into()),
@@ -244,6 +247,14 @@ async fn forward(
             text(err.status(), &err.client_message())
         }
     }
+}
+
+/// Whether the request target is printable ASCII only. hyper's parser lets bytes past
+/// ASCII through in the path (for clients that send UTF-8 raw); a proxy does not pass on
+/// what its routing and the backend could read differently.
+fn printable_target(uri: &http::Uri) -> bool {
+    uri.path_and_query()
+        .is_none_or(|pq| pq.as_str().bytes().all(|b| b.is_ascii_graphic()))
 }
 
 /// The gateway's own answer to `req`, logged (and counted when it refuses an upgrade).

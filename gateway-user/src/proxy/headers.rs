@@ -30,6 +30,7 @@ pub struct Forwarding<'a> {
 /// `Host` is the one chosen by the backend settings.
 pub fn to_backend(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     strip_hop_by_hop(headers);
+    drop_unusual_names(headers);
     append_forwarded_for(headers, forwarding.client);
     headers.insert(
         X_FORWARDED_PROTO,
@@ -45,6 +46,28 @@ pub fn to_backend(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     };
     if let Ok(host) = HeaderValue::from_str(forwarding.host) {
         headers.insert(header::HOST, host);
+    }
+}
+
+/// Removes headers whose names hold anything but letters, digits and `-` (`_`, `.`, ...):
+/// some backends (CGI, PHP, some frameworks) read `Transfer_Encoding` as
+/// `Transfer-Encoding`, so forwarding such a name next to the framing the gateway checked
+/// would be a smuggling path. Azure Application Gateway drops them, and nginx ignores them
+/// unless `underscores_in_headers` is on.
+pub fn drop_unusual_names(headers: &mut HeaderMap) {
+    let unusual: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            !name
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .cloned()
+        .collect();
+    for name in unusual {
+        tracing::debug!(header = %name, "header name with characters other than letters, digits and '-' dropped");
+        headers.remove(name);
     }
 }
 

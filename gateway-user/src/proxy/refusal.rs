@@ -19,6 +19,10 @@ pub enum Refusal {
     FramingConflict,
     #[error("CONNECT and asterisk-form requests are not forwarded")]
     NotForwarded,
+    /// Raw bytes a URI may not hold (RFC 3986: controls, space, anything past ASCII): a
+    /// backend might decode them differently from the routing.
+    #[error("the request target holds bytes outside printable ASCII: percent-encode them")]
+    BadTarget,
     #[error("{0}")]
     Host(#[from] HostError),
     /// Asks for a WebSocket upgrade but breaks RFC 6455's rules.
@@ -43,6 +47,7 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::FramingConflict
+            | Self::BadTarget
             | Self::Host(_)
             | Self::NoHostToRedirectTo
             | Self::BadRedirectLocation => StatusCode::BAD_REQUEST,
@@ -59,6 +64,7 @@ impl Refusal {
         match self {
             Self::FramingConflict => "framing_conflict",
             Self::NotForwarded => "not_forwarded",
+            Self::BadTarget => "bad_target",
             Self::Host(_) => "bad_host",
             Self::Upgrade(_) => "bad_upgrade",
             Self::BindRemoved => "bind_removed",
@@ -69,10 +75,21 @@ impl Refusal {
         }
     }
 
+    /// Whether the connection closes after this answer: the request's bytes cannot be
+    /// trusted to end where its head says (a target past ASCII, an upgrade with a body),
+    /// so nothing after them is read as a next request.
+    pub fn closes(&self) -> bool {
+        matches!(self, Self::BadTarget | Self::Upgrade(UpgradeError::Body))
+    }
+
     /// The answer: the status and the reason on one line; a `426` also names the version
     /// the gateway speaks.
     pub fn response(&self) -> Response<Body> {
         let mut resp = text(self.status(), &self.to_string());
+        if self.closes() {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Self::Upgrade(err) = self {
             if err.status() == StatusCode::UPGRADE_REQUIRED {
                 resp.headers_mut().insert(
@@ -98,6 +115,7 @@ mod tests {
                 "a request must not carry both",
             ),
             (Refusal::NotForwarded, 405, "CONNECT and asterisk-form"),
+            (Refusal::BadTarget, 400, "outside printable ASCII"),
             (
                 Refusal::Host(HostError::Missing),
                 400,

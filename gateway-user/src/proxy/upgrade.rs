@@ -41,6 +41,10 @@ pub enum UpgradeError {
     MissingKey,
     #[error("Sec-WebSocket-Key must be base64 of exactly 16 bytes")]
     BadKey,
+    /// RFC 6455's opening handshake is a GET without a body; what would follow it is the
+    /// tunnel's, so a body cannot be told from the first frames.
+    #[error("a WebSocket upgrade request must not carry a body")]
+    Body,
 }
 
 impl UpgradeError {
@@ -80,6 +84,12 @@ fn validate(
     }
     if !has_token(headers, header::CONNECTION, "upgrade") {
         return Err(UpgradeError::ConnectionNotUpgrade);
+    }
+    let empty = |v: &http::HeaderValue| v.as_bytes().trim_ascii() == b"0";
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || !headers.get_all(header::CONTENT_LENGTH).iter().all(empty)
+    {
+        return Err(UpgradeError::Body);
     }
     match headers.get(header::SEC_WEBSOCKET_VERSION) {
         None => return Err(UpgradeError::MissingVersion),
@@ -132,6 +142,9 @@ pub enum BadSwitch {
     WrongAccept,
     #[error("101 without Sec-WebSocket-Accept")]
     NoAccept,
+    /// A `101` to a request that asked for no upgrade.
+    #[error("101 to a request that asked for no upgrade")]
+    Unasked,
 }
 
 /// Whether a comma-separated header holds `token`, case-insensitively, in any of its lines.
@@ -249,6 +262,27 @@ mod tests {
             classify(&Method::GET, Version::HTTP_10, &headers(&good())),
             Classified::Invalid(UpgradeError::HttpVersion)
         );
+
+        // A body, announced either way; an explicit zero length is no body.
+        for (name, value, want) in [
+            ("content-length", "10", Some(UpgradeError::Body)),
+            ("transfer-encoding", "chunked", Some(UpgradeError::Body)),
+            ("content-length", "0", None),
+        ] {
+            let mut h = headers(&good());
+            h.insert(
+                header::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            let got = classify(&Method::GET, Version::HTTP_11, &h);
+            match want {
+                Some(err) => assert_eq!(got, Classified::Invalid(err), "{name}: {value}"),
+                None => assert!(
+                    matches!(got, Classified::WebSocket { .. }),
+                    "{name}: {value}"
+                ),
+            }
+        }
     }
 
     #[test]
