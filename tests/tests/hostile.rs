@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use gateway_tests::{
+    admin,
     backend::{RawBackend, RawConn},
     data::Summary,
     http::{self, Head},
@@ -101,5 +102,37 @@ async fn a_101_nobody_asked_for_is_a_bad_gateway() {
         backend.requests().len(),
         1,
         "the request did reach the backend"
+    );
+}
+
+/// A malformed chunked body is the client's fault: `400`, never a `502` blamed on the
+/// backend, and the backend is not marked failing for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_the_clients_fault() {
+    let backend = HttpBackend::start("recording").await;
+    let gateway = Gateway::builder().backend(backend.addr()).start();
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "a chunk size that overflows",
+            b"FFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("a chunk size that is not hex", b"zz\r\nabc\r\n0\r\n\r\n"),
+        (
+            "more data than the chunk size says",
+            b"3\r\nabcdef\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, body) in cases {
+        let mut request =
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        let head = answer_head(gateway.listen_addr(), &request).await;
+        assert_eq!(head.status(), Some(400), "{what}: {}", head.text());
+    }
+    let view = admin::backend(&gateway, "cli-backends", backend.addr());
+    assert_eq!(
+        view.passive_failures, 0,
+        "a client's body counted against the backend: {}",
+        view.json
     );
 }

@@ -5,6 +5,10 @@
 
 use std::{
     pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -17,6 +21,18 @@ use tokio::sync::watch;
 pub struct Progress<B> {
     inner: B,
     sent: Option<watch::Sender<()>>,
+    failed: Arc<AtomicBool>,
+}
+
+/// Whether the client's body failed while it was passed on (malformed chunked framing, a
+/// reset mid-body): the forward then failed by the client's fault, not the backend's.
+#[derive(Clone, Debug)]
+pub struct BodyFailed(Arc<AtomicBool>);
+
+impl BodyFailed {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// What [`deadline`] watches; `None` when the request has no body.
@@ -24,16 +40,28 @@ pub type ProgressWatch = Option<watch::Receiver<()>>;
 
 impl<B: Body> Progress<B> {
     pub fn new(inner: B) -> (Self, ProgressWatch) {
+        let failed = Arc::default();
         if inner.is_end_stream() {
             // hyper never polls an empty body: nothing to watch.
-            return (Self { inner, sent: None }, None);
+            let body = Self {
+                inner,
+                sent: None,
+                failed,
+            };
+            return (body, None);
         }
         let (sent, watch) = watch::channel(());
         let body = Self {
             inner,
             sent: Some(sent),
+            failed,
         };
         (body, Some(watch))
+    }
+
+    /// Tells afterwards whether the body failed.
+    pub fn failures(&self) -> BodyFailed {
+        BodyFailed(self.failed.clone())
     }
 }
 
@@ -53,7 +81,11 @@ impl<B: Body + Unpin> Body for Progress<B> {
                     sent.send_replace(());
                 }
             }
-            // The last frame, the end, or an error: the body is done either way.
+            Poll::Ready(Some(Err(_))) => {
+                this.failed.store(true, Ordering::Relaxed);
+                this.sent = None;
+            }
+            // The last frame, or the end: the body is done either way.
             Poll::Ready(_) => this.sent = None,
             Poll::Pending => {}
         }

@@ -36,6 +36,10 @@ pub enum BackendError {
         backend: SocketAddr,
         why: super::upgrade::BadSwitch,
     },
+    /// The client's request body failed while it was passed on (malformed chunked framing,
+    /// a reset mid-body): the client's fault, never counted against the backend.
+    #[error("the client's request body failed: {detail}")]
+    ClientBody { detail: String },
     /// The TLS handshake with an https backend failed (e.g. its certificate is not trusted).
     #[error("backend {backend}: TLS handshake failed ({kind}): {detail}")]
     Tls {
@@ -91,6 +95,7 @@ impl std::fmt::Display for ExchangeFailure {
 impl BackendError {
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Connect { .. }
             | Self::Exchange { .. }
@@ -127,6 +132,14 @@ impl BackendError {
                 format!("bad gateway: the backend answered the upgrade wrongly: {why}")
             }
             Self::Tls { kind, .. } => format!("bad gateway: backend TLS handshake failed: {kind}"),
+            Self::ClientBody { .. } => "bad request: the request body is malformed".to_owned(),
+        }
+    }
+
+    /// The forward failed because the client's body did (see [`Self::ClientBody`]).
+    pub fn client_body(error: &hyper_util::client::legacy::Error) -> Self {
+        Self::ClientBody {
+            detail: chain(error),
         }
     }
 

@@ -83,14 +83,18 @@ pub async fn http(
         .map_or(&out.shared.client, |tls| &tls.client);
     parts.version = Version::HTTP_11;
     let (body, progress) = Progress::new(body);
+    let body_failed = body.failures();
     let request = Request::from_parts(parts, body.boxed());
     let addr = out.backend.addr;
     let resp = out
         .within_answer_timeout(progress, async {
-            client
-                .request(request)
-                .await
-                .map_err(|e| BackendError::client(addr, &e))
+            client.request(request).await.map_err(|e| {
+                if body_failed.get() {
+                    BackendError::client_body(&e)
+                } else {
+                    BackendError::client(addr, &e)
+                }
+            })
         })
         .await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

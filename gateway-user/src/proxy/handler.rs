@@ -243,7 +243,11 @@ async fn forward(
             resp
         }
         Err(err) => {
-            tracing::warn!(error = %err, "request failed");
+            if err.status().is_client_error() {
+                tracing::info!(error = %err, "request refused");
+            } else {
+                tracing::warn!(error = %err, "request failed");
+            }
             text(err.status(), &err.client_message())
         }
     }
