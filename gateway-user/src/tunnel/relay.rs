@@ -18,7 +18,7 @@ use tokio_util::either::Either;
 use super::registry::RelayMeter;
 use super::{close_both, limits::Limits, CloseReason, Closing};
 use crate::{
-    dataplane::clock::{monotonic_coarse_ns, since_ns},
+    dataplane::clock::{idle_since_ns, monotonic_coarse_ns},
     tls::{MaybeTls, TlsOverTcp},
 };
 
@@ -125,7 +125,7 @@ pub async fn run(
             &meter.bytes[1],
             last_activity,
         );
-        let limit = limits.reached(|| since_ns(last_activity.load(Ordering::Relaxed)));
+        let limit = limits.reached(|| idle_since_ns(last_activity.load(Ordering::Relaxed)));
         tokio::pin!(upstream, downstream, limit);
 
         let (mut up, mut down) = (None, None);

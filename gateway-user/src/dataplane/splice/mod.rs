@@ -33,7 +33,7 @@ use self::{
     witness::Finding,
 };
 use super::{
-    clock::{monotonic_coarse_ns, since_ns},
+    clock::{idle_since_ns, monotonic_coarse_ns},
     sockopt, EbpfDataplane, TunnelKeys,
 };
 
@@ -262,9 +262,10 @@ pub struct IdleClock {
 }
 
 impl IdleClock {
+    /// How long no byte moved either way, at least (see [`idle_since_ns`]).
     pub fn idle_for(&self) -> Duration {
         let (up, down) = self.ebpf.flow_stats(self.keys);
-        since_ns(
+        idle_since_ns(
             up.last_activity_ns
                 .max(down.last_activity_ns)
                 .max(self.spliced_at_ns),
