@@ -19,6 +19,8 @@ pub(crate) const TUNNEL_SNDBUF_BYTES: u32 = 8 * 1024 * 1024;
 pub(crate) const SPLICED_BACKLOG_POOL_BYTES: u64 = 1024 * 1024 * 1024;
 /// Azure probes every backend: with no custom probe, `GET /` every 30 s.
 pub(crate) const DEFAULT_PROBES: bool = true;
+/// nginx's default: `//a` is `/a` for the path rules and the backend.
+pub(crate) const MERGE_SLASHES: bool = true;
 
 // [[backend_settings]]
 /// Azure's default for `requestTimeout`; never applied to WebSocket tunnels.

@@ -18,6 +18,7 @@ mod lines;
 mod matching;
 pub mod model;
 mod overrides;
+pub mod path;
 pub mod pem;
 pub mod plan;
 pub mod raw;

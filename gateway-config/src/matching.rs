@@ -6,6 +6,8 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
+use crate::path::{self, PathPolicy};
+
 /// Why a value does not parse, and how to write it instead.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
@@ -142,7 +144,7 @@ fn check_dns_name(name: &str, original: &str) -> Result<(), Invalid> {
 }
 
 /// A path of a path rule: `/ws` (that path exactly) or `/api/*` (everything under `/api/`;
-/// `/*` is every path).
+/// `/*` is every path). Stored in ASCII lower case: path rules ignore case, as Azure's do.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PathPattern {
     Exact(String),
@@ -151,6 +153,8 @@ pub enum PathPattern {
 }
 
 impl PathPattern {
+    /// A path as written: absolute, without whitespace, query or fragment, `*` only as the
+    /// whole last segment. (A probe's path is checked with this alone.)
     pub(crate) fn parse(text: &str) -> Result<Self, Invalid> {
         let fix = "write an absolute path such as \"/ws\", or a prefix ending in \"/*\" such \
                    as \"/api/*\"";
@@ -181,11 +185,61 @@ impl PathPattern {
         }
     }
 
-    /// Whether the request path (without query) matches.
-    pub fn matches(&self, path: &str) -> bool {
+    /// A path rule's pattern: [`Self::parse`], and written in the normal form requests are
+    /// matched in (see [`crate::path`]), since a pattern in any other form could never
+    /// match.
+    pub(crate) fn parse_rule(text: &str, policy: PathPolicy) -> Result<Self, Invalid> {
+        let pattern = Self::parse(text)?;
+        let written = match &pattern {
+            Self::Exact(path) | Self::Prefix(path) => path.as_str(),
+        };
+        let star = if matches!(pattern, Self::Prefix(_)) {
+            "*"
+        } else {
+            ""
+        };
+        match path::normalize(written, policy) {
+            Err(error) => Err(invalid(
+                format!("path {text:?} can never match: {error}"),
+                "write the path as requests are matched: '%' only in %XX, no '\\', and \
+                 (unless path_escaped_slashes allows them) no %2F or %5C",
+            )),
+            Ok(normal) if normal.as_str() != normal.routed() => Err(invalid(
+                format!("path {text:?} has ';' parameters, which path rules ignore"),
+                format!("write {:?}", format!("{}{star}", normal.routed())),
+            )),
+            Ok(normal) if !normal.as_str().eq_ignore_ascii_case(written) => Err(invalid(
+                format!(
+                    "path {text:?} is matched as {:?}",
+                    format!("{}{star}", normal.as_str())
+                ),
+                format!(
+                    "write {:?} (requests are matched with dot segments removed, \
+                     unreserved characters decoded{})",
+                    format!("{}{star}", normal.as_str()),
+                    if policy.merge_slashes {
+                        " and slashes merged"
+                    } else {
+                        ""
+                    }
+                ),
+            )),
+            Ok(_) => Ok(match pattern {
+                Self::Exact(path) => Self::Exact(path.to_ascii_lowercase()),
+                Self::Prefix(path) => Self::Prefix(path.to_ascii_lowercase()),
+            }),
+        }
+    }
+
+    /// Whether a request's path matches: its [`path::NormalPath::routed`] form, ASCII case
+    /// ignored.
+    pub fn matches(&self, routed: &str) -> bool {
         match self {
-            Self::Exact(exact) => path == exact,
-            Self::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            Self::Exact(exact) => routed.eq_ignore_ascii_case(exact),
+            Self::Prefix(prefix) => routed
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes())),
         }
     }
 }
@@ -330,15 +384,37 @@ mod tests {
     #[test]
     fn path_patterns() {
         assert_eq!(
-            PathPattern::parse("/api/*"),
+            PathPattern::parse_rule("/API/*", PathPolicy::default()),
             Ok(PathPattern::Prefix("/api/".into()))
         );
         assert!(PathPattern::parse("/*").expect("all").matches("/x/y"));
         assert!(PathPattern::parse("/ws").expect("exact").matches("/ws"));
         assert!(!PathPattern::parse("/ws").expect("exact").matches("/ws/x"));
+        assert!(PathPattern::parse("/api/*")
+            .expect("prefix")
+            .matches("/api/x"));
         for bad in ["api", "/a*", "/*/x", "/a/**", "/a b", "/a?b=1"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad:?}");
         }
+        let rule = |text| PathPattern::parse_rule(text, PathPolicy::default());
+        assert!(rule("/Admin/*").expect("prefix").matches("/aDMIN/x"));
+        assert!(rule("/caf%c3%a9").expect("exact").matches("/CAF%C3%A9"));
+        for (bad, words) in [
+            ("/%61dmin/*", "is matched as \"/admin/*\""),
+            ("//admin/*", "is matched as \"/admin/*\""),
+            ("/x/../admin", "is matched as \"/admin\""),
+            ("/admin;x/*", "';' parameters"),
+            ("/a%2fb", "can never match"),
+            ("/a\\b", "can never match"),
+        ] {
+            let problem = rule(bad).expect_err(bad).problem;
+            assert!(problem.contains(words), "{bad:?}: {problem}");
+        }
+        let keep = PathPolicy {
+            merge_slashes: false,
+            escaped_slashes: path::EscapedSlashes::Keep,
+        };
+        assert!(PathPattern::parse_rule("//a%2Fb/*", keep).is_ok());
     }
 
     #[test]

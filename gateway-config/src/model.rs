@@ -95,6 +95,9 @@ pub struct Global {
     /// Whether every pool/settings pair without a `probe` is probed with Azure's default
     /// probe (`GET /`, every 30 s).
     pub default_probes: bool,
+    /// How request paths are normalised before routing (`merge_slashes`,
+    /// `path_escaped_slashes`).
+    pub paths: crate::path::PathPolicy,
 }
 
 /// One listening socket and the listeners (sites) sharing it.

@@ -23,6 +23,8 @@ pub(crate) struct RawGlobal {
     pub tunnel_sndbuf_bytes: Option<u32>,
     pub spliced_backlog_pool_bytes: Option<u64>,
     pub default_probes: Option<bool>,
+    pub merge_slashes: Option<bool>,
+    pub path_escaped_slashes: Option<super::path::EscapedSlashes>,
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.

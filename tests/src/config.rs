@@ -167,6 +167,8 @@ pub struct Global {
     pub tunnel_sndbuf_bytes: Option<u32>,
     pub spliced_backlog_pool_bytes: Option<u64>,
     pub default_probes: Option<bool>,
+    pub merge_slashes: Option<bool>,
+    pub path_escaped_slashes: Option<String>,
 }
 
 impl Global {

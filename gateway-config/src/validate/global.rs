@@ -7,6 +7,7 @@ use crate::{
     defaults,
     document::{Element, Origin},
     model::{DataplaneMode, Global},
+    path::PathPolicy,
     raw::RawGlobal,
 };
 
@@ -56,6 +57,10 @@ pub fn check(element: Option<&Element<RawGlobal>>, c: &mut Checker<'_>) -> Globa
             .spliced_backlog_pool_bytes
             .unwrap_or(defaults::SPLICED_BACKLOG_POOL_BYTES),
         default_probes: raw.default_probes.unwrap_or(defaults::DEFAULT_PROBES),
+        paths: PathPolicy {
+            merge_slashes: raw.merge_slashes.unwrap_or(defaults::MERGE_SLASHES),
+            escaped_slashes: raw.path_escaped_slashes.unwrap_or_default(),
+        },
     }
 }
 

@@ -76,6 +76,7 @@ pub fn validate(document: &RawDocument, context: &Context<'_>) -> Result<Config,
         pools: &pools,
         settings_names: &settings_names,
         settings: &settings,
+        paths: global.paths,
     };
     let rules = rules::check(&document.rules, &targets, c);
     let binds = binds::group(&document.listeners, &listeners, &rules, global.admin, c);

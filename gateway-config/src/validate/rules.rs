@@ -9,6 +9,7 @@ use crate::{
     document::{Element, Origin},
     matching::{check_name, PathPattern},
     model::{BackendSettings, Forward, PathRule, Pool, Route, Rule, RuleAction, RuleKind},
+    path::PathPolicy,
     raw::{RawPathRule, RawRedirect, RawRule},
 };
 
@@ -20,6 +21,8 @@ pub struct Targets<'a> {
     pub pools: &'a Checked<Pool>,
     pub settings_names: &'a Names,
     pub settings: &'a Checked<BackendSettings>,
+    /// How request paths are normalised: path rules must be written in that form.
+    pub paths: PathPolicy,
 }
 
 /// The rules, and which listener each rule that names a known one uses.
@@ -227,7 +230,7 @@ fn path_rule(
     let mut paths = Vec::new();
     for (j, text) in raw.paths.iter().enumerate() {
         let field = format!("paths[{j}]");
-        match PathPattern::parse(text) {
+        match PathPattern::parse_rule(text, targets.paths) {
             Ok(pattern) => {
                 if let Some(first) = seen.get(&pattern) {
                     c.error(

@@ -318,6 +318,7 @@ redirect = { target_listener = "web" }
         let view = |path| RequestView {
             host: Some("x.test"),
             path,
+            routed_path: path,
             query: None,
         };
         match snapshot.binds[0].router.route(view("/ws")) {

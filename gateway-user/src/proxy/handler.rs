@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     body::{text, Body},
-    config::Protocol,
+    config::{self, Protocol},
     route::{self, Decision, RequestHost, RequestView, Route},
     shared::Shared,
     snapshot::{BindId, BindRoutes},
@@ -119,12 +119,18 @@ async fn respond(
         // The connection is being drained and closes after this answer.
         return refuse(Refusal::BindRemoved);
     };
+    let path = match config::path::normalize(req.uri().path(), snapshot.config.global.paths) {
+        Ok(path) => path,
+        Err(err) => return refuse(Refusal::BadPath(err)),
+    };
     let view = RequestView {
         host: host.as_ref().map(|h| h.name.as_str()),
-        path: req.uri().path(),
+        path: path.as_str(),
+        routed_path: path.routed(),
         query: req.uri().query(),
     };
     let decision = bind.router.route(view);
+    let normalised = path.changed().then(|| path.as_str().to_owned());
     if let Some(site) = conn.tls_site {
         misdirected(bind, site, &decision);
     }
@@ -147,7 +153,12 @@ async fn respond(
         }
         Decision::Forward { route, target } => {
             record(route, routed);
-            forward(req, conn, bind, target, host, expected_accept).await
+            let request = Forwarded {
+                host,
+                normalised,
+                expected_accept,
+            };
+            forward(req, conn, bind, target, request).await
         }
     }
 }
@@ -184,14 +195,37 @@ fn record(route: Route<'_>, routed: &mut Option<(String, String)>) {
     );
 }
 
+/// What checking and routing learnt about a request that is forwarded.
+struct Forwarded {
+    host: Option<RequestHost>,
+    /// The normal form of its path, when it differs from the one it came with.
+    normalised: Option<String>,
+    /// A WebSocket upgrade's `Sec-WebSocket-Accept`, to check the backend's `101` against.
+    expected_accept: Option<String>,
+}
+
 async fn forward(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: &Conn,
     bind: &BindRoutes,
     upstream: &Upstream,
-    host: Option<RequestHost>,
-    expected_accept: Option<String>,
+    request: Forwarded,
 ) -> Response<Body> {
+    let Forwarded {
+        host,
+        normalised,
+        expected_accept,
+    } = request;
+    // The backend is sent the path the rules matched.
+    if let Some(path) = normalised {
+        match with_path(req.uri(), &path) {
+            Some(uri) => {
+                tracing::debug!(target = %req.uri(), %path, "request path normalised");
+                *req.uri_mut() = uri;
+            }
+            None => return refuse(&req, Refusal::BadTarget, &conn.shared),
+        }
+    }
     let https = bind.protocol == Protocol::Https;
     let pick = match upstream.pick(req.headers(), https) {
         Ok(pick) => pick,
@@ -259,6 +293,17 @@ async fn forward(
 fn printable_target(uri: &http::Uri) -> bool {
     uri.path_and_query()
         .is_none_or(|pq| pq.as_str().bytes().all(|b| b.is_ascii_graphic()))
+}
+
+/// `uri` with its path replaced (and its query kept).
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// The gateway's own answer to `req`, logged (and counted when it refuses an upgrade).

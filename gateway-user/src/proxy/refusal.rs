@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use super::upgrade::{self, UpgradeError};
 use crate::{
     body::{text, Body},
+    config::path::PathError,
     route::HostError,
     upstream::NoHealthyBackend,
 };
@@ -23,6 +24,9 @@ pub enum Refusal {
     /// backend might decode them differently from the routing.
     #[error("the request target holds bytes outside printable ASCII: percent-encode them")]
     BadTarget,
+    /// A path without a normal form the rules could match safely (`crate::config::path`).
+    #[error("{0}")]
+    BadPath(PathError),
     #[error("{0}")]
     Host(#[from] HostError),
     /// Asks for a WebSocket upgrade but breaks RFC 6455's rules.
@@ -48,6 +52,7 @@ impl Refusal {
         match self {
             Self::FramingConflict
             | Self::BadTarget
+            | Self::BadPath(_)
             | Self::Host(_)
             | Self::NoHostToRedirectTo
             | Self::BadRedirectLocation => StatusCode::BAD_REQUEST,
@@ -65,6 +70,7 @@ impl Refusal {
             Self::FramingConflict => "framing_conflict",
             Self::NotForwarded => "not_forwarded",
             Self::BadTarget => "bad_target",
+            Self::BadPath(err) => err.kind(),
             Self::Host(_) => "bad_host",
             Self::Upgrade(_) => "bad_upgrade",
             Self::BindRemoved => "bind_removed",
@@ -116,6 +122,11 @@ mod tests {
             ),
             (Refusal::NotForwarded, 405, "CONNECT and asterisk-form"),
             (Refusal::BadTarget, 400, "outside printable ASCII"),
+            (
+                Refusal::BadPath(PathError::EscapedSlash),
+                400,
+                "encoded slash",
+            ),
             (
                 Refusal::Host(HostError::Missing),
                 400,

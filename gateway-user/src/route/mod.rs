@@ -10,7 +10,8 @@
 //!    serves.
 //! 2. **Rule** of that site: `basic` forwards to its pool; `path_based` takes the first path
 //!    rule (in file order) with a matching pattern (`/api/*` matches by prefix, `/ws`
-//!    exactly; case-sensitive, on the path as received, without query), else its default;
+//!    exactly; ASCII case ignored, on the normal form of the path without its `;`
+//!    parameters or query), else its default;
 //!    `redirect` answers with a [`Redirect`].
 //!
 //! The forwarding target is generic (`T`): the gateway routes to its runtime upstreams,
@@ -99,7 +100,10 @@ pub struct Route<'r> {
 pub struct RequestView<'a> {
     /// See [`RequestHost::name`]; `None` when the request has no host.
     pub host: Option<&'a str>,
+    /// The path in normal form (`crate::config::path`), as the backend is sent it.
     pub path: &'a str,
+    /// What path rules match (ASCII case ignored): `path` without `;` parameters.
+    pub routed_path: &'a str,
     pub query: Option<&'a str>,
 }
 
@@ -160,7 +164,7 @@ impl<T> Router<T> {
             } => {
                 let matched = path_rules
                     .iter()
-                    .find(|rule| rule.paths.iter().any(|p| p.matches(request.path)));
+                    .find(|rule| rule.paths.iter().any(|p| p.matches(request.routed_path)));
                 match matched {
                     Some(rule) => {
                         route.path_rule = Some(&rule.name);

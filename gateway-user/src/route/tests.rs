@@ -150,13 +150,26 @@ fn routers() -> Vec<Router<String>> {
         .collect()
 }
 
-fn view<'a>(host: Option<&'a str>, path: &'a str, query: Option<&'a str>) -> RequestView<'a> {
-    RequestView { host, path, query }
+/// Routes a request as the proxy does: its path in normal form (default policy) first.
+fn route<'r>(
+    router: &'r Router<String>,
+    host: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+) -> Decision<'r, String> {
+    let path = config::path::normalize(path, config::path::PathPolicy::default())
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    router.route(RequestView {
+        host,
+        path: path.as_str(),
+        routed_path: path.routed(),
+        query,
+    })
 }
 
 /// `(listener, path rule, target)` of a forward; panics on anything else.
 fn forwarded(router: &Router<String>, host: &str, path: &str) -> (String, Option<String>, String) {
-    match router.route(view(Some(host), path, None)) {
+    match route(router, Some(host), path, None) {
         Decision::Forward { route, target } => (
             route.listener.to_owned(),
             route.path_rule.map(str::to_owned),
@@ -176,7 +189,7 @@ fn exact_names_beat_wildcards_beat_the_catch_all() {
     assert_eq!(forwarded(main, "shop.example.com", "/").2, "b/s");
     // One label only: not the wildcard, so the catch-all (a redirect).
     assert!(matches!(
-        main.route(view(Some("a.b.example.com"), "/", None)),
+        route(main, Some("a.b.example.com"), "/", None),
         Decision::Redirect {
             route: Route {
                 listener: "any",
@@ -192,17 +205,14 @@ fn without_a_matching_name_or_a_catch_all_there_is_no_site() {
     let routers = routers();
     let named_only = &routers[1];
     assert_eq!(
-        named_only.route(view(Some("other.example.net"), "/", None)),
+        route(named_only, Some("other.example.net"), "/", None),
         Decision::NoSite
     );
-    assert_eq!(named_only.route(view(None, "/", None)), Decision::NoSite);
-    assert_eq!(
-        named_only.route(view(Some(""), "/", None)),
-        Decision::NoSite
-    );
+    assert_eq!(route(named_only, None, "/", None), Decision::NoSite);
+    assert_eq!(route(named_only, Some(""), "/", None), Decision::NoSite);
     // A request without a host goes to the catch-all where there is one.
     assert!(matches!(
-        routers[0].route(view(None, "/", None)),
+        route(&routers[0], None, "/", None),
         Decision::NoHostToRedirectTo {
             route: Route {
                 listener: "any",
@@ -240,15 +250,29 @@ fn path_rules_match_in_order_prefix_or_exact_else_the_default() {
     assert_eq!(rule("/api/v1/users"), (Some("api-v1".into()), "b/s".into()));
     assert_eq!(rule("/api/v2"), (Some("api".into()), "a/s".into()));
     assert_eq!(rule("/other/x"), (Some("api".into()), "a/s".into()));
-    // A prefix "/api/*" does not match "/api" itself, nor another case.
+    // A prefix "/api/*" does not match "/api" itself.
     assert_eq!(rule("/api"), (None, "a/s".into()));
-    assert_eq!(rule("/API/v2"), (None, "a/s".into()));
+    // Path rules ignore ASCII case (Azure's do), and see the path in normal form without
+    // segment parameters: every spelling of one path takes the same rule.
+    for spelling in [
+        "/API/v2",
+        "/Api/V2/users",
+        "/%61pi/v2",
+        "//api/v2",
+        "/./api/v2",
+        "/x/../api/v2",
+        "/api;x/v2",
+        "/%2e/api/v2",
+    ] {
+        assert_eq!(rule(spelling).0, Some("api".into()), "{spelling:?}");
+    }
+    assert_eq!(rule("/WS;jsessionid=1").0, Some("ws".into()));
 }
 
 #[test]
 fn the_query_is_not_part_of_the_path_matched() {
     let routers = routers();
-    match routers[0].route(view(Some("api.example.org"), "/ws", Some("token=1"))) {
+    match route(&routers[0], Some("api.example.org"), "/ws", Some("token=1")) {
         Decision::Forward { route, .. } => assert_eq!(route.path_rule, Some("ws")),
         other => panic!("{other:?}"),
     }
@@ -257,7 +281,12 @@ fn the_query_is_not_part_of_the_path_matched() {
 #[test]
 fn a_path_rule_can_redirect() {
     let routers = routers();
-    let decision = routers[0].route(view(Some("api.example.org"), "/old/page", Some("a=1")));
+    let decision = route(
+        &routers[0],
+        Some("api.example.org"),
+        "/old/page",
+        Some("a=1"),
+    );
     assert_eq!(
         decision,
         Decision::Redirect {
@@ -275,7 +304,7 @@ fn a_path_rule_can_redirect() {
 #[test]
 fn a_default_redirect_applies_when_no_path_rule_matches() {
     let routers = routers();
-    let decision = routers[1].route(view(Some("only.example.net"), "/x", Some("q=1")));
+    let decision = route(&routers[1], Some("only.example.net"), "/x", Some("q=1"));
     assert_eq!(
         decision,
         Decision::Redirect {
@@ -293,7 +322,7 @@ fn a_default_redirect_applies_when_no_path_rule_matches() {
 #[test]
 fn a_redirect_rule_to_a_listener_keeps_host_path_and_query() {
     let routers = routers();
-    let decision = routers[0].route(view(Some("plain.example.net"), "/a/b", Some("c=d")));
+    let decision = route(&routers[0], Some("plain.example.net"), "/a/b", Some("c=d"));
     assert_eq!(
         decision,
         Decision::Redirect {
