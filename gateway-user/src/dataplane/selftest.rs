@@ -49,7 +49,7 @@ pub enum SelfTestError {
     },
     /// The tunnel ended some other way than both sides closing.
     #[error("tunnel ended with {0}")]
-    Ended(String),
+    Ended(SpliceEnd<std::convert::Infallible>),
     #[error("the client's direction paused {0} times but never resumed splicing")]
     NeverResumed(u64),
     #[error("map entries left behind (PEERS, SPLICED, FLOWS, CONTROL): {0:?}")]
@@ -171,7 +171,7 @@ async fn check(ebpf: &Arc<EbpfDataplane>) -> Result<(), SelfTestError> {
         }
     }
     if !matches!(end, SpliceEnd::Done) {
-        return Err(SelfTestError::Ended(end.to_string()));
+        return Err(SelfTestError::Ended(end));
     }
     tracing::debug!(
         pauses = moved(counter::PAUSES),

@@ -279,7 +279,7 @@ redirect = { target_listener = "web" }
         let config = crate::config::from_toml(CONFIG, "t.toml", Path::new(".")).expect("valid");
         let key = AffinityKey::from_bytes([0; 32]);
         let tls = load_tls(&config).expect("no TLS in this configuration");
-        let upstreams = resolve_upstreams(&config, &key, &tls, &Health::new().stage())
+        let upstreams = resolve_upstreams(&config, &key, &tls, &Health::default().stage())
             .await
             .expect("IPs resolve");
         assert_eq!(upstreams.len(), 2, "p/a is used twice but made once");

@@ -230,10 +230,6 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BackendKey, Arc<BackendHealth>>> {
         self.tracked
             .lock()

@@ -90,7 +90,7 @@ impl Running {
 /// from: a reload reads them again.
 pub async fn start(config: Config, sources: config::Sources) -> Result<Running, StartError> {
     let affinity_key = AffinityKey::random();
-    let health = Arc::new(Health::new());
+    let health = Arc::new(Health::default());
     let prepared = generation::prepare(config, &affinity_key, &health, &[]).await?;
     let config = prepared.config().clone();
     let global = &config.global;

@@ -64,7 +64,7 @@ fn upstream_with(
                 backlog_pool_bytes: 0,
             },
         },
-        &Health::new().stage(),
+        &Health::default().stage(),
     )
 }
 
