@@ -41,6 +41,11 @@ pub const TUNNEL_IDLE_TIMEOUT_SECS: u64 = 300;
 /// 0: tunnels live as long as their peers keep them open.
 pub(crate) const TUNNEL_MAX_LIFETIME_SECS: u64 = 0;
 pub const MAX_TUNNEL_BACKLOG_BYTES: u64 = 4 * 1024 * 1024;
+/// A plaintext tunnel starts on the userspace relay and is spliced once it has moved this
+/// many bytes (both ways together) or lived [`SPLICE_AFTER_MS`]: a short tunnel never pays
+/// for the kernel's psocks and the maps (docs/dataplane.md, "Lazy splice").
+pub const SPLICE_AFTER_BYTES: u64 = 256 * 1024;
+pub const SPLICE_AFTER_MS: u64 = 2_000;
 
 // [[rules]]
 /// Azure v2 rule priorities run from 1 (first) to 20000.

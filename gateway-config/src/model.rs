@@ -318,6 +318,28 @@ pub struct TunnelLimits {
     pub idle_timeout: Duration,
     pub max_lifetime: Option<Duration>,
     pub max_backlog_bytes: u64,
+    /// When a plaintext tunnel leaves the relay for the kernel splice.
+    pub promote: Promotion,
+}
+
+/// A plaintext tunnel is relayed until it has moved `after_bytes` (both ways together) or
+/// lived `after`, whichever comes first, then spliced; 0 splices it at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Promotion {
+    pub after_bytes: u64,
+    pub after: Duration,
+}
+
+impl Promotion {
+    /// Spliced from the start.
+    pub const AT_ONCE: Self = Self {
+        after_bytes: 0,
+        after: Duration::ZERO,
+    };
+
+    pub fn at_once(&self) -> bool {
+        self.after_bytes == 0 || self.after.is_zero()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,6 +32,8 @@ pub struct Overrides {
     pub tunnel_idle_timeout_secs: Option<u64>,
     pub tunnel_max_lifetime_secs: Option<u64>,
     pub max_tunnel_backlog_bytes: Option<u64>,
+    pub splice_after_bytes: Option<u64>,
+    pub splice_after_ms: Option<u64>,
 }
 
 impl Overrides {
@@ -78,6 +80,10 @@ impl Overrides {
                 .max_tunnel_backlog_bytes
                 .filter(|&bytes| bytes > 0)
                 .unwrap_or(builtin.max_tunnel_backlog_bytes),
+            splice_after_bytes: self
+                .splice_after_bytes
+                .unwrap_or(builtin.splice_after_bytes),
+            splice_after_ms: self.splice_after_ms.unwrap_or(builtin.splice_after_ms),
         }
     }
 

@@ -70,6 +70,8 @@ pub struct RawSettings {
     pub tunnel_max_lifetime_secs: Option<u64>,
     pub max_tunnel_backlog_bytes: Option<u64>,
     pub probe: Option<String>,
+    pub splice_after_bytes: Option<u64>,
+    pub splice_after_ms: Option<u64>,
 }
 
 /// `[[rules]]`: Azure's `requestRoutingRules`, with the `urlPathMap` of a path-based rule

@@ -56,6 +56,8 @@ pub fn add(document: &mut RawDocument, listen: &[SocketAddr], backends: &[Socket
         passive_failures: None,
         passive_ejection_secs: None,
         probe: None,
+        splice_after_bytes: None,
+        splice_after_ms: None,
     };
     document
         .backend_settings

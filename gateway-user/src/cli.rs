@@ -133,6 +133,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_tunnel_backlog_bytes: Option<u64>,
 
+    /// A plaintext WebSocket tunnel starts on the userspace relay and is spliced in the
+    /// kernel once it has moved this many bytes (both ways together) or lived
+    /// --splice-after-ms, whichever comes first: short tunnels never pay for the splice's
+    /// setup. 0 splices every tunnel at once. [default: 262144]
+    #[arg(long, value_name = "BYTES")]
+    pub splice_after_bytes: Option<u64>,
+
+    /// See --splice-after-bytes. 0 splices every tunnel at once. [default: 2000]
+    #[arg(long, value_name = "MS")]
+    pub splice_after_ms: Option<u64>,
+
     /// Send buffer of both sockets of a spliced tunnel (SO_SNDBUFFORCE; SO_SNDBUF, capped by
     /// net.core.wmem_max, without CAP_NET_ADMIN). It must hold what the kernel's redirect
     /// worker sends in one jiffy, or a fast tunnel stalls (docs/dataplane.md). 0 keeps the
@@ -193,6 +204,8 @@ impl RunArgs {
                 tunnel_idle_timeout_secs: self.tunnel_idle_timeout_secs,
                 tunnel_max_lifetime_secs: self.tunnel_max_lifetime_secs,
                 max_tunnel_backlog_bytes: self.max_tunnel_backlog_bytes,
+                splice_after_bytes: self.splice_after_bytes,
+                splice_after_ms: self.splice_after_ms,
             },
         }
     }

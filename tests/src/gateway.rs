@@ -102,9 +102,20 @@ pub struct GatewayBuilder {
     /// Off unless asked: most test backends answer only WebSocket upgrades, and a probe's
     /// connection would show up in what they record.
     default_probes: bool,
+    /// Whether plaintext tunnels start on the relay and are promoted to the splice later
+    /// (the daemon's default). Off unless asked: a test of the splice wants its tunnel
+    /// spliced from the first byte (`--splice-after-bytes 0`), and says so by asserting it.
+    lazy_splice: bool,
 }
 
 impl GatewayBuilder {
+    /// Keeps the daemon's lazy splice (`--splice-after-bytes` / `--splice-after-ms` as
+    /// configured, or their defaults), for tests of promotion.
+    pub fn lazy_splice(mut self) -> Self {
+        self.lazy_splice = true;
+        self
+    }
+
     /// Runs the daemon as `WRAPPER... BINARY run ...`, e.g. under `setpriv` as another user.
     /// The wrapper must exec the daemon (not fork it), so [`Gateway::pid`] is the daemon's.
     pub fn wrapper(mut self, wrapper: Vec<String>) -> Self {
@@ -196,6 +207,9 @@ impl GatewayBuilder {
         if !self.default_probes {
             command.args(["--default-probes", "false"]);
         }
+        if !self.lazy_splice {
+            command.args(["--splice-after-bytes", "0"]);
+        }
         command.args(&self.extra_args);
         let mut child = command
             .spawn()
@@ -272,6 +286,7 @@ impl Gateway {
             wrapper: Vec::new(),
             binary: None,
             default_probes: false,
+            lazy_splice: false,
         }
     }
 

@@ -55,6 +55,12 @@ const FD_TIMEOUT: Duration = Duration::from_secs(15);
 const RSS_GROWTH_LIMIT_BYTES: u64 = 64 << 20;
 /// Share of the tunnels that must have been spliced (about 91 % are).
 const MIN_SPLICED_SHARE: f64 = 0.5;
+/// `--splice-after-bytes` of the promotion hunt: small, so most tunnels are promoted while
+/// bytes flow both ways.
+const PROMOTE_AFTER_BYTES: u64 = 8 << 10;
+/// Share of the tunnels due for promotion (both sides send at least the threshold) that
+/// must have been promoted; the others half-closed first, or their queues never ran empty.
+const MIN_PROMOTED_SHARE: f64 = 0.5;
 /// Failures listed in the panic message.
 const FAILURES_SHOWN: usize = 20;
 
@@ -210,7 +216,20 @@ async fn bounded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_tunnels_lose_and_duplicate_nothing() {
-    stress("random_tunnels_lose_and_duplicate_nothing", None).await;
+    stress("random_tunnels_lose_and_duplicate_nothing", None, None).await;
+}
+
+/// The same hunt with the lazy splice: every tunnel opens on the relay and is promoted to
+/// the splice once both ways have moved a few KiB, so promotions land mid-stream, during
+/// slow reads, half-closes from either side and echoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_tunnels_promoted_mid_stream_lose_and_duplicate_nothing() {
+    stress(
+        "random_tunnels_promoted_mid_stream_lose_and_duplicate_nothing",
+        None,
+        Some(PROMOTE_AFTER_BYTES),
+    )
+    .await;
 }
 
 /// The same hunt through the splice's flow control: a 16 KiB budget (less than one loopback
@@ -221,12 +240,15 @@ async fn random_tunnels_through_pauses_lose_and_duplicate_nothing() {
     stress(
         "random_tunnels_through_pauses_lose_and_duplicate_nothing",
         Some(16 << 10),
+        None,
     )
     .await;
 }
 
-/// `budget`: `--max-tunnel-backlog-bytes`, or the default.
-async fn stress(test: &str, budget: Option<u64>) {
+/// `budget`: `--max-tunnel-backlog-bytes`, or the default. `promote_after`: the tunnels
+/// start on the relay and are spliced after this many bytes (`--splice-after-bytes`), or
+/// at once.
+async fn stress(test: &str, budget: Option<u64>, promote_after: Option<u64>) {
     if skip_unprivileged(Dataplane::Ebpf, test) {
         return;
     }
@@ -255,6 +277,14 @@ async fn stress(test: &str, budget: Option<u64>) {
         builder = builder
             .arg("--max-tunnel-backlog-bytes")
             .arg(budget.to_string());
+    }
+    if let Some(bytes) = promote_after {
+        builder = builder
+            .lazy_splice()
+            .arg("--splice-after-bytes")
+            .arg(bytes.to_string())
+            .arg("--splice-after-ms")
+            .arg("60000");
     }
     let gateway = builder.start();
     let baseline_sockets = gateway.socket_fd_count();
@@ -319,20 +349,41 @@ async fn stress(test: &str, budget: Option<u64>) {
         );
     }
 
-    let spliced = tunnels::opened(&gateway, "spliced");
+    let opened_spliced = tunnels::opened(&gateway, "spliced");
     let relayed = tunnels::opened(&gateway, "userspace");
     assert_eq!(
-        spliced + relayed,
+        opened_spliced + relayed,
         tunnels as f64,
         "tunnels opened (seed {seed})"
     );
+    let promoted = gateway
+        .metrics()
+        .metric("gateway_tunnels_promoted_total", &[]);
+    let spliced = opened_spliced + promoted;
     // A hunt on the splice must have spliced: a silent fall-back to the relay would pass
     // every check above. About 9 % are relayed by design (the backend's FIN came before
     // the splice; docs/dataplane.md, "When the kernel refuses").
-    assert!(
-        spliced >= MIN_SPLICED_SHARE * tunnels as f64,
-        "only {spliced} of {tunnels} tunnels were spliced (seed {seed})"
-    );
+    match promote_after {
+        None => assert!(
+            opened_spliced >= MIN_SPLICED_SHARE * tunnels as f64,
+            "only {opened_spliced} of {tunnels} tunnels were spliced (seed {seed})"
+        ),
+        Some(after) => {
+            assert_eq!(
+                opened_spliced, 0.0,
+                "a lazy tunnel opened spliced (seed {seed})"
+            );
+            // Those whose two sides moved the threshold before either half-closed.
+            let due = plans
+                .iter()
+                .filter(|plan| plan.client.send.min(plan.backend_sends()) >= after)
+                .count() as f64;
+            assert!(
+                promoted >= MIN_PROMOTED_SHARE * due,
+                "only {promoted} of {tunnels} tunnels were promoted, {due} were due (seed {seed})"
+            );
+        }
+    }
     tunnels::wait_none_active(&gateway).await;
     gateway.wait_tunnels_gone(baseline_sockets).await;
     eventually(FD_TIMEOUT, "gateway descriptors back to baseline", || {

@@ -163,6 +163,8 @@ pub(super) fn settings(cx: &mut Ctx<'_>) -> Vec<Out<RawSettings>> {
                 tunnel_idle_timeout_secs: None,
                 tunnel_max_lifetime_secs: None,
                 max_tunnel_backlog_bytes: None,
+                splice_after_bytes: None,
+                splice_after_ms: None,
                 on_backend_down: None,
                 load_balancing: None,
                 passive_failures: None,

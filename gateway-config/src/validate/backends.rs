@@ -9,7 +9,7 @@ use crate::{
     matching::{BackendAddress, HostPattern},
     model::{
         BackendSettings, HostHeader, OnBackendDown, OnBackendDownKind, PassiveHealth, Pool, Probe,
-        Protocol, TunnelLimits,
+        Promotion, Protocol, TunnelLimits,
     },
     pem::{self, PemKind},
     raw::{RawPool, RawSettings},
@@ -150,6 +150,14 @@ fn one_settings(
             idle_timeout,
             max_lifetime: (lifetime_secs > 0).then(|| Duration::from_secs(lifetime_secs)),
             max_backlog_bytes,
+            promote: Promotion {
+                after_bytes: raw
+                    .splice_after_bytes
+                    .unwrap_or(defaults.splice_after_bytes),
+                after: Duration::from_millis(
+                    raw.splice_after_ms.unwrap_or(defaults.splice_after_ms),
+                ),
+            },
         },
         probe,
     }

@@ -30,6 +30,8 @@ pub struct SettingsDefaults {
     pub tunnel_idle_timeout_secs: u64,
     pub tunnel_max_lifetime_secs: u64,
     pub max_tunnel_backlog_bytes: u64,
+    pub splice_after_bytes: u64,
+    pub splice_after_ms: u64,
 }
 
 impl Default for SettingsDefaults {
@@ -38,6 +40,8 @@ impl Default for SettingsDefaults {
             tunnel_idle_timeout_secs: defaults::TUNNEL_IDLE_TIMEOUT_SECS,
             tunnel_max_lifetime_secs: defaults::TUNNEL_MAX_LIFETIME_SECS,
             max_tunnel_backlog_bytes: defaults::MAX_TUNNEL_BACKLOG_BYTES,
+            splice_after_bytes: defaults::SPLICE_AFTER_BYTES,
+            splice_after_ms: defaults::SPLICE_AFTER_MS,
         }
     }
 }

@@ -174,6 +174,7 @@ async fn resolve_upstreams(
                 sndbuf_bytes,
                 backlog_pool_bytes,
             },
+            promote: limits.promote,
         };
         let mut upstream =
             Upstream::new(&pool.name, settings.clone(), addresses, key, tunnel, health);

@@ -125,6 +125,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     websocket_handshake: Histogram,
     splice_integrity_errors: Counter,
+    tunnels_promoted: Counter,
 }
 
 /// Buckets of `gateway_websocket_handshake_seconds`: 0.25 ms to about 4 s.
@@ -145,6 +146,7 @@ impl Default for Metrics {
             requests: Family::default(),
             websocket_handshake: Histogram::new(handshake_buckets()),
             splice_integrity_errors: Counter::default(),
+            tunnels_promoted: Counter::default(),
         };
         for kind in TLS_HANDSHAKE_FAILURE_KINDS {
             metrics
@@ -195,6 +197,13 @@ impl Metrics {
             "gateway_tunnels_active",
             "WebSocket tunnels open now, by dataplane mode",
             self.tunnels_active.clone(),
+        );
+        registry.register(
+            "gateway_tunnels_promoted",
+            "Plaintext WebSocket tunnels that opened on the userspace relay and were spliced \
+             in the kernel once they moved splice_after_bytes or lived splice_after_ms (counted \
+             as opened in userspace, closed as spliced)",
+            self.tunnels_promoted.clone(),
         );
         registry.register(
             "gateway_tunnels_closed",
@@ -270,6 +279,16 @@ impl Metrics {
         self.tunnels_active
             .get_or_create(&ModeLabels { mode })
             .inc();
+    }
+
+    /// A relayed tunnel is spliced now: it moves from one mode's gauge to the other's.
+    pub fn tunnel_promoted(&self) {
+        self.tunnels_promoted.inc();
+        for (mode, change) in [(Mode::Userspace, -1), (Mode::Spliced, 1)] {
+            self.tunnels_active
+                .get_or_create(&ModeLabels { mode })
+                .inc_by(change);
+        }
     }
 
     pub fn tunnel_closed(&self, mode: Mode, reason: &'static str) {

@@ -29,12 +29,15 @@ pub struct BackendWatch {
     pub on_down: OnBackendDown,
     /// Set while a drain is counting down (shown by `/tunnels`).
     pub draining: Arc<AtomicBool>,
+    /// When the drain counting down ends: a tunnel that changes carrier (a relayed tunnel
+    /// promoted to the splice) asks again, and the drain goes on where it was.
+    pub drain_ends: Option<tokio::time::Instant>,
 }
 
 impl BackendWatch {
     /// Resolves when `on_down` says the tunnel must close: at once (`close`), after the
     /// draining time unless the backend came back first (`drain`), or never (`keep`).
-    async fn closes(mut self) -> CloseReason {
+    async fn closes(&mut self) -> CloseReason {
         let down = |state: &State| !state.takes_traffic();
         let drain = match self.on_down {
             OnBackendDown::Keep => return std::future::pending().await,
@@ -51,17 +54,24 @@ impl BackendWatch {
             let Some(time) = drain else {
                 return CloseReason::BackendDown { removed };
             };
-            self.draining.store(true, Ordering::Relaxed);
-            tracing::info!(
-                drain_secs = time.as_secs(),
-                removed,
-                "backend down: tunnel draining"
-            );
+            let ends = match self.drain_ends {
+                Some(ends) => ends,
+                None => {
+                    self.draining.store(true, Ordering::Relaxed);
+                    tracing::info!(
+                        drain_secs = time.as_secs(),
+                        removed,
+                        "backend down: tunnel draining"
+                    );
+                    *self.drain_ends.insert(tokio::time::Instant::now() + time)
+                }
+            };
             let state = &mut self.state;
             let back = async { state.wait_for(|state| state.takes_traffic()).await.is_ok() };
             tokio::select! {
-                () = tokio::time::sleep(time) => return CloseReason::BackendDown { removed },
+                () = tokio::time::sleep_until(ends) => return CloseReason::BackendDown { removed },
                 came_back = back => {
+                    self.drain_ends = None;
                     self.draining.store(false, Ordering::Relaxed);
                     if !came_back {
                         return std::future::pending().await;
@@ -90,13 +100,20 @@ impl Limits {
 
     /// Resolves with the reason once a limit is reached. `idle_for` says how long the
     /// tunnel has carried no byte in either direction; it is asked only when the idle
-    /// timer fires, so it may be a map lookup.
+    /// timer fires, so it may be a map lookup. It may be asked again (by a tunnel that
+    /// changed carrier): the lifetime counts from the tunnel's start, and a backend drain
+    /// goes on where it was.
     pub fn reached<'a>(
         &'a mut self,
         mut idle_for: impl FnMut() -> Duration + 'a,
     ) -> impl Future<Output = CloseReason> + 'a {
-        let timeout = self.settings.idle_timeout;
-        let backend = self.backend.take();
+        let Self {
+            settings,
+            started,
+            shutdown,
+            backend,
+        } = self;
+        let timeout = settings.idle_timeout;
         async move {
             let backend_down = async {
                 match backend {
@@ -105,8 +122,8 @@ impl Limits {
                 }
             };
             let lifetime = async {
-                match self.settings.max_lifetime {
-                    Some(max) => tokio::time::sleep_until((self.started + max).into()).await,
+                match settings.max_lifetime {
+                    Some(max) => tokio::time::sleep_until((*started + max).into()).await,
                     None => std::future::pending().await,
                 }
             };
@@ -120,7 +137,7 @@ impl Limits {
                 }
             };
             tokio::select! {
-                () = self.shutdown.cancelled() => CloseReason::Shutdown,
+                () = shutdown.cancelled() => CloseReason::Shutdown,
                 () = lifetime => CloseReason::MaxLifetime,
                 () = idle => CloseReason::IdleTimeout,
                 reason = backend_down => reason,
@@ -143,6 +160,7 @@ mod tests {
                 sndbuf_bytes: 0,
                 backlog_pool_bytes: 0,
             },
+            promote: crate::config::Promotion::AT_ONCE,
         }
     }
 

@@ -5,7 +5,12 @@ mod limits;
 pub mod registry;
 mod relay;
 
-use std::{fmt, io, os::fd::AsRawFd, sync::Arc, time::Instant};
+use std::{
+    fmt, io,
+    os::fd::AsRawFd,
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use tokio::{
@@ -17,6 +22,7 @@ use self::registry::{Peers, Registry};
 use crate::{
     config::OnBackendDown,
     dataplane::{
+        clock::idle_since_ns,
         sockio, sockopt,
         splice::{self, witness::Finding, SpliceEnd, SpliceSettings},
         Dataplane, EbpfDataplane,
@@ -47,6 +53,8 @@ pub struct Settings {
     pub max_lifetime: Option<std::time::Duration>,
     /// How a spliced tunnel's flows are held back.
     pub splice: SpliceSettings,
+    /// When a plaintext tunnel on the eBPF dataplane leaves the relay for the splice.
+    pub promote: crate::config::Promotion,
 }
 
 /// What a tunnel needs from the gateway around it.
@@ -192,6 +200,7 @@ pub async fn run(up: Upgraded, ctx: Context) {
         state: registered.backend().subscribe(),
         on_down: ctx.on_backend_down,
         draining: entry.draining.clone(),
+        drain_ends: None,
     };
     let settings = ctx.settings;
     let metrics = ctx.metrics;
@@ -224,11 +233,13 @@ pub async fn run(up: Upgraded, ctx: Context) {
     };
     metrics.handoff_bytes(Direction::ClientToBackend, early.client.len() as u64);
     metrics.handoff_bytes(Direction::BackendToClient, early.backend.len() as u64);
-    let mode = carrier.mode();
-    let relay_reason = carrier.relay_reason().map(RelayReason::as_str);
-    tracing::Span::current().record("mode", tracing::field::display(mode));
-    metrics.tunnel_opened(mode);
-    tracing::debug!(relay_reason, "tunnel open");
+    let opened_mode = carrier.mode();
+    tracing::Span::current().record("mode", tracing::field::display(opened_mode));
+    metrics.tunnel_opened(opened_mode);
+    tracing::debug!(
+        relay_reason = carrier.relay_reason().map(RelayReason::as_str),
+        "tunnel open"
+    );
 
     let relay_counters = || {
         [
@@ -242,30 +253,108 @@ pub async fn run(up: Upgraded, ctx: Context) {
         Carrier::Spliced(spliced) => {
             entry.spliced(early_bytes, spliced.ebpf().clone(), spliced.keys());
         }
-        Carrier::Relay(..) | Carrier::Tls(..) => entry.relayed(early_bytes, meter.clone()),
+        Carrier::Relay(..) | Carrier::Lazy(..) | Carrier::Tls(..) => {
+            entry.relayed(early_bytes, meter.clone());
+        }
     }
-    let (reason, up_bytes, down_bytes) = match carrier {
-        Carrier::Spliced(spliced) => {
-            let idle = spliced.idle_clock();
-            let out = spliced.run(limits.reached(|| idle.idle_for())).await;
-            let [up, down] = out.forwarded_bytes;
-            if up + down > 0 {
-                tracing::debug!(up, down, "bytes forwarded by userspace while paused");
+    let mut relay_reason = carrier.relay_reason();
+    let mut carrier = carrier;
+    // Bytes moved in userspace before the splice (relayed, or taken at a promotion), on
+    // top of the handshake's: client→backend, backend→client.
+    let mut before_splice = [0u64; 2];
+    let mut promoted = None;
+    let (reason, moved) = loop {
+        match carrier {
+            Carrier::Spliced(spliced) => {
+                let idle = spliced.idle_clock();
+                let out = spliced.run(limits.reached(|| idle.idle_for())).await;
+                let [up, down] = out.forwarded_bytes;
+                if up + down > 0 {
+                    tracing::debug!(up, down, "bytes forwarded by userspace while paused");
+                }
+                let moved = [
+                    before_splice[0] + out.client_to_backend.bytes + up,
+                    before_splice[1] + out.backend_to_client.bytes + down,
+                ];
+                break (CloseReason::from(out.end), moved);
             }
-            (
-                CloseReason::from(out.end),
-                out.client_to_backend.bytes + up,
-                out.backend_to_client.bytes + down,
-            )
+            Carrier::Lazy(client, backend, ebpf) => {
+                let when = relay::PromoteWhen {
+                    after_bytes: settings.promote.after_bytes,
+                    at: (started + settings.promote.after).into(),
+                };
+                let end = relay::run(
+                    client,
+                    backend,
+                    relay_counters(),
+                    &meter,
+                    &mut limits,
+                    Some(when),
+                )
+                .await;
+                let (client, backend) = match end {
+                    relay::RelayEnd::Closed(out) => break closed(out),
+                    relay::RelayEnd::Promote(client, backend) => (client, backend),
+                };
+                let relayed = [0, 1].map(|i| meter.bytes[i].load(Ordering::Relaxed));
+                match promote(client, backend, ebpf, &settings, &mut limits, &meter).await {
+                    Promoted::Spliced(spliced, taken) => {
+                        before_splice = [relayed[0] + taken[0], relayed[1] + taken[1]];
+                        let spliced_early = [0, 1].map(|i| early_bytes[i] + before_splice[i]);
+                        entry.spliced(spliced_early, spliced.ebpf().clone(), spliced.keys());
+                        metrics.handoff_bytes(Direction::ClientToBackend, taken[0]);
+                        metrics.handoff_bytes(Direction::BackendToClient, taken[1]);
+                        metrics.tunnel_promoted();
+                        let after_ms = started.elapsed().as_millis() as u64;
+                        tracing::Span::current()
+                            .record("mode", tracing::field::display(Mode::Spliced));
+                        tracing::debug!(
+                            after_ms,
+                            client_to_backend_bytes = before_splice[0],
+                            backend_to_client_bytes = before_splice[1],
+                            "tunnel promoted to the splice"
+                        );
+                        promoted = Some(after_ms);
+                        relay_reason = None;
+                        carrier = Carrier::Spliced(spliced);
+                    }
+                    Promoted::Relayed(client, backend, reason, taken) => {
+                        // Counted as relayed: the meter goes on from there.
+                        for ((counted, counter), taken) in
+                            meter.bytes.iter().zip(relay_counters()).zip(taken)
+                        {
+                            counted.fetch_add(taken, Ordering::Relaxed);
+                            counter.inc_by(taken);
+                        }
+                        relay_reason = Some(reason);
+                        carrier = Carrier::Relay(client, backend, reason);
+                    }
+                    Promoted::Closed(reason) => {
+                        let moved = [0, 1].map(|i| meter.bytes[i].load(Ordering::Relaxed));
+                        break (reason, moved);
+                    }
+                }
+            }
+            Carrier::Relay(client, backend, _) => {
+                let end = relay::run(client, backend, relay_counters(), &meter, &mut limits, None);
+                match end.await {
+                    relay::RelayEnd::Closed(out) => break closed(out),
+                    relay::RelayEnd::Promote(..) => unreachable!("no promotion was asked for"),
+                }
+            }
+            Carrier::Tls(client, backend) => {
+                let end = relay::run(client, backend, relay_counters(), &meter, &mut limits, None);
+                match end.await {
+                    relay::RelayEnd::Closed(out) => break closed(out),
+                    relay::RelayEnd::Promote(..) => unreachable!("no promotion was asked for"),
+                }
+            }
         }
-        Carrier::Relay(client, backend, _) => {
-            let out = relay::run(client, backend, relay_counters(), &meter, &mut limits).await;
-            (out.reason, out.client_to_backend, out.backend_to_client)
-        }
-        Carrier::Tls(client, backend) => {
-            let out = relay::run(client, backend, relay_counters(), &meter, &mut limits).await;
-            (out.reason, out.client_to_backend, out.backend_to_client)
-        }
+    };
+    let mode = if promoted.is_some() {
+        Mode::Spliced
+    } else {
+        opened_mode
     };
     metrics.tunnel_closed(mode, reason.label());
     if let CloseReason::SpliceIntegrity(what) = &reason {
@@ -280,14 +369,116 @@ pub async fn run(up: Upgraded, ctx: Context) {
         backend = %peers.backend,
         pool = %peers.pool,
         mode = %mode,
-        client_to_backend_bytes = up_bytes + early.client.len() as u64,
-        backend_to_client_bytes = down_bytes + early.backend.len() as u64,
+        client_to_backend_bytes = moved[0] + early_bytes[0],
+        backend_to_client_bytes = moved[1] + early_bytes[1],
         duration_ms = started.elapsed().as_millis() as u64,
         reason = %reason,
         close_reason = reason.label(),
-        relay_reason,
+        relay_reason = relay_reason.map(RelayReason::as_str),
+        promoted_after_ms = promoted,
         "tunnel closed"
     );
+}
+
+fn closed(out: relay::RelayOutcome) -> (CloseReason, [u64; 2]) {
+    (out.reason, [out.client_to_backend, out.backend_to_client])
+}
+
+/// How a promotion went.
+enum Promoted {
+    /// Spliced; with the bytes taken from the receive queues and written by userspace
+    /// on the way (client→backend, backend→client).
+    Spliced(Box<splice::Spliced>, [u64; 2]),
+    /// Back on the relay, for good, and why; with the bytes taken on the way.
+    Relayed(TcpStream, TcpStream, RelayReason, [u64; 2]),
+    /// The tunnel failed (or a limit was reached) on the way; both sides are closed.
+    Closed(CloseReason),
+}
+
+/// Moves a relayed tunnel, stopped between two writes, into the splice: the same handoff
+/// as at the upgrade ([`open_plain`]): the receive queues emptied with reads that end
+/// short, what they held written by userspace (the tunnel's limits still apply), then the
+/// sockets into the maps.
+async fn promote(
+    mut client: TcpStream,
+    mut backend: TcpStream,
+    ebpf: Arc<EbpfDataplane>,
+    settings: &Settings,
+    limits: &mut limits::Limits,
+    meter: &registry::RelayMeter,
+) -> Promoted {
+    let (mut from_client, mut from_backend) = (Vec::new(), Vec::new());
+    let emptied = sockio::take_queued(&client, &mut from_client, HANDOFF_READ_LIMIT_BYTES)
+        .map_err(|e| CloseReason::ClientError(Some(e)))
+        .and_then(|c| {
+            sockio::take_queued(&backend, &mut from_backend, HANDOFF_READ_LIMIT_BYTES)
+                .map(|b| c && b)
+                .map_err(|e| CloseReason::BackendError(Some(e)))
+        });
+    let relay_reason = match emptied {
+        Ok(true) => None,
+        Ok(false) => {
+            tracing::info!(
+                limit_bytes = HANDOFF_READ_LIMIT_BYTES,
+                "receive queues never ran empty during the promotion; relaying on"
+            );
+            Some(RelayReason::HandoffBacklog)
+        }
+        Err(reason) => {
+            close_both(&reason, &client, &backend);
+            return Promoted::Closed(reason);
+        }
+    };
+    let counts = [from_client.len() as u64, from_backend.len() as u64];
+    // What the queues held goes first, in userspace, as the handshake's bytes do; a peer
+    // that does not take it is still under the tunnel's limits.
+    let delivered = {
+        let deliver = async {
+            write_owed(&mut client, &from_backend)
+                .await
+                .map_err(|e| CloseReason::ClientError(Some(e)))?;
+            write_owed(&mut backend, &from_client)
+                .await
+                .map_err(|e| CloseReason::BackendError(Some(e)))
+        };
+        let limit =
+            limits.reached(|| idle_since_ns(meter.last_activity_ns.load(Ordering::Relaxed)));
+        tokio::select! {
+            result = deliver => result,
+            reason = limit => Err(reason),
+        }
+    };
+    if let Err(reason) = delivered {
+        close_both(&reason, &client, &backend);
+        return Promoted::Closed(reason);
+    }
+    if let Some(reason) = relay_reason {
+        return Promoted::Relayed(client, backend, reason, counts);
+    }
+    match Carrier::choose(
+        Some(ebpf),
+        client,
+        backend,
+        settings,
+        RelayReason::SpliceRefused,
+    ) {
+        Some(Carrier::Spliced(spliced)) => Promoted::Spliced(spliced, counts),
+        Some(Carrier::Relay(client, backend, reason)) => {
+            Promoted::Relayed(client, backend, reason, counts)
+        }
+        Some(Carrier::Lazy(..) | Carrier::Tls(..)) => unreachable!("choose makes neither"),
+        // Both sides were reset (logged).
+        None => Promoted::Closed(CloseReason::Internal(io::Error::other(
+            "the splice failed after bytes moved",
+        ))),
+    }
+}
+
+async fn write_owed(to: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    if !bytes.is_empty() {
+        to.write_all(bytes).await?;
+    }
+    Ok(())
 }
 
 /// Bytes each side sent along with the handshake: `client`'s are owed to the backend,
@@ -297,8 +488,10 @@ struct Early {
     backend: Vec<u8>,
 }
 
-/// Two plaintext sockets: spliced when eBPF is loaded and the handoff goes well, else
-/// relayed. `None` when the tunnel failed during the handoff (both sides were reset).
+/// Two plaintext sockets: with eBPF loaded, spliced at once when the settings say so
+/// (`splice_after_bytes` or `splice_after_ms` 0) and the handoff goes well, else relayed
+/// until worth splicing ([`Carrier::Lazy`]); relayed for good without eBPF. `None` when
+/// the tunnel failed during the handoff (both sides were reset).
 async fn open_plain(
     mut client: TcpStream,
     mut backend: TcpStream,
@@ -306,6 +499,15 @@ async fn open_plain(
     mut ebpf: Option<Arc<EbpfDataplane>>,
     settings: &Settings,
 ) -> Option<(Carrier, Early)> {
+    if let Some(lazy) = ebpf.take_if(|_| !settings.promote.at_once()) {
+        // The relay reads whatever follows the handshake: nothing to take from the queues.
+        if let Err(err) = deliver_early(&mut client, &mut backend, &early).await {
+            tracing::info!(error = %err, "tunnel failed while delivering handshake bytes; resetting both sides");
+            sockopt::reset_both(&client, &backend);
+            return None;
+        }
+        return Some((Carrier::Lazy(client, backend, lazy), early));
+    }
     let mut relay_reason = RelayReason::UserspaceDataplane;
     if ebpf.is_some() {
         let emptied = sockio::take_queued(&client, &mut early.client, HANDOFF_READ_LIMIT_BYTES)
@@ -384,6 +586,8 @@ pub enum RelayReason {
     HandoffBacklog,
     /// The kernel refused to take the sockets into the sockmap.
     SpliceRefused,
+    /// It ended before it moved `splice_after_bytes` or lived `splice_after_ms`.
+    BelowSpliceThreshold,
 }
 
 impl RelayReason {
@@ -393,6 +597,7 @@ impl RelayReason {
             Self::UserspaceDataplane => "userspace_dataplane",
             Self::HandoffBacklog => "handoff_backlog",
             Self::SpliceRefused => "splice_refused",
+            Self::BelowSpliceThreshold => "below_splice_threshold",
         }
     }
 }
@@ -403,6 +608,9 @@ enum Carrier {
     Spliced(Box<splice::Spliced>),
     /// Two plain sockets relayed in userspace, and why.
     Relay(TcpStream, TcpStream, RelayReason),
+    /// Two plain sockets relayed until they are worth splicing (`splice_after_bytes`,
+    /// `splice_after_ms`), then promoted to the splice.
+    Lazy(TcpStream, TcpStream, Arc<EbpfDataplane>),
     /// TLS on at least one side: always relayed.
     Tls(ClientStream, BackendStream),
 }
@@ -444,7 +652,7 @@ impl Carrier {
     fn mode(&self) -> Mode {
         match self {
             Self::Spliced(_) => Mode::Spliced,
-            Self::Relay(..) | Self::Tls(..) => Mode::Userspace,
+            Self::Relay(..) | Self::Lazy(..) | Self::Tls(..) => Mode::Userspace,
         }
     }
 
@@ -453,6 +661,7 @@ impl Carrier {
         match self {
             Self::Spliced(_) => None,
             Self::Relay(_, _, reason) => Some(*reason),
+            Self::Lazy(..) => Some(RelayReason::BelowSpliceThreshold),
             Self::Tls(..) => Some(RelayReason::Tls),
         }
     }

@@ -8,11 +8,12 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::dataplane::clock::{monotonic_coarse_ns, since_ns};
@@ -45,7 +46,9 @@ pub struct Entry {
     pub peers: Peers,
     opened: Instant,
     opened_at: SystemTime,
-    carried: OnceLock<Carried>,
+    /// Set once the handoff is done, and again when a relayed tunnel is promoted to the
+    /// splice.
+    carried: ArcSwapOption<Carried>,
     /// Its backend went down and `on_backend_down = "drain"` will close it.
     pub draining: Arc<AtomicBool>,
 }
@@ -119,7 +122,7 @@ impl Registry {
             peers,
             opened: Instant::now(),
             opened_at: SystemTime::now(),
-            carried: OnceLock::new(),
+            carried: ArcSwapOption::empty(),
             draining: Arc::default(),
         });
         self.lock().insert(id, entry.clone());
@@ -149,7 +152,11 @@ impl Registry {
     pub fn counts(&self) -> HashMap<(&'static str, &'static str), u64> {
         let mut counts = HashMap::new();
         for entry in self.lock().values() {
-            let mode = entry.carried.get().map_or("opening", |c| c.mode.as_str());
+            let mode = entry
+                .carried
+                .load()
+                .as_ref()
+                .map_or("opening", |c| c.mode.as_str());
             let state = if entry.draining.load(Ordering::Relaxed) {
                 "draining"
             } else {
@@ -194,25 +201,26 @@ impl Drop for Registered {
 impl Entry {
     /// The tunnel is relayed; `meter` is what the relay counts into.
     pub fn relayed(&self, early: [u64; 2], meter: Arc<RelayMeter>) {
-        let _ = self.carried.set(Carried {
+        self.carried.store(Some(Arc::new(Carried {
             mode: Mode::Userspace,
             early,
             meter: Meter::Relay(meter),
-        });
+        })));
     }
 
     /// The tunnel is spliced with `keys`.
     pub fn spliced(&self, early: [u64; 2], ebpf: Arc<EbpfDataplane>, keys: TunnelKeys) {
-        let _ = self.carried.set(Carried {
+        self.carried.store(Some(Arc::new(Carried {
             mode: Mode::Spliced,
             early,
             meter: Meter::Spliced(ebpf, keys),
-        });
+        })));
     }
 
     fn report(&self) -> TunnelReport {
         let age = self.opened.elapsed();
-        let (mode, bytes, idle) = match self.carried.get() {
+        let carried = self.carried.load_full();
+        let (mode, bytes, idle) = match carried.as_deref() {
             None => ("opening", [0, 0], age),
             Some(carried) => {
                 let (moved, idle) = match &carried.meter {

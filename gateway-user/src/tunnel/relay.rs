@@ -1,19 +1,17 @@
 //! The userspace relay: copies bytes both ways with the same half-close semantics as the
-//! splice. Used for tunnels with TLS on either side, and for plain ones wherever eBPF is
-//! not loaded (or the splice was refused).
+//! splice. Used for tunnels with TLS on either side, for plain ones wherever eBPF is not
+//! loaded (or the splice was refused), and for plain ones until they are promoted to the
+//! splice (see [`PromoteWhen`]).
 
-use std::{
-    io,
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
+use std::{io, sync::atomic::Ordering, time::Duration};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{tcp, TcpStream},
+    sync::Notify,
 };
-use tokio_util::either::Either;
+use tokio_util::{either::Either, sync::CancellationToken};
 
 use super::registry::RelayMeter;
 use super::{close_both, limits::Limits, CloseReason, Closing};
@@ -94,60 +92,57 @@ pub struct RelayOutcome {
     pub backend_to_client: u64,
 }
 
+/// When a relayed plaintext tunnel is to leave for the kernel splice: once both
+/// directions together have moved `after_bytes` (counted by the meter, handshake bytes
+/// excluded), or at `at`, whichever comes first.
+#[derive(Clone, Copy, Debug)]
+pub struct PromoteWhen {
+    pub after_bytes: u64,
+    pub at: tokio::time::Instant,
+}
+
+/// How a relay ended.
+pub enum RelayEnd<C, B> {
+    /// The tunnel is over: its sockets are closed as the reason calls for.
+    Closed(RelayOutcome),
+    /// Stopped for promotion: each direction stopped between a write and the next read,
+    /// so every byte read was written, and both directions are still open.
+    Promote(C, B),
+}
+
 /// Relays until both directions have ended (end of stream each way, which for TLS is a
 /// `close_notify` or a FIN without one), one side fails (the other is then reset) or a
 /// limit is reached (both peers then get a `close_notify` where there is TLS, and a FIN).
 /// `counters` count the bytes copied client→backend and backend→client (plaintext bytes,
 /// under TLS).
-pub async fn run(
-    mut client: impl Duplex,
-    mut backend: impl Duplex,
+///
+/// With `promote`, the relay stops when it says and hands both sockets back
+/// ([`RelayEnd::Promote`]), unless a direction has ended by then: a half-closed tunnel
+/// stays on the relay (only established sockets can join a sockmap).
+pub async fn run<C: Duplex, B: Duplex>(
+    mut client: C,
+    mut backend: B,
     counters: [Counter; 2],
     meter: &RelayMeter,
     limits: &mut Limits,
-) -> RelayOutcome {
-    let [client_to_backend, backend_to_client] = counters;
-    let last_activity = &meter.last_activity_ns;
-    let reason = {
-        let (client_read, client_write) = client.halves();
-        let (backend_read, backend_write) = backend.halves();
-        let upstream = copy_half(
-            client_read,
-            backend_write,
-            client_to_backend,
-            &meter.bytes[0],
-            last_activity,
-        );
-        let downstream = copy_half(
-            backend_read,
-            client_write,
-            backend_to_client,
-            &meter.bytes[1],
-            last_activity,
-        );
-        let limit = limits.reached(|| idle_since_ns(last_activity.load(Ordering::Relaxed)));
-        tokio::pin!(upstream, downstream, limit);
-
-        let (mut up, mut down) = (None, None);
-        let reason = loop {
-            tokio::select! {
-                reason = &mut limit => break reason,
-                result = &mut upstream, if up.is_none() => match result {
-                    Ok(n) => up = Some(n),
-                    Err(HalfError::Read(e)) => break CloseReason::ClientError(Some(e)),
-                    Err(HalfError::Write(e)) => break CloseReason::BackendError(Some(e)),
-                },
-                result = &mut downstream, if down.is_none() => match result {
-                    Ok(n) => down = Some(n),
-                    Err(HalfError::Read(e)) => break CloseReason::BackendError(Some(e)),
-                    Err(HalfError::Write(e)) => break CloseReason::ClientError(Some(e)),
-                },
-            }
-            if up.is_some() && down.is_some() {
-                break CloseReason::Done;
-            }
+    mut promote: Option<PromoteWhen>,
+) -> RelayEnd<C, B> {
+    let mut ended = [false; 2];
+    let reason = loop {
+        let halves = Halves {
+            client: &mut client,
+            backend: &mut backend,
+            counters: &counters,
+            meter,
         };
-        reason
+        match halves.relay(limits, &mut ended, promote).await {
+            Round::Closed(reason) => break reason,
+            Round::Stopped if ended == [false, false] => {
+                return RelayEnd::Promote(client, backend);
+            }
+            // A direction ended while the other was stopping: relay on, for good.
+            Round::Stopped => promote = None,
+        }
     };
     if reason.closing() == Closing::Graceful {
         // A TLS peer reads a FIN without `close_notify` as a truncation: say goodbye first,
@@ -158,12 +153,99 @@ pub async fn run(
         .await;
     }
     close_both(&reason, client.socket(), backend.socket());
-    RelayOutcome {
+    RelayEnd::Closed(RelayOutcome {
         reason,
         // The meter: a direction still copying when a limit or an error ended the tunnel
         // has no total of its own, but every byte it copied was counted.
         client_to_backend: meter.bytes[0].load(Ordering::Relaxed),
         backend_to_client: meter.bytes[1].load(Ordering::Relaxed),
+    })
+}
+
+/// How one round of relaying ended.
+enum Round {
+    Closed(CloseReason),
+    /// Every direction still open stopped for promotion.
+    Stopped,
+}
+
+struct Halves<'a, C, B> {
+    client: &'a mut C,
+    backend: &'a mut B,
+    counters: &'a [Counter; 2],
+    meter: &'a RelayMeter,
+}
+
+impl<C: Duplex, B: Duplex> Halves<'_, C, B> {
+    /// Copies both ways (skipping directions in `ended`, marking those that end) until the
+    /// tunnel closes, or, with `promote`, until each open direction has stopped.
+    async fn relay(
+        self,
+        limits: &mut Limits,
+        ended: &mut [bool; 2],
+        promote: Option<PromoteWhen>,
+    ) -> Round {
+        let meter = self.meter;
+        let last_activity = &meter.last_activity_ns;
+        let stop = CancellationToken::new();
+        let reached = Notify::new();
+        let watch = promote.map(|p| (&reached, p.after_bytes));
+        let (client_read, client_write) = self.client.halves();
+        let (backend_read, backend_write) = self.backend.halves();
+        let [to_backend, to_client] = self.counters;
+        let upstream = copy_half(
+            client_read,
+            backend_write,
+            Copied::new(to_backend, meter, 0, watch),
+            &stop,
+        );
+        let downstream = copy_half(
+            backend_read,
+            client_write,
+            Copied::new(to_client, meter, 1, watch),
+            &stop,
+        );
+        let trigger = async {
+            match promote {
+                Some(when) => tokio::select! {
+                    () = tokio::time::sleep_until(when.at) => {}
+                    () = reached.notified() => {}
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let limit = limits.reached(|| idle_since_ns(last_activity.load(Ordering::Relaxed)));
+        tokio::pin!(upstream, downstream, trigger, limit);
+        let mut stopping = false;
+        let mut stopped = [false; 2];
+        loop {
+            let [up_open, down_open] = [0, 1].map(|i| !ended[i] && !stopped[i]);
+            tokio::select! {
+                reason = &mut limit => return Round::Closed(reason),
+                () = &mut trigger, if !stopping && ended == &[false, false] => {
+                    stopping = true;
+                    stop.cancel();
+                }
+                result = &mut upstream, if up_open => match result {
+                    Ok(Half::Ended) => ended[0] = true,
+                    Ok(Half::Stopped) => stopped[0] = true,
+                    Err(HalfError::Read(e)) => return Round::Closed(CloseReason::ClientError(Some(e))),
+                    Err(HalfError::Write(e)) => return Round::Closed(CloseReason::BackendError(Some(e))),
+                },
+                result = &mut downstream, if down_open => match result {
+                    Ok(Half::Ended) => ended[1] = true,
+                    Ok(Half::Stopped) => stopped[1] = true,
+                    Err(HalfError::Read(e)) => return Round::Closed(CloseReason::BackendError(Some(e))),
+                    Err(HalfError::Write(e)) => return Round::Closed(CloseReason::ClientError(Some(e))),
+                },
+            }
+            if ended == &[true, true] {
+                return Round::Closed(CloseReason::Done);
+            }
+            if stopping && (0..2).all(|i| ended[i] || stopped[i]) {
+                return Round::Stopped;
+            }
+        }
     }
 }
 
@@ -172,35 +254,85 @@ enum HalfError {
     Write(io::Error),
 }
 
+/// How a direction's copy ended.
+enum Half {
+    /// End of stream, passed on.
+    Ended,
+    /// Asked to stop, between a write and the next read.
+    Stopped,
+}
+
+/// Where one direction counts what it copied.
+struct Copied<'a> {
+    counter: &'a Counter,
+    meter: &'a RelayMeter,
+    direction: usize,
+    /// Told once both directions together have copied this many bytes.
+    promote: Option<(&'a Notify, u64)>,
+}
+
+impl<'a> Copied<'a> {
+    fn new(
+        counter: &'a Counter,
+        meter: &'a RelayMeter,
+        direction: usize,
+        promote: Option<(&'a Notify, u64)>,
+    ) -> Self {
+        Self {
+            counter,
+            meter,
+            direction,
+            promote,
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.counter.inc_by(n);
+        let bytes = &self.meter.bytes;
+        bytes[self.direction].fetch_add(n, Ordering::Relaxed);
+        if let Some((reached, after)) = self.promote {
+            let total = bytes[0].load(Ordering::Relaxed) + bytes[1].load(Ordering::Relaxed);
+            if total >= after {
+                reached.notify_one();
+                self.promote = None;
+            }
+        }
+    }
+}
+
 /// Copies until end of stream, then shuts `to` down for writing (under TLS: `close_notify`,
-/// then a FIN); returns the bytes copied. A TLS peer that closes its socket without a
+/// then a FIN), or until `stop` is cancelled while it waits to read: a read is the only
+/// point where stopping loses nothing (a socket read that did not complete took no byte;
+/// a write is always finished first). A TLS peer that closes its socket without a
 /// `close_notify` reads as `UnexpectedEof`: that too ends the direction, since WebSocket
 /// frames delimit themselves and a truncated frame is the endpoint's to notice.
 async fn copy_half(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
-    counter: Counter,
-    copied: &AtomicU64,
-    last_activity: &AtomicU64,
-) -> Result<u64, HalfError> {
+    mut copied: Copied<'_>,
+    stop: &CancellationToken,
+) -> Result<Half, HalfError> {
+    let last_activity = &copied.meter.last_activity_ns;
     let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
-    let mut total = 0u64;
     loop {
-        let n = match from.read(&mut buf).await {
+        let read = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(Half::Stopped),
+            read = from.read(&mut buf) => read,
+        };
+        let n = match read {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
             Err(e) => return Err(HalfError::Read(e)),
         };
         if n == 0 {
             to.shutdown().await.map_err(HalfError::Write)?;
-            return Ok(total);
+            return Ok(Half::Ended);
         }
         last_activity.store(monotonic_coarse_ns(), Ordering::Relaxed);
         to.write_all(&buf[..n]).await.map_err(HalfError::Write)?;
         // A no-op on a socket; under TLS, sends the records the session still holds.
         to.flush().await.map_err(HalfError::Write)?;
-        total += n as u64;
-        counter.inc_by(n as u64);
-        copied.fetch_add(n as u64, Ordering::Relaxed);
+        copied.add(n as u64);
     }
 }

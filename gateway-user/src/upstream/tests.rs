@@ -28,6 +28,7 @@ fn settings(affinity: Option<&str>, host_header: HostHeader) -> Arc<BackendSetti
             idle_timeout: Duration::from_secs(300),
             max_lifetime: None,
             max_backlog_bytes: 1 << 20,
+            promote: crate::config::Promotion::AT_ONCE,
         },
         probe: None,
     })
@@ -63,6 +64,7 @@ fn upstream_with(
                 sndbuf_bytes: 0,
                 backlog_pool_bytes: 0,
             },
+            promote: crate::config::Promotion::AT_ONCE,
         },
         &Health::default().stage(),
     )

@@ -136,6 +136,7 @@ pub fn https_settings(trusted_ca: Option<PathBuf>, host_header: HostHeader) -> B
             idle_timeout: Duration::from_secs(300),
             max_lifetime: None,
             max_backlog_bytes: 4 << 20,
+            promote: crate::config::Promotion::AT_ONCE,
         },
         probe: None,
     }

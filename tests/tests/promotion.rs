@@ -1,0 +1,304 @@
+//! The lazy splice: a plaintext tunnel on the eBPF dataplane starts on the userspace relay
+//! and is promoted to the kernel once it has moved `--splice-after-bytes` (both ways
+//! together) or lived `--splice-after-ms`. A tunnel that never gets there never touches the
+//! splice maps; a promoted one keeps every byte in order, including promotions that race a
+//! half-close or a reset. (The randomized hunt with promotions mid-stream is in
+//! `stress.rs`.)
+
+use std::time::Duration;
+
+use gateway_tests::{
+    admin,
+    backend::{RawBackend, RawConn},
+    client,
+    data::{test_seed, Summary},
+    pattern::Pattern,
+    skip_unprivileged, tunnels,
+    wait::{eventually, within},
+    Dataplane, Gateway,
+};
+use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+const PROMOTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `len` bytes of `seed`'s pattern.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    Pattern::new(seed).fill(0, &mut bytes);
+    bytes
+}
+
+/// A backend that answers the upgrade and echoes everything to the client's EOF.
+async fn echo_backend() -> RawBackend<Option<Summary>> {
+    RawBackend::start(|mut conn: RawConn| async move {
+        conn.accept_upgrade().await;
+        conn.echo_to_eof().await.ok()
+    })
+    .await
+}
+
+/// A gateway on the eBPF dataplane with the lazy splice at these thresholds.
+fn lazy_gateway(backend: &RawBackend<Option<Summary>>, after_bytes: u64, after_ms: u64) -> Gateway {
+    Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(Dataplane::Ebpf)
+        .lazy_splice()
+        .arg("--splice-after-bytes")
+        .arg(after_bytes.to_string())
+        .arg("--splice-after-ms")
+        .arg(after_ms.to_string())
+        .start()
+}
+
+/// The verdict's counters: they move only for sockets in the splice maps.
+fn verdicts(gateway: &Gateway) -> f64 {
+    let metrics = gateway.metrics();
+    [
+        "redirected",
+        "passed_no_flow",
+        "passed_redirect_failed",
+        "dropped_empty",
+        "passed_paused",
+    ]
+    .iter()
+    .map(|outcome| metrics.metric("gateway_splice_verdicts_total", &[("outcome", outcome)]))
+    .sum()
+}
+
+/// Sends `len` bytes of `seed`'s pattern through `tunnel` and reads them back from the echo,
+/// checking each by position.
+async fn echo_round(stream: &mut tokio::net::TcpStream, seed: u64, len: usize) {
+    let bytes = pattern(seed, len);
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        writer.write_all(&bytes).await.expect("client writes");
+    };
+    let read = async {
+        let mut checker = Pattern::new(seed).checker();
+        let mut buf = vec![0; 64 << 10];
+        while (checker.offset() as usize) < len {
+            let n = reader.read(&mut buf).await.expect("client reads the echo");
+            assert_ne!(n, 0, "EOF after {} of {len} echoed bytes", checker.offset());
+            checker.check(&buf[..n]).expect("echoed bytes in order");
+        }
+    };
+    within(STEP_TIMEOUT, "an echo round", async {
+        tokio::join!(write, read)
+    })
+    .await;
+}
+
+/// A tunnel that ends before either threshold stays on the relay: it is never in the splice
+/// maps, and the verdict never sees one of its segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_tunnel_stays_on_the_relay_and_never_touches_the_maps_ebpf() {
+    let test = "a_short_tunnel_stays_on_the_relay_and_never_touches_the_maps_ebpf";
+    if skip_unprivileged(Dataplane::Ebpf, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    let mut backend = echo_backend().await;
+    let gateway = lazy_gateway(&backend, 1 << 20, 60_000);
+    let baseline_sockets = gateway.socket_fd_count();
+    let verdicts_before = verdicts(&gateway);
+    let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/short", &[]).await;
+    for round in 0..4u64 {
+        echo_round(&mut tunnel.stream, seed ^ round, 16 << 10).await;
+    }
+    let listed = admin::tunnels(&gateway);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].mode, "userspace", "{}", listed[0].json);
+    assert!(
+        gateway.ebpf_map_entries().values().all(|&n| n == 0),
+        "a relayed tunnel is in the splice maps: {:?}",
+        gateway.ebpf_map_entries()
+    );
+    tunnel.stream.shutdown().await.expect("client half-closes");
+    let mut rest = Vec::new();
+    within(
+        STEP_TIMEOUT,
+        "the echo's EOF",
+        tunnel.stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("client reads to EOF");
+    assert!(rest.is_empty(), "{} bytes after the echoes", rest.len());
+    let echoed = backend.next_result().await.expect("the backend echoed");
+    assert_eq!(echoed.len, 4 * (16 << 10));
+    tunnels::wait_none_active(&gateway).await;
+    let metrics = gateway.metrics();
+    assert_eq!(metrics.metric("gateway_tunnels_promoted_total", &[]), 0.0);
+    assert_eq!(tunnels::opened(&gateway, "userspace"), 1.0);
+    assert_eq!(tunnels::opened(&gateway, "spliced"), 0.0);
+    assert_eq!(
+        verdicts(&gateway),
+        verdicts_before,
+        "the verdict saw a segment of a tunnel that was never spliced"
+    );
+    assert!(
+        gateway
+            .stderr_text()
+            .contains("relay_reason=\"below_splice_threshold\""),
+        "the close line says why it was relayed"
+    );
+    gateway.wait_tunnels_gone(baseline_sockets).await;
+}
+
+/// A tunnel that lives `--splice-after-ms` is promoted even if idle; from then on the kernel
+/// carries its bytes, each delivered once and in order, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_that_lives_long_enough_is_promoted_and_keeps_every_byte_ebpf() {
+    let test = "a_tunnel_that_lives_long_enough_is_promoted_and_keeps_every_byte_ebpf";
+    if skip_unprivileged(Dataplane::Ebpf, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    let mut backend = echo_backend().await;
+    let gateway = lazy_gateway(&backend, 1 << 40, 300);
+    let baseline_sockets = gateway.socket_fd_count();
+    let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/long", &[]).await;
+    // A few bytes on the relay first.
+    echo_round(&mut tunnel.stream, seed, 1000).await;
+    eventually(
+        PROMOTION_TIMEOUT,
+        "the tunnel promoted",
+        || match admin::tunnels(&gateway).as_slice() {
+            [one] if one.mode == "spliced" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let len = 4 << 20;
+    echo_round(&mut tunnel.stream, seed.rotate_left(7), len).await;
+    tunnels::assert_spliced(&gateway, "client_to_backend", len as u64);
+    tunnels::assert_spliced(&gateway, "backend_to_client", len as u64);
+    let listed = admin::tunnels(&gateway);
+    assert_eq!(
+        (
+            listed[0].client_to_backend_bytes,
+            listed[0].backend_to_client_bytes
+        ),
+        (1000 + len as u64, 1000 + len as u64),
+        "/tunnels counts the relayed and the spliced bytes: {}",
+        listed[0].json
+    );
+    tunnel.stream.shutdown().await.expect("client half-closes");
+    let mut rest = Vec::new();
+    within(
+        STEP_TIMEOUT,
+        "the echo's EOF",
+        tunnel.stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("client reads to EOF");
+    assert!(rest.is_empty());
+    assert!(backend.next_result().await.is_some(), "the backend echoed");
+    tunnels::wait_none_active(&gateway).await;
+    let metrics = gateway.metrics();
+    assert_eq!(metrics.metric("gateway_tunnels_promoted_total", &[]), 1.0);
+    assert_eq!(
+        metrics.metric(
+            "gateway_tunnels_closed_total",
+            &[("mode", "spliced"), ("reason", "done")]
+        ),
+        1.0,
+        "{}",
+        metrics.text
+    );
+    let log = gateway.stderr_text();
+    let closed = log
+        .lines()
+        .find(|line| line.contains("tunnel closed"))
+        .expect("a close line");
+    assert!(
+        closed.contains("mode=spliced") && closed.contains("promoted_after_ms="),
+        "{closed}"
+    );
+    assert!(
+        closed.contains(&format!("client_to_backend_bytes={}", 1000 + len)),
+        "{closed}"
+    );
+    gateway.wait_tunnels_gone(baseline_sockets).await;
+}
+
+/// Promotions racing the end of a tunnel: the client sends a random amount around the
+/// threshold, then half-closes (and reads the whole echo back) or resets. Every echoed
+/// byte is checked; afterwards nothing is left in the maps or among the descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotions_racing_a_half_close_or_a_reset_lose_nothing_ebpf() {
+    let test = "promotions_racing_a_half_close_or_a_reset_lose_nothing_ebpf";
+    if skip_unprivileged(Dataplane::Ebpf, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let threshold: u64 = 32 << 10;
+    let mut backend = echo_backend().await;
+    let gateway = lazy_gateway(&backend, threshold, 60_000);
+    let baseline_sockets = gateway.socket_fd_count();
+    let rounds = 40;
+    let mut half_closed = 0;
+    for round in 0..rounds {
+        // Around the threshold: both ways together reach it at half of it each way.
+        let len = rng.random_range(threshold / 4..=threshold * 2) as usize;
+        let reset = rng.random_ratio(1, 3);
+        let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/race", &[]).await;
+        let bytes = pattern(seed ^ round, len);
+        if reset {
+            tunnel
+                .stream
+                .write_all(&bytes)
+                .await
+                .expect("client writes");
+            // SO_LINGER 0: close sends a reset.
+            socket2::SockRef::from(&tunnel.stream)
+                .set_linger(Some(Duration::ZERO))
+                .expect("SO_LINGER 0");
+            drop(tunnel);
+            let _ = backend.next_result().await;
+            continue;
+        }
+        half_closed += 1;
+        let (mut reader, mut writer) = tunnel.stream.split();
+        let write = async {
+            writer.write_all(&bytes).await.expect("client writes");
+            writer.shutdown().await.expect("client half-closes");
+        };
+        let read = async {
+            let mut got = tunnel.leftover.clone();
+            reader
+                .read_to_end(&mut got)
+                .await
+                .expect("client reads to EOF");
+            got
+        };
+        let (_, got) = within(STEP_TIMEOUT, "a racing round", async {
+            tokio::join!(write, read)
+        })
+        .await;
+        if got != bytes {
+            let mut checker = Pattern::new(seed ^ round).checker();
+            panic!(
+                "round {round} (seed {seed}): {} bytes echoed of {len}: {:?}\n{}",
+                got.len(),
+                checker.check(&got).err(),
+                gateway.stderr_text()
+            );
+        }
+        let echoed = backend.next_result().await.expect("the backend echoed");
+        assert_eq!(echoed.len, len as u64, "round {round} (seed {seed})");
+    }
+    tunnels::wait_none_active(&gateway).await;
+    gateway.wait_tunnels_gone(baseline_sockets).await;
+    let metrics = gateway.metrics();
+    let promoted = metrics.metric("gateway_tunnels_promoted_total", &[]);
+    eprintln!("{test}: {rounds} rounds, {half_closed} half-closed, {promoted} promoted");
+    assert!(promoted > 0.0, "no round was promoted (seed {seed})");
+    assert_eq!(
+        metrics.metric("gateway_splice_integrity_errors_total", &[]),
+        0.0,
+        "the integrity witness fired (seed {seed})"
+    );
+}
