@@ -187,10 +187,12 @@ impl ReadyLine {
 }
 
 /// The flags whose defaults the report names for the gateway's paths.
-const SPLICE_FLAGS: [&str; 3] = [
+const SPLICE_FLAGS: [&str; 5] = [
     "--max-tunnel-backlog-bytes",
     "--tunnel-sndbuf-bytes",
     "--spliced-backlog-pool-bytes",
+    "--splice-after-bytes",
+    "--splice-after-ms",
 ];
 
 /// The `[default: X]` that `gateway run --help` gives for `flag`.
