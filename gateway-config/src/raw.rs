@@ -23,6 +23,12 @@ pub(crate) struct RawGlobal {
     pub tunnel_sndbuf_bytes: Option<u32>,
     pub spliced_backlog_pool_bytes: Option<u64>,
     pub default_probes: Option<bool>,
+    // Connection limits and the accept queue (issue 13, findings 9 and 10).
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
+    pub upgrades_per_ip_per_sec: Option<u32>,
+    pub upgrade_burst_per_ip: Option<u32>,
+    pub listen_backlog: Option<u32>,
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.
