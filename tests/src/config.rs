@@ -167,6 +167,11 @@ pub struct Global {
     pub tunnel_sndbuf_bytes: Option<u32>,
     pub spliced_backlog_pool_bytes: Option<u64>,
     pub default_probes: Option<bool>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
+    pub upgrades_per_ip_per_sec: Option<u32>,
+    pub upgrade_burst_per_ip: Option<u32>,
+    pub listen_backlog: Option<u32>,
 }
 
 impl Global {

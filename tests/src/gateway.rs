@@ -102,9 +102,30 @@ pub struct GatewayBuilder {
     /// Off unless asked: most test backends answer only WebSocket upgrades, and a probe's
     /// connection would show up in what they record.
     default_probes: bool,
+    /// Whether the per-client limits keep the daemon's defaults. Off unless asked: most
+    /// tests open hundreds of connections and upgrades from 127.0.0.1, which a per-address
+    /// limit is there to stop.
+    per_ip_limits: bool,
+    /// `RLIMIT_NOFILE` (soft and hard) the daemon starts with, instead of this process's.
+    nofile_limit: Option<u64>,
 }
 
 impl GatewayBuilder {
+    /// Keeps the daemon's per-client limits (`--max-connections-per-ip`,
+    /// `--upgrades-per-ip-per-sec`) as configured, for tests of them; without it they are
+    /// turned off (0).
+    pub fn per_ip_limits(mut self) -> Self {
+        self.per_ip_limits = true;
+        self
+    }
+
+    /// Starts the daemon with `RLIMIT_NOFILE` at `limit`, soft and hard, so it cannot raise
+    /// it (it raises the soft limit to the hard one at start).
+    pub fn nofile_limit(mut self, limit: u64) -> Self {
+        self.nofile_limit = Some(limit);
+        self
+    }
+
     /// Runs the daemon as `WRAPPER... BINARY run ...`, e.g. under `setpriv` as another user.
     /// The wrapper must exec the daemon (not fork it), so [`Gateway::pid`] is the daemon's.
     pub fn wrapper(mut self, wrapper: Vec<String>) -> Self {
@@ -196,7 +217,32 @@ impl GatewayBuilder {
         if !self.default_probes {
             command.args(["--default-probes", "false"]);
         }
+        if !self.per_ip_limits {
+            command.args([
+                "--max-connections-per-ip",
+                "0",
+                "--upgrades-per-ip-per-sec",
+                "0",
+            ]);
+        }
         command.args(&self.extra_args);
+        if let Some(limit) = self.nofile_limit {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setrlimit(2), which is async-signal-safe, on a value copied into it.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("spawn {}: {error}", binary.display()));
@@ -272,6 +318,8 @@ impl Gateway {
             wrapper: Vec::new(),
             binary: None,
             default_probes: false,
+            per_ip_limits: false,
+            nofile_limit: None,
         }
     }
 
