@@ -21,6 +21,20 @@ pub(crate) const SPLICED_BACKLOG_POOL_BYTES: u64 = 1024 * 1024 * 1024;
 pub(crate) const DEFAULT_PROBES: bool = true;
 /// nginx's default: `//a` is `/a` for the path rules and the backend.
 pub(crate) const MERGE_SLASHES: bool = true;
+/// Without `max_connections`, the limit is (the soft `RLIMIT_NOFILE`, raised to the hard
+/// limit at start, minus this) / 2: a proxied connection holds two descriptors (the client's
+/// and the backend's), and this many are left for listeners, the admin API, probes, eBPF
+/// maps and the reserve descriptors. HAProxy derives its `maxconn` the same way.
+pub const MAX_CONNECTIONS_FD_RESERVE: u64 = 128;
+/// Generous, so a NAT or an office behind one address is not cut off; one address still
+/// cannot take every descriptor (the audit saw 4 031 from one).
+pub const MAX_CONNECTIONS_PER_IP: u64 = 1024;
+/// Per client: a browser opens a few WebSockets per page; 20 a second sustained, 200 at
+/// once (a reconnect storm behind one NAT) before the `429`s start.
+pub const UPGRADES_PER_IP_PER_SEC: u32 = 20;
+pub const UPGRADE_BURST_PER_IP: u32 = 200;
+/// The largest backlog `listen(2)` takes (an `int`).
+pub(crate) const LISTEN_BACKLOG_MAX: u32 = i32::MAX as u32;
 
 // [[backend_settings]]
 /// Azure's default for `requestTimeout`; never applied to WebSocket tunnels.

@@ -98,6 +98,21 @@ pub struct Global {
     /// How request paths are normalised before routing (`merge_slashes`,
     /// `path_escaped_slashes`).
     pub paths: crate::path::PathPolicy,
+    /// Client connections open at once across every listener, tunnels included; past it a
+    /// new connection gets a `503`. `None`: derived from `RLIMIT_NOFILE` at start (see
+    /// [`crate::defaults::MAX_CONNECTIONS_FD_RESERVE`]).
+    pub max_connections: Option<u64>,
+    /// Client connections open at once from one client (an IPv4 address or an IPv6 /64),
+    /// tunnels included; 0: no limit.
+    pub max_connections_per_ip: u64,
+    /// WebSocket upgrades one client may start per second, sustained (a token bucket of
+    /// `upgrade_burst_per_ip`); past it a `429`. 0: no limit.
+    pub upgrades_per_ip_per_sec: u32,
+    /// Upgrades one client may start at once before `upgrades_per_ip_per_sec` applies.
+    pub upgrade_burst_per_ip: u32,
+    /// The accept queue of every client listener (`listen(2)`'s backlog). `None`: the
+    /// kernel's `net.core.somaxconn`, read when the socket is opened.
+    pub listen_backlog: Option<u32>,
 }
 
 /// One listening socket and the listeners (sites) sharing it.

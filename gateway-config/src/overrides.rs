@@ -1,7 +1,9 @@
 //! Command-line flags on top of the file.
 //!
 //! - Flags for `[global]` keys (`--dataplane`, `--admin`, `--log-level`, `--log-format`,
-//!   `--shutdown-drain-secs`, `--handshake-timeout-secs`, `--tunnel-sndbuf-bytes`) win over
+//!   `--shutdown-drain-secs`, `--handshake-timeout-secs`, `--tunnel-sndbuf-bytes`, and the
+//!   connection limits `--max-connections`, `--max-connections-per-ip`,
+//!   `--upgrades-per-ip-per-sec`, `--upgrade-burst-per-ip`, `--listen-backlog`) win over
 //!   the file.
 //! - Flags for `[[backend_settings]]` keys (`--tunnel-idle-timeout-secs`,
 //!   `--tunnel-max-lifetime-secs`, `--max-tunnel-backlog-bytes`) replace the built-in
@@ -34,6 +36,12 @@ pub struct Overrides {
     pub max_tunnel_backlog_bytes: Option<u64>,
     pub splice_after_bytes: Option<u64>,
     pub splice_after_ms: Option<u64>,
+    // Connection limits and the accept queue.
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
+    pub upgrades_per_ip_per_sec: Option<u32>,
+    pub upgrade_burst_per_ip: Option<u32>,
+    pub listen_backlog: Option<u32>,
 }
 
 impl Overrides {
@@ -60,6 +68,14 @@ impl Overrides {
             if value == Some(0) {
                 errors.push(flag(key, format!("{key} is 0"), "give at least 1"));
             }
+        }
+        for (key, problem) in super::validate::global::limit_problems(
+            self.max_connections,
+            self.upgrade_burst_per_ip,
+            self.listen_backlog,
+        ) {
+            let key = format!("--{}", key.replace('_', "-"));
+            errors.push(flag(&key, problem.problem, &problem.fix));
         }
         errors
     }
@@ -116,6 +132,21 @@ impl Overrides {
         }
         if let Some(on) = self.default_probes {
             global.default_probes = on;
+        }
+        if let Some(n) = self.max_connections {
+            global.max_connections = Some(n);
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            global.max_connections_per_ip = n;
+        }
+        if let Some(n) = self.upgrades_per_ip_per_sec {
+            global.upgrades_per_ip_per_sec = n;
+        }
+        if let Some(n) = self.upgrade_burst_per_ip {
+            global.upgrade_burst_per_ip = n;
+        }
+        if let Some(n) = self.listen_backlog {
+            global.listen_backlog = Some(n);
         }
     }
 }

@@ -25,6 +25,12 @@ pub(crate) struct RawGlobal {
     pub default_probes: Option<bool>,
     pub merge_slashes: Option<bool>,
     pub path_escaped_slashes: Option<super::path::EscapedSlashes>,
+    // Connection limits and the accept queue (issue 13, findings 9 and 10).
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
+    pub upgrades_per_ip_per_sec: Option<u32>,
+    pub upgrade_burst_per_ip: Option<u32>,
+    pub listen_backlog: Option<u32>,
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.

@@ -19,6 +19,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start and matched at once; boxing `RunArgs` saves nothing"
+)]
 pub enum Command {
     /// Run the gateway in the foreground.
     Run(RunArgs),
@@ -69,7 +73,9 @@ pub struct RunArgs {
     /// is refused before anything is bound: every problem is listed, exit code 64.
     /// Flags given with it: --listen/--backend add listeners (see there); the [global]
     /// flags (--dataplane, --admin, --log-level, --log-format, --handshake-timeout-secs,
-    /// --shutdown-drain-secs, --tunnel-sndbuf-bytes, --spliced-backlog-pool-bytes) override the file; the tunnel flags
+    /// --shutdown-drain-secs, --tunnel-sndbuf-bytes, --spliced-backlog-pool-bytes,
+    /// --max-connections, --max-connections-per-ip, --upgrades-per-ip-per-sec,
+    /// --upgrade-burst-per-ip, --listen-backlog) override the file; the tunnel flags
     /// (--tunnel-idle-timeout-secs, --tunnel-max-lifetime-secs, --max-tunnel-backlog-bytes)
     /// are the default for every [[backend_settings]] that does not set the key itself.
     #[arg(long, value_name = "FILE")]
@@ -182,6 +188,35 @@ pub struct RunArgs {
     /// Log lines as text or as one JSON object per line. [default: text]
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Client connections open at once across every listener, WebSocket tunnels included
+    /// (the admin listener's are not counted). Past it a new connection gets `503` with
+    /// `Retry-After` and is closed (on https, closed at once). [default: (RLIMIT_NOFILE -
+    /// 128) / 2, after raising the soft descriptor limit to the hard one]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u64>,
+
+    /// Client connections open at once from one client address (IPv4, or IPv6 by /64),
+    /// tunnels included; past it a `503` as for --max-connections. 0: no limit.
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u64>,
+
+    /// WebSocket upgrades one client address (IPv4, or IPv6 by /64) may start per second,
+    /// sustained; past it the upgrade gets `429` with `Retry-After`. 0: no limit.
+    /// [default: 20]
+    #[arg(long, value_name = "N")]
+    pub upgrades_per_ip_per_sec: Option<u32>,
+
+    /// Upgrades one client address may start at once before --upgrades-per-ip-per-sec
+    /// applies (the token bucket's size). [default: 200]
+    #[arg(long, value_name = "N")]
+    pub upgrade_burst_per_ip: Option<u32>,
+
+    /// Accept queue (listen backlog) of every client listener; the kernel caps it at
+    /// net.core.somaxconn. [default: net.core.somaxconn]
+    #[arg(long, value_name = "N")]
+    pub listen_backlog: Option<u32>,
 }
 
 impl RunArgs {
@@ -206,6 +241,11 @@ impl RunArgs {
                 max_tunnel_backlog_bytes: self.max_tunnel_backlog_bytes,
                 splice_after_bytes: self.splice_after_bytes,
                 splice_after_ms: self.splice_after_ms,
+                max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+                upgrades_per_ip_per_sec: self.upgrades_per_ip_per_sec,
+                upgrade_burst_per_ip: self.upgrade_burst_per_ip,
+                listen_backlog: self.listen_backlog,
             },
         }
     }
@@ -270,6 +310,9 @@ mod tests {
         for default in [
             defaults::TUNNEL_IDLE_TIMEOUT_SECS.to_string(),
             defaults::MAX_TUNNEL_BACKLOG_BYTES.to_string(),
+            defaults::MAX_CONNECTIONS_PER_IP.to_string(),
+            defaults::UPGRADES_PER_IP_PER_SEC.to_string(),
+            defaults::UPGRADE_BURST_PER_IP.to_string(),
         ] {
             assert!(help.contains(&format!("[default: {default}]")), "{default}");
         }

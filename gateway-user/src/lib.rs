@@ -7,11 +7,13 @@
 //!   (prepare and commit what is served), [`probing`], [`cli`], [`privileges`];
 //! - **data**: [`proxy`] (inbound HTTP and upgrades), [`shared`] (the root state lent to
 //!   it), [`snapshot`], [`route`], [`upstream`] (outbound), [`tunnel`] (a tunnel's life and
-//!   the relay), [`health`], [`tls`], [`body`];
+//!   the relay), [`health`], [`tls`], [`body`], [`admission`] (connection limits, the
+//!   upgrade rate, accept loops);
 //! - **kernel**: [`dataplane`] (program, maps, splice, epoll watch, self-test);
 //! - and the leaves every wing reads: [`config`], [`metrics`].
 
 mod admin;
+mod admission;
 mod body;
 pub mod cli;
 pub mod dataplane;

@@ -30,6 +30,9 @@ pub struct Shared {
     pub health: Arc<crate::health::Health>,
     /// The live tunnels (`/tunnels`).
     pub tunnels: Arc<crate::tunnel::registry::Registry>,
+    /// Client connections open, per client and in all, and the upgrade buckets; checked
+    /// against the snapshot's limits as each connection is accepted.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl Shared {

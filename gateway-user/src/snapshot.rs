@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// In the order of `config.binds`.
     pub binds: Vec<BindRoutes>,
+    /// The connection limits and upgrade rate of `config.global`, defaults resolved.
+    pub admission: crate::admission::Limits,
 }
 
 /// Which bind a listening socket serves, stable across reloads (an index into
@@ -116,6 +118,7 @@ impl Snapshot {
             })
             .collect();
         Self {
+            admission: crate::admission::Limits::of(&config.global),
             config: config.clone(),
             binds,
         }

@@ -33,6 +33,9 @@ const LAYERS: &[&[&str]] = &[
     &["health"],
     &["tls"],
     &["body"],
+    // Connection limits, the upgrade rate, accept loops that survive running out of
+    // descriptors.
+    &["admission"],
     // Kernel path: the eBPF program, maps, splice, epoll watch, self-test.
     &["dataplane"],
     // Leaves every wing reads.

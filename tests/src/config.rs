@@ -169,6 +169,11 @@ pub struct Global {
     pub default_probes: Option<bool>,
     pub merge_slashes: Option<bool>,
     pub path_escaped_slashes: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
+    pub upgrades_per_ip_per_sec: Option<u32>,
+    pub upgrade_burst_per_ip: Option<u32>,
+    pub listen_backlog: Option<u32>,
 }
 
 impl Global {

@@ -106,9 +106,30 @@ pub struct GatewayBuilder {
     /// (the daemon's default). Off unless asked: a test of the splice wants its tunnel
     /// spliced from the first byte (`--splice-after-bytes 0`), and says so by asserting it.
     lazy_splice: bool,
+    /// Whether the per-client limits keep the daemon's defaults. Off unless asked: most
+    /// tests open hundreds of connections and upgrades from 127.0.0.1, which a per-address
+    /// limit is there to stop.
+    per_ip_limits: bool,
+    /// `RLIMIT_NOFILE` (soft and hard) the daemon starts with, instead of this process's.
+    nofile_limit: Option<u64>,
 }
 
 impl GatewayBuilder {
+    /// Keeps the daemon's per-client limits (`--max-connections-per-ip`,
+    /// `--upgrades-per-ip-per-sec`) as configured, for tests of them; without it they are
+    /// turned off (0).
+    pub fn per_ip_limits(mut self) -> Self {
+        self.per_ip_limits = true;
+        self
+    }
+
+    /// Starts the daemon with `RLIMIT_NOFILE` at `limit`, soft and hard, so it cannot raise
+    /// it (it raises the soft limit to the hard one at start).
+    pub fn nofile_limit(mut self, limit: u64) -> Self {
+        self.nofile_limit = Some(limit);
+        self
+    }
+
     /// Keeps the daemon's lazy splice (`--splice-after-bytes` / `--splice-after-ms` as
     /// configured, or their defaults), for tests of promotion.
     pub fn lazy_splice(mut self) -> Self {
@@ -210,7 +231,32 @@ impl GatewayBuilder {
         if !self.lazy_splice {
             command.args(["--splice-after-bytes", "0"]);
         }
+        if !self.per_ip_limits {
+            command.args([
+                "--max-connections-per-ip",
+                "0",
+                "--upgrades-per-ip-per-sec",
+                "0",
+            ]);
+        }
         command.args(&self.extra_args);
+        if let Some(limit) = self.nofile_limit {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setrlimit(2), which is async-signal-safe, on a value copied into it.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("spawn {}: {error}", binary.display()));
@@ -287,6 +333,8 @@ impl Gateway {
             binary: None,
             default_probes: false,
             lazy_splice: false,
+            per_ip_limits: false,
+            nofile_limit: None,
         }
     }
 

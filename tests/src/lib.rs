@@ -5,6 +5,7 @@
 //! - [`config`]: its configuration file, typed (listeners, pools, settings, rules, probes).
 //! - [`ports`]: ports reserved for binds the gateway makes itself, and for dead backends.
 //! - [`admin`]: the admin listener's `/backends` and `/tunnels`, read from their JSON.
+//! - [`admission`]: clients from chosen loopback addresses, and the gateway's `503` refusal.
 //! - [`backend`]: a WebSocket echo backend and raw-TCP backends driven by a closure.
 //! - [`client`]: WebSocket and raw-TCP clients.
 //! - [`data`]: seeded random payloads and length + SHA-256 summaries of byte streams.
@@ -29,6 +30,7 @@
 //! - [`traffic`]: random traffic for one side of a tunnel (sizes, pauses, slow reads, half-close).
 
 pub mod admin;
+pub mod admission;
 pub mod backend;
 pub mod busy;
 pub mod client;

@@ -74,6 +74,14 @@ pub async fn start(cfg: &ProxyConfig<'_>, dataplane: Dataplane) -> anyhow::Resul
         // nginx and HAProxy probe nothing here either; the bench backend answers only
         // upgrades.
         .args(["--default-probes", "false"])
+        // Every load comes from 127.0.0.1, and nginx and HAProxy run without per-client
+        // limits here too.
+        .args([
+            "--max-connections-per-ip",
+            "0",
+            "--upgrades-per-ip-per-sec",
+            "0",
+        ])
         .args(["--shutdown-drain-secs", &SHUTDOWN_DRAIN_SECS.to_string()])
         .args(cfg.gateway_args)
         .env("NO_COLOR", "1")

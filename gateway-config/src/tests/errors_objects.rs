@@ -235,3 +235,54 @@ fn unreadable_file() {
     assert_eq!(errors.len(), 1);
     assert!(errors.0[0].fix.contains("--config"));
 }
+
+#[test]
+fn global_limits_that_have_no_off_value() {
+    let text = format!(
+        "[global]\nmax_connections = 0\nupgrade_burst_per_ip = 0\nlisten_backlog = 0\n{BASE}"
+    );
+    let errors = errors(&text);
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "global.max_connections",
+            "global.upgrade_burst_per_ip",
+            "global.listen_backlog"
+        ]
+    );
+    assert!(errors.iter().all(|e| e.line.is_some()));
+    assert!(errors[0].fix.contains("RLIMIT_NOFILE"), "{}", errors[0].fix);
+    assert!(errors[1].fix.contains("upgrades_per_ip_per_sec = 0"));
+    assert!(errors[2].fix.contains("somaxconn"));
+    let text = format!("[global]\nlisten_backlog = 4294967295\n{BASE}");
+    only_problem(&text, "global.listen_backlog", "at most 2147483647");
+    // 0 turns the per-client limits off: not a problem.
+    let text = format!("[global]\nmax_connections_per_ip = 0\nupgrades_per_ip_per_sec = 0\n{BASE}");
+    load(&text).unwrap_or_else(|errors| panic!("{errors}"));
+}
+
+#[test]
+fn bad_limit_flags_are_reported_under_their_name() {
+    let sources = Sources {
+        listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        backends: vec!["127.0.0.1:1".parse().expect("addr")],
+        overrides: Overrides {
+            max_connections: Some(0),
+            upgrade_burst_per_ip: Some(0),
+            listen_backlog: Some(0),
+            ..Overrides::default()
+        },
+        ..Sources::default()
+    };
+    let errors = load_sources(&sources).expect_err("bad flags").0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "--max-connections",
+            "--upgrade-burst-per-ip",
+            "--listen-backlog"
+        ]
+    );
+}

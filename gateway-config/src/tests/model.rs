@@ -327,3 +327,49 @@ colour = "blue"
     let lines: Vec<usize> = errors.iter().filter_map(|e| e.line).collect();
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
 }
+
+#[test]
+fn limits_have_their_defaults_and_flags_override_the_file() {
+    let config = load(BASE).expect("valid");
+    let global = &config.global;
+    assert_eq!(global.max_connections, None, "derived from RLIMIT_NOFILE");
+    assert_eq!(
+        global.max_connections_per_ip,
+        defaults::MAX_CONNECTIONS_PER_IP
+    );
+    assert_eq!(
+        global.upgrades_per_ip_per_sec,
+        defaults::UPGRADES_PER_IP_PER_SEC
+    );
+    assert_eq!(global.upgrade_burst_per_ip, defaults::UPGRADE_BURST_PER_IP);
+    assert_eq!(global.listen_backlog, None, "net.core.somaxconn");
+
+    let dir = std::env::temp_dir().join(format!("gateway-config-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch dir");
+    let file = dir.join("limits.toml");
+    let text = format!(
+        "[global]\nmax_connections = 500\nmax_connections_per_ip = 7\nlisten_backlog = 100\n{BASE}"
+    );
+    std::fs::write(&file, text).expect("write the file");
+    let sources = Sources {
+        file: Some(file),
+        overrides: Overrides {
+            max_connections_per_ip: Some(0),
+            upgrades_per_ip_per_sec: Some(3),
+            upgrade_burst_per_ip: Some(9),
+            listen_backlog: Some(200),
+            ..Overrides::default()
+        },
+        ..Sources::default()
+    };
+    let config = load_sources(&sources).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let global = &config.global;
+    assert_eq!(global.max_connections, Some(500), "the file's, no flag");
+    assert_eq!(global.max_connections_per_ip, 0, "the flag's");
+    assert_eq!(
+        (global.upgrades_per_ip_per_sec, global.upgrade_burst_per_ip),
+        (3, 9)
+    );
+    assert_eq!(global.listen_backlog, Some(200));
+}

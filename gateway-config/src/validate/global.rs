@@ -6,6 +6,7 @@ use super::Checker;
 use crate::{
     defaults,
     document::{Element, Origin},
+    matching::Invalid,
     model::{DataplaneMode, Global},
     path::PathPolicy,
     raw::RawGlobal,
@@ -16,6 +17,7 @@ use crate::{
 pub fn check(element: Option<&Element<RawGlobal>>, c: &mut Checker<'_>) -> Global {
     let raw = element.and_then(|e| e.raw.clone()).unwrap_or_default();
     let origin = element.map(|e| e.origin.clone());
+    let limits = check_limits(&raw, origin.as_ref(), c);
     let admin = match (&raw.admin, &origin) {
         (Some(text), Some(origin)) => parse_admin(text, origin, c),
         _ => None,
@@ -61,7 +63,101 @@ pub fn check(element: Option<&Element<RawGlobal>>, c: &mut Checker<'_>) -> Globa
             merge_slashes: raw.merge_slashes.unwrap_or(defaults::MERGE_SLASHES),
             escaped_slashes: raw.path_escaped_slashes.unwrap_or_default(),
         },
+        max_connections: limits.max_connections,
+        max_connections_per_ip: limits.max_connections_per_ip,
+        upgrades_per_ip_per_sec: limits.upgrades_per_ip_per_sec,
+        upgrade_burst_per_ip: limits.upgrade_burst_per_ip,
+        listen_backlog: limits.listen_backlog,
     }
+}
+
+/// The connection limits and the backlog of `[global]`, with defaults applied.
+struct Limits {
+    max_connections: Option<u64>,
+    max_connections_per_ip: u64,
+    upgrades_per_ip_per_sec: u32,
+    upgrade_burst_per_ip: u32,
+    listen_backlog: Option<u32>,
+}
+
+fn check_limits(raw: &RawGlobal, origin: Option<&Origin>, c: &mut Checker<'_>) -> Limits {
+    let limits = Limits {
+        max_connections: raw.max_connections,
+        max_connections_per_ip: raw
+            .max_connections_per_ip
+            .unwrap_or(defaults::MAX_CONNECTIONS_PER_IP),
+        upgrades_per_ip_per_sec: raw
+            .upgrades_per_ip_per_sec
+            .unwrap_or(defaults::UPGRADES_PER_IP_PER_SEC),
+        upgrade_burst_per_ip: raw
+            .upgrade_burst_per_ip
+            .unwrap_or(defaults::UPGRADE_BURST_PER_IP),
+        listen_backlog: raw.listen_backlog,
+    };
+    if let Some(origin) = origin {
+        for (key, problem) in limit_problems(
+            raw.max_connections,
+            raw.upgrade_burst_per_ip,
+            raw.listen_backlog,
+        ) {
+            c.invalid(origin, key, problem);
+        }
+    }
+    limits
+}
+
+/// What is wrong with the limits that have no "off" value: `(key, problem)`; shared by the
+/// file's keys and their flags.
+pub fn limit_problems(
+    max_connections: Option<u64>,
+    upgrade_burst_per_ip: Option<u32>,
+    listen_backlog: Option<u32>,
+) -> Vec<(&'static str, Invalid)> {
+    let mut problems = Vec::new();
+    if max_connections == Some(0) {
+        problems.push((
+            "max_connections",
+            Invalid {
+                problem: "max_connections is 0, which would refuse every client".into(),
+                fix: "give at least 1, or remove the key for the default derived from                       RLIMIT_NOFILE ((the descriptor limit - 128) / 2)"
+                    .into(),
+            },
+        ));
+    }
+    if upgrade_burst_per_ip == Some(0) {
+        problems.push((
+            "upgrade_burst_per_ip",
+            Invalid {
+                problem: "upgrade_burst_per_ip is 0, which would refuse every upgrade".into(),
+                fix: format!(
+                    "give at least 1 (the default is {}); upgrades_per_ip_per_sec = 0 turns                      the upgrade rate limit off",
+                    defaults::UPGRADE_BURST_PER_IP
+                ),
+            },
+        ));
+    }
+    match listen_backlog {
+        Some(0) => problems.push((
+            "listen_backlog",
+            Invalid {
+                problem: "listen_backlog is 0".into(),
+                fix: "give at least 1, or remove the key for the kernel's net.core.somaxconn"
+                    .into(),
+            },
+        )),
+        Some(n) if n > defaults::LISTEN_BACKLOG_MAX => problems.push((
+            "listen_backlog",
+            Invalid {
+                problem: format!("listen_backlog {n} is more than listen(2) takes"),
+                fix: format!(
+                    "give at most {} (the kernel caps it at net.core.somaxconn anyway)",
+                    defaults::LISTEN_BACKLOG_MAX
+                ),
+            },
+        )),
+        _ => {}
+    }
+    problems
 }
 
 pub const LOG_LEVEL_FIX: &str =

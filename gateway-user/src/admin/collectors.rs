@@ -13,7 +13,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{dataplane::EbpfDataplane, health::Health, tunnel::registry::Registry as Tunnels};
+use crate::{
+    admission::Admission, dataplane::EbpfDataplane, health::Health,
+    tunnel::registry::Registry as Tunnels,
+};
 
 /// Adds the collectors to `registry`: the kernel's counters (zero when eBPF is not loaded,
 /// so the same names exist whatever the dataplane), backend health, live tunnels.
@@ -25,6 +28,39 @@ pub fn register(
 ) {
     registry.register_collector(Box::new(KernelCounters(ebpf)));
     registry.register_collector(Box::new(LiveState { health, tunnels }));
+}
+
+/// Adds the admission gauges: client connections open, and clients the per-client limits
+/// keep state for.
+pub fn register_admission(registry: &mut Registry, admission: Arc<Admission>) {
+    registry.register_collector(Box::new(AdmissionState(admission)));
+}
+
+#[derive(Debug)]
+struct AdmissionState(Arc<Admission>);
+
+impl Collector for AdmissionState {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        let open = gauge(self.0.open());
+        let metric = encoder.encode_descriptor(
+            "gateway_client_connections",
+            "Client connections open now, on every listener (WebSocket tunnels included; the \
+             admin listener's are not), as max_connections counts them",
+            None,
+            open.metric_type(),
+        )?;
+        open.encode(metric)?;
+        let tracked = gauge(self.0.tracked() as u64);
+        let metric = encoder.encode_descriptor(
+            "gateway_client_addresses_tracked",
+            "Client addresses (IPv4, IPv6 /64) the per-client limits keep state for: those \
+             with a connection open or an upgrade bucket still refilling (approximate)",
+            None,
+            tracked.metric_type(),
+        )?;
+        tracked.encode(metric)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

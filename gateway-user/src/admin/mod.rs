@@ -4,7 +4,7 @@
 
 pub mod collectors;
 
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::{
+    admission::{Accepted, Acceptor, Reserve, Socket},
     reload::{ReloadError, Reloader, Trigger},
     shared::Shared,
 };
@@ -44,18 +45,44 @@ impl Answer {
     }
 }
 
-/// Serves the admin endpoints on `listener` forever.
+/// How long a connection accepted on the reserve descriptor may take, all in: it holds
+/// the only way in until it closes.
+const RESERVED_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin endpoints on `listener` forever. Its connections are not counted
+/// against the client connection limits. Out of descriptors, it backs off and serves one
+/// connection at a time on a reserve descriptor of its own (one request, `Connection:
+/// close`, within [`RESERVED_CONNECTION_TIMEOUT`]), so `/metrics` still answers.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    let mut acceptor = Acceptor::new(
+        Arc::new(listener),
+        Reserve::open(),
+        admin.shared.metrics.clone(),
+        Socket::Admin,
+    );
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let (stream, reserved) = match acceptor.accept().await {
+            Accepted::Conn(stream, _) => (stream, None),
+            Accepted::Reserved(stream, reserve) => (stream, Some(reserve)),
         };
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| route(req, admin.clone()));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let mut builder = http1::Builder::new();
+            if reserved.is_some() {
+                builder.keep_alive(false);
+            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            match reserved {
+                None => {
+                    let _ = conn.await;
+                }
+                Some(reserve) => {
+                    let _ = tokio::time::timeout(RESERVED_CONNECTION_TIMEOUT, conn).await;
+                    // The socket is closed: the reserve can have its slot back.
+                    drop(reserve);
+                }
+            }
         });
     }
 }

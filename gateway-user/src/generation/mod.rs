@@ -167,6 +167,7 @@ impl Served<'_> {
             bound: _,
             mut opened,
             diff,
+            backlog,
         } = prepared;
         let owner = self.owner;
         owner.shared.snapshot.store(snapshot);
@@ -189,7 +190,9 @@ impl Served<'_> {
         for bind in &config.binds {
             let id = BindId::of(bind);
             if let Some(at) = listeners.iter().position(|l| l.id == id) {
-                self.state.listeners.push(listeners.remove(at));
+                let mut kept = listeners.remove(at);
+                kept.set_backlog(backlog);
+                self.state.listeners.push(kept);
             } else if let Some(at) = opened.iter().position(|o| o.id == id) {
                 let opened = opened.remove(at);
                 let task = listeners::listen(&owner.shared, &owner.died, bind, opened);

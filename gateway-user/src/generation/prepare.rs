@@ -33,6 +33,8 @@ pub struct Prepared {
     /// Sockets of the binds not served yet, bound but not accepting.
     pub(super) opened: Vec<Opened>,
     pub(super) diff: BindDiff,
+    /// The accept queue of every client listener (`[global] listen_backlog`, resolved).
+    pub(super) backlog: u32,
 }
 
 impl Prepared {
@@ -74,11 +76,12 @@ pub async fn prepare(
     // configuration whole (and closes the sockets opened so far).
     let mut opened = Vec::new();
     let mut bound = Vec::new();
+    let backlog = crate::admission::listen_backlog(config.global.listen_backlog);
     for (bind, id) in config.binds.iter().zip(&wanted) {
         match served.iter().find(|(served, _)| served == id) {
             Some((_, local)) => bound.push(*local),
             None => {
-                let new = listeners::open(bind).await?;
+                let new = listeners::open(bind, backlog)?;
                 bound.push(new.local);
                 opened.push(new);
             }
@@ -103,6 +106,7 @@ pub async fn prepare(
         bound,
         opened,
         diff,
+        backlog,
     })
 }
 

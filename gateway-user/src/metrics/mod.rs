@@ -126,7 +126,33 @@ pub struct Metrics {
     websocket_handshake: Histogram,
     splice_integrity_errors: Counter,
     tunnels_promoted: Counter,
+    // Admission: connection limits, the upgrade rate, accept errors.
+    connections_refused: Family<ReasonLabels, Counter>,
+    upgrades_rate_limited: Counter,
+    accept_errors: Family<AcceptErrorLabels, Counter>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AcceptErrorLabels {
+    socket: &'static str,
+    kind: &'static str,
+}
+
+/// The `reason` labels of `gateway_connections_refused_total`.
+pub const CONNECTION_REFUSED_REASONS: [&str; 3] =
+    ["global_limit", "per_ip_limit", "no_descriptors"];
+
+/// The `socket` labels of `gateway_accept_errors_total`: the client listeners, the admin one.
+pub const ACCEPT_SOCKETS: [&str; 2] = ["client", "admin"];
+
+/// The `kind` labels of `gateway_accept_errors_total`.
+pub const ACCEPT_ERROR_KINDS: [&str; 6] =
+    ["emfile", "enfile", "enobufs", "enomem", "aborted", "other"];
 
 /// Buckets of `gateway_websocket_handshake_seconds`: 0.25 ms to about 4 s.
 fn handshake_buckets() -> impl Iterator<Item = f64> {
@@ -147,7 +173,24 @@ impl Default for Metrics {
             websocket_handshake: Histogram::new(handshake_buckets()),
             splice_integrity_errors: Counter::default(),
             tunnels_promoted: Counter::default(),
+            connections_refused: Family::default(),
+            upgrades_rate_limited: Counter::default(),
+            accept_errors: Family::default(),
         };
+        for reason in CONNECTION_REFUSED_REASONS {
+            metrics
+                .connections_refused
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(0);
+        }
+        for socket in ACCEPT_SOCKETS {
+            for kind in ACCEPT_ERROR_KINDS {
+                metrics
+                    .accept_errors
+                    .get_or_create(&AcceptErrorLabels { socket, kind })
+                    .inc_by(0);
+            }
+        }
         for kind in TLS_HANDSHAKE_FAILURE_KINDS {
             metrics
                 .tls_handshake_failures
@@ -251,6 +294,26 @@ impl Metrics {
              each is logged with both numbers. Any value above 0 is a kernel or gateway defect",
             self.splice_integrity_errors.clone(),
         );
+        registry.register(
+            "gateway_connections_refused",
+            "Client connections refused as they were accepted, by reason: global_limit \
+             (max_connections), per_ip_limit (max_connections_per_ip), no_descriptors (the \
+             process is out of file descriptors); each got a 503 on http, a close on https",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "gateway_upgrades_rate_limited",
+            "WebSocket upgrades answered 429 because their client address was over \
+             upgrades_per_ip_per_sec (and upgrade_burst_per_ip)",
+            self.upgrades_rate_limited.clone(),
+        );
+        registry.register(
+            "gateway_accept_errors",
+            "Failed accept(2) calls, by socket (client or admin) and kind (emfile, enfile, \
+             enobufs, enomem: out of descriptors or memory, the accept loop backs off; \
+             aborted: the client gave up first; other)",
+            self.accept_errors.clone(),
+        );
         registry
     }
 
@@ -320,6 +383,27 @@ impl Metrics {
 
     pub fn upgrade_rejected(&self) {
         self.upgrades_rejected.inc();
+    }
+
+    /// A client connection was refused as it was accepted; `reason` is one of
+    /// [`CONNECTION_REFUSED_REASONS`].
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A WebSocket upgrade got a 429: its client is over the upgrade rate.
+    pub fn upgrade_rate_limited(&self) {
+        self.upgrades_rate_limited.inc();
+    }
+
+    /// accept(2) failed on a `socket` of [`ACCEPT_SOCKETS`] with a `kind` of
+    /// [`ACCEPT_ERROR_KINDS`].
+    pub fn accept_error(&self, socket: &'static str, kind: &'static str) {
+        self.accept_errors
+            .get_or_create(&AcceptErrorLabels { socket, kind })
+            .inc();
     }
 
     /// A client's TLS handshake failed; `kind` is [`crate::tls::TlsAcceptError::kind`].

@@ -23,6 +23,7 @@ use super::{
     websocket::{self, PendingTunnel},
 };
 use crate::{
+    admission::ClientKey,
     body::{text, Body},
     config::{self, Protocol},
     route::{self, Decision, RequestHost, RequestView, Route},
@@ -37,6 +38,8 @@ pub struct Conn {
     /// Its bind, as the configuration snapshot names it (stable across reloads).
     pub bind: BindId,
     pub client: SocketAddr,
+    /// The client as the per-client limits count it (its upgrade bucket).
+    pub client_key: ClientKey,
     /// On an https bind: the site (index into the bind's sites) whose certificate the TLS
     /// handshake presented, chosen by SNI.
     pub tls_site: Option<usize>,
@@ -153,6 +156,17 @@ async fn respond(
         }
         Decision::Forward { route, target } => {
             record(route, routed);
+            if expected_accept.is_some() {
+                // Only upgrades that would open a backend connection take a token.
+                if let Err(wait) = conn
+                    .shared
+                    .admission
+                    .upgrade(conn.client_key, &snapshot.admission)
+                {
+                    let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    return refuse(Refusal::UpgradeRate { retry_after_secs });
+                }
+            }
             let request = Forwarded {
                 host,
                 normalised,
@@ -312,6 +326,11 @@ fn refuse(req: &Request<Incoming>, refusal: Refusal, shared: &Shared) -> Respons
     match &refusal {
         Refusal::NoHealthyBackend(none) => {
             tracing::warn!(pool = %none.pool, backends = none.count, "no healthy backend");
+        }
+        Refusal::UpgradeRate { retry_after_secs } => {
+            // Debug only: a client over its rate would otherwise write the log for it.
+            shared.metrics.upgrade_rate_limited();
+            tracing::debug!(retry_after_secs, %uri, "upgrade over the client's rate: 429");
         }
         Refusal::Upgrade(_) => {
             shared.metrics.upgrade_rejected();

@@ -45,6 +45,10 @@ pub enum Refusal {
     /// Azure answers 502 when no backend of the pool is healthy.
     #[error("bad gateway: {0}")]
     NoHealthyBackend(#[from] NoHealthyBackend),
+    /// The client's address started more upgrades than `upgrades_per_ip_per_sec` (after
+    /// its burst) allows; the next one passes after `retry_after_secs`.
+    #[error("too many WebSocket upgrades from your address; retry in {retry_after_secs} s")]
+    UpgradeRate { retry_after_secs: u64 },
 }
 
 impl Refusal {
@@ -61,6 +65,7 @@ impl Refusal {
             Self::BindRemoved => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoSite(_) => StatusCode::NOT_FOUND,
             Self::NoHealthyBackend(_) => StatusCode::BAD_GATEWAY,
+            Self::UpgradeRate { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -78,6 +83,7 @@ impl Refusal {
             Self::NoHostToRedirectTo => "no_host_to_redirect_to",
             Self::BadRedirectLocation => "bad_redirect_location",
             Self::NoHealthyBackend(_) => "no_healthy_backend",
+            Self::UpgradeRate { .. } => "upgrade_rate",
         }
     }
 
@@ -95,6 +101,10 @@ impl Refusal {
         if self.closes() {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Self::UpgradeRate { retry_after_secs } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         if let Self::Upgrade(err) = self {
             if err.status() == StatusCode::UPGRADE_REQUIRED {
@@ -153,6 +163,12 @@ mod tests {
             assert_eq!(refusal.status().as_u16(), status, "{refusal:?}");
             assert!(refusal.to_string().contains(words), "{refusal}");
         }
+        let rate = Refusal::UpgradeRate {
+            retry_after_secs: 2,
+        }
+        .response();
+        assert_eq!(rate.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(rate.headers()[header::RETRY_AFTER], "2");
         let version = Refusal::from(UpgradeError::UnsupportedVersion("8".into()));
         let resp = version.response();
         assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);

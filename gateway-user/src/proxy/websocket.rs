@@ -25,6 +25,7 @@ use super::{
     headers, upgrade,
 };
 use crate::{
+    admission::Permit,
     body::{empty, Body},
     tls::{BackendStream, ClientStream},
     tunnel::{self, registry::Peers, Upgraded},
@@ -45,12 +46,14 @@ pub struct PendingTunnel {
 
 /// Starts the tunnel of `pending` over the client's socket (its `101` written) in the
 /// current span, tracked by `tunnels` so a shutdown drain waits for it. `client_early`:
-/// what the client sent after its request head, owed to the backend.
+/// what the client sent after its request head, owed to the backend. `permit` (the
+/// client connection's admission) is held until the tunnel ends.
 pub fn start(
     pending: PendingTunnel,
     client: ClientStream,
     client_early: Bytes,
     tunnels: &TaskTracker,
+    permit: Permit,
 ) {
     let upgraded = Upgraded {
         client,
@@ -59,7 +62,13 @@ pub fn start(
         backend_early: pending.backend_early,
     };
     let span = tracing::Span::current();
-    tunnels.spawn(tunnel::run(upgraded, pending.tunnel).instrument(span));
+    // The tunnel is the client's connection still open: it counts against the connection
+    // limits until it closes.
+    let run = async move {
+        tunnel::run(upgraded, pending.tunnel).await;
+        drop(permit);
+    };
+    tunnels.spawn(run.instrument(span));
 }
 
 /// Forwards the upgrade. On a correct `101`, returns it for the client with the tunnel

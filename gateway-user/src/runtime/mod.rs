@@ -9,6 +9,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 
 use crate::{
     admin,
+    admission::{self, Admission},
     config::{self, Config, Protocol},
     dataplane::Dataplane,
     generation::{self, Generations, StartError},
@@ -89,6 +90,9 @@ impl Running {
 /// Nothing is bound when the configuration is refused. `sources` are where `config` came
 /// from: a reload reads them again.
 pub async fn start(config: Config, sources: config::Sources) -> Result<Running, StartError> {
+    // Before anything is opened, and before the snapshot derives its connection limit
+    // from the descriptor limit.
+    admission::nofile::raise_soft_limit();
     let affinity_key = AffinityKey::random();
     let health = Arc::new(Health::default());
     let prepared = generation::prepare(config, &affinity_key, &health, &[]).await?;
@@ -116,6 +120,7 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
         shutdown: tokio_util::sync::CancellationToken::new(),
         health,
         tunnels: Arc::default(),
+        admission: Arc::new(Admission::new(metrics.clone())),
     });
     // Probers and listeners start once everything is bound and the dataplane is up.
     let generations = Arc::new(Generations::new(
@@ -156,6 +161,7 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
             shared.health.clone(),
             shared.tunnels.clone(),
         );
+        admin::collectors::register_admission(&mut registry, shared.admission.clone());
         let admin = admin::Admin {
             registry,
             shared,
