@@ -95,6 +95,12 @@ pub struct Global {
     /// Whether every pool/settings pair without a `probe` is probed with Azure's default
     /// probe (`GET /`, every 30 s).
     pub default_probes: bool,
+    /// A write to a client that makes no progress for this long closes its connection.
+    pub response_send_timeout: Duration,
+    /// A request body with no byte for this long gets `408`.
+    pub request_body_timeout: Duration,
+    /// Request body bytes read before a backend is chosen; 0: bodies are streamed at once.
+    pub request_buffer_bytes: u64,
 }
 
 /// One listening socket and the listeners (sites) sharing it.

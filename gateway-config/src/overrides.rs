@@ -1,8 +1,9 @@
 //! Command-line flags on top of the file.
 //!
 //! - Flags for `[global]` keys (`--dataplane`, `--admin`, `--log-level`, `--log-format`,
-//!   `--shutdown-drain-secs`, `--handshake-timeout-secs`, `--tunnel-sndbuf-bytes`) win over
-//!   the file.
+//!   `--shutdown-drain-secs`, `--handshake-timeout-secs`, `--tunnel-sndbuf-bytes`,
+//!   `--response-send-timeout-secs`, `--request-body-timeout-secs`,
+//!   `--request-buffer-bytes`) win over the file.
 //! - Flags for `[[backend_settings]]` keys (`--tunnel-idle-timeout-secs`,
 //!   `--tunnel-max-lifetime-secs`, `--max-tunnel-backlog-bytes`) replace the built-in
 //!   default: they apply to every backend settings that does not set the key itself (and to
@@ -32,6 +33,9 @@ pub struct Overrides {
     pub tunnel_idle_timeout_secs: Option<u64>,
     pub tunnel_max_lifetime_secs: Option<u64>,
     pub max_tunnel_backlog_bytes: Option<u64>,
+    pub response_send_timeout_secs: Option<u64>,
+    pub request_body_timeout_secs: Option<u64>,
+    pub request_buffer_bytes: Option<u64>,
 }
 
 impl Overrides {
@@ -54,9 +58,26 @@ impl Overrides {
             ("--handshake-timeout-secs", self.handshake_timeout_secs),
             ("--tunnel-idle-timeout-secs", self.tunnel_idle_timeout_secs),
             ("--max-tunnel-backlog-bytes", self.max_tunnel_backlog_bytes),
+            (
+                "--response-send-timeout-secs",
+                self.response_send_timeout_secs,
+            ),
+            (
+                "--request-body-timeout-secs",
+                self.request_body_timeout_secs,
+            ),
         ] {
             if value == Some(0) {
                 errors.push(flag(key, format!("{key} is 0"), "give at least 1"));
+            }
+        }
+        if let Some(bytes) = self.request_buffer_bytes {
+            if let Err(problem) = super::validate::global::check_request_buffer_bytes(bytes) {
+                errors.push(flag(
+                    "--request-buffer-bytes",
+                    problem,
+                    super::validate::global::REQUEST_BUFFER_FIX,
+                ));
             }
         }
         errors
@@ -110,6 +131,15 @@ impl Overrides {
         }
         if let Some(on) = self.default_probes {
             global.default_probes = on;
+        }
+        if let Some(secs) = self.response_send_timeout_secs {
+            global.response_send_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.request_body_timeout_secs {
+            global.request_body_timeout = Duration::from_secs(secs);
+        }
+        if let Some(bytes) = self.request_buffer_bytes {
+            global.request_buffer_bytes = bytes;
         }
     }
 }

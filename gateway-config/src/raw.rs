@@ -23,6 +23,9 @@ pub(crate) struct RawGlobal {
     pub tunnel_sndbuf_bytes: Option<u32>,
     pub spliced_backlog_pool_bytes: Option<u64>,
     pub default_probes: Option<bool>,
+    pub response_send_timeout_secs: Option<u64>,
+    pub request_body_timeout_secs: Option<u64>,
+    pub request_buffer_bytes: Option<u64>,
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.

@@ -21,7 +21,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway in the foreground.
-    Run(RunArgs),
+    // Boxed: its many flags make it far larger than the other commands.
+    Run(Box<RunArgs>),
     /// Check a configuration file without binding anything: lists every problem (file,
     /// line, key, what is wrong, how to fix it) and exits with 64, or prints a one-line
     /// summary and exits with 0.
@@ -69,7 +70,9 @@ pub struct RunArgs {
     /// is refused before anything is bound: every problem is listed, exit code 64.
     /// Flags given with it: --listen/--backend add listeners (see there); the [global]
     /// flags (--dataplane, --admin, --log-level, --log-format, --handshake-timeout-secs,
-    /// --shutdown-drain-secs, --tunnel-sndbuf-bytes, --spliced-backlog-pool-bytes) override the file; the tunnel flags
+    /// --shutdown-drain-secs, --tunnel-sndbuf-bytes, --spliced-backlog-pool-bytes,
+    /// --response-send-timeout-secs, --request-body-timeout-secs, --request-buffer-bytes)
+    /// override the file; the tunnel flags
     /// (--tunnel-idle-timeout-secs, --tunnel-max-lifetime-secs, --max-tunnel-backlog-bytes)
     /// are the default for every [[backend_settings]] that does not set the key itself.
     #[arg(long, value_name = "FILE")]
@@ -171,6 +174,23 @@ pub struct RunArgs {
     /// Log lines as text or as one JSON object per line. [default: text]
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Close a client connection when a write of its answer makes no progress for this
+    /// long (the client stopped reading): the time between two writes that move bytes, not
+    /// the whole answer, as nginx's send_timeout. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub response_send_timeout_secs: Option<u64>,
+
+    /// Answer 408 and close when a request body brings no byte for this long (the time
+    /// between two reads, as nginx's client_body_timeout). [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub request_body_timeout_secs: Option<u64>,
+
+    /// Read a request body into memory up to this many bytes before choosing and
+    /// connecting a backend, so a slow upload holds no backend connection; a larger body is
+    /// streamed once this much has come. 0: stream every body at once. [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    pub request_buffer_bytes: Option<u64>,
 }
 
 impl RunArgs {
@@ -193,6 +213,9 @@ impl RunArgs {
                 tunnel_idle_timeout_secs: self.tunnel_idle_timeout_secs,
                 tunnel_max_lifetime_secs: self.tunnel_max_lifetime_secs,
                 max_tunnel_backlog_bytes: self.max_tunnel_backlog_bytes,
+                response_send_timeout_secs: self.response_send_timeout_secs,
+                request_body_timeout_secs: self.request_body_timeout_secs,
+                request_buffer_bytes: self.request_buffer_bytes,
             },
         }
     }
@@ -208,7 +231,7 @@ mod tests {
     fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let cli = Cli::try_parse_from(["gateway", "run"].iter().chain(args))?;
         match cli.command {
-            Command::Run(args) => Ok(args),
+            Command::Run(args) => Ok(*args),
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -257,6 +280,7 @@ mod tests {
         for default in [
             defaults::TUNNEL_IDLE_TIMEOUT_SECS.to_string(),
             defaults::MAX_TUNNEL_BACKLOG_BYTES.to_string(),
+            defaults::REQUEST_BUFFER_BYTES.to_string(),
         ] {
             assert!(help.contains(&format!("[default: {default}]")), "{default}");
         }

@@ -125,6 +125,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     websocket_handshake: Histogram,
     splice_integrity_errors: Counter,
+    response_send_timeouts: Counter,
+    request_buffered_bytes: Gauge,
 }
 
 /// Buckets of `gateway_websocket_handshake_seconds`: 0.25 ms to about 4 s.
@@ -145,6 +147,8 @@ impl Default for Metrics {
             requests: Family::default(),
             websocket_handshake: Histogram::new(handshake_buckets()),
             splice_integrity_errors: Counter::default(),
+            response_send_timeouts: Counter::default(),
+            request_buffered_bytes: Gauge::default(),
         };
         for kind in TLS_HANDSHAKE_FAILURE_KINDS {
             metrics
@@ -242,6 +246,18 @@ impl Metrics {
              each is logged with both numbers. Any value above 0 is a kernel or gateway defect",
             self.splice_integrity_errors.clone(),
         );
+        registry.register(
+            "gateway_response_send_timeouts",
+            "Client connections closed because the client took no response bytes for \
+             response_send_timeout_secs",
+            self.response_send_timeouts.clone(),
+        );
+        registry.register(
+            "gateway_request_buffered_bytes",
+            "Request body bytes read ahead and held in memory before a backend is chosen \
+             (request_buffer_bytes per request at most)",
+            self.request_buffered_bytes.clone(),
+        );
         registry
     }
 
@@ -297,6 +313,16 @@ impl Metrics {
     /// A spliced tunnel was reset because its byte counts did not add up.
     pub fn splice_integrity_error(&self) {
         self.splice_integrity_errors.inc();
+    }
+
+    /// A client connection was closed: the client took nothing for the send timeout.
+    pub fn response_send_timeout(&self) {
+        self.response_send_timeouts.inc();
+    }
+
+    /// A handle to `gateway_request_buffered_bytes`, for one request's body.
+    pub fn request_buffer_gauge(&self) -> Gauge {
+        self.request_buffered_bytes.clone()
     }
 
     pub fn upgrade_rejected(&self) {
