@@ -35,6 +35,20 @@ pub const UPGRADES_PER_IP_PER_SEC: u32 = 20;
 pub const UPGRADE_BURST_PER_IP: u32 = 200;
 /// The largest backlog `listen(2)` takes (an `int`).
 pub(crate) const LISTEN_BACKLOG_MAX: u32 = i32::MAX as u32;
+/// nginx's `send_timeout`: a client that takes no byte of an answer for this long is
+/// dropped (time between two writes that make progress, not for the whole answer).
+pub(crate) const RESPONSE_SEND_TIMEOUT_SECS: u64 = 60;
+/// nginx's `client_body_timeout` (408 when it runs out): time between two reads of a
+/// request body.
+pub(crate) const REQUEST_BODY_TIMEOUT_SECS: u64 = 60;
+/// A request body is read into memory up to this much before a backend is chosen
+/// (nginx's `proxy_request_buffering`; nginx keeps 16 KiB in memory and spools the rest to
+/// disk, HAProxy's `http-buffer-request` waits for one 16 KiB buffer): most API and form
+/// bodies fit whole, and a client must send this much before it can hold a backend
+/// connection open. Larger bodies are streamed once it is full.
+pub const REQUEST_BUFFER_BYTES: u64 = 64 * 1024;
+/// Each connection may hold its buffer in memory; the gateway does not spool to disk.
+pub(crate) const REQUEST_BUFFER_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 // [[backend_settings]]
 /// Azure's default for `requestTimeout`; never applied to WebSocket tunnels.

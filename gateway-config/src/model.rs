@@ -113,6 +113,12 @@ pub struct Global {
     /// The accept queue of every client listener (`listen(2)`'s backlog). `None`: the
     /// kernel's `net.core.somaxconn`, read when the socket is opened.
     pub listen_backlog: Option<u32>,
+    /// A write to a client that makes no progress for this long closes its connection.
+    pub response_send_timeout: Duration,
+    /// A request body with no byte for this long gets `408`.
+    pub request_body_timeout: Duration,
+    /// Request body bytes read before a backend is chosen; 0: bodies are streamed at once.
+    pub request_buffer_bytes: u64,
 }
 
 /// One listening socket and the listeners (sites) sharing it.

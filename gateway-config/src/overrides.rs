@@ -5,6 +5,9 @@
 //!   connection limits `--max-connections`, `--max-connections-per-ip`,
 //!   `--upgrades-per-ip-per-sec`, `--upgrade-burst-per-ip`, `--listen-backlog`) win over
 //!   the file.
+//!   `--shutdown-drain-secs`, `--handshake-timeout-secs`, `--tunnel-sndbuf-bytes`,
+//!   `--response-send-timeout-secs`, `--request-body-timeout-secs`,
+//!   `--request-buffer-bytes`) win over the file.
 //! - Flags for `[[backend_settings]]` keys (`--tunnel-idle-timeout-secs`,
 //!   `--tunnel-max-lifetime-secs`, `--max-tunnel-backlog-bytes`) replace the built-in
 //!   default: they apply to every backend settings that does not set the key itself (and to
@@ -42,6 +45,9 @@ pub struct Overrides {
     pub upgrades_per_ip_per_sec: Option<u32>,
     pub upgrade_burst_per_ip: Option<u32>,
     pub listen_backlog: Option<u32>,
+    pub response_send_timeout_secs: Option<u64>,
+    pub request_body_timeout_secs: Option<u64>,
+    pub request_buffer_bytes: Option<u64>,
 }
 
 impl Overrides {
@@ -64,6 +70,14 @@ impl Overrides {
             ("--handshake-timeout-secs", self.handshake_timeout_secs),
             ("--tunnel-idle-timeout-secs", self.tunnel_idle_timeout_secs),
             ("--max-tunnel-backlog-bytes", self.max_tunnel_backlog_bytes),
+            (
+                "--response-send-timeout-secs",
+                self.response_send_timeout_secs,
+            ),
+            (
+                "--request-body-timeout-secs",
+                self.request_body_timeout_secs,
+            ),
         ] {
             if value == Some(0) {
                 errors.push(flag(key, format!("{key} is 0"), "give at least 1"));
@@ -76,6 +90,15 @@ impl Overrides {
         ) {
             let key = format!("--{}", key.replace('_', "-"));
             errors.push(flag(&key, problem.problem, &problem.fix));
+        }
+        if let Some(bytes) = self.request_buffer_bytes {
+            if let Err(problem) = super::validate::global::check_request_buffer_bytes(bytes) {
+                errors.push(flag(
+                    "--request-buffer-bytes",
+                    problem,
+                    super::validate::global::REQUEST_BUFFER_FIX,
+                ));
+            }
         }
         errors
     }
@@ -147,6 +170,15 @@ impl Overrides {
         }
         if let Some(n) = self.listen_backlog {
             global.listen_backlog = Some(n);
+        }
+        if let Some(secs) = self.response_send_timeout_secs {
+            global.response_send_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.request_body_timeout_secs {
+            global.request_body_timeout = Duration::from_secs(secs);
+        }
+        if let Some(bytes) = self.request_buffer_bytes {
+            global.request_buffer_bytes = bytes;
         }
     }
 }

@@ -31,6 +31,9 @@ pub(crate) struct RawGlobal {
     pub upgrades_per_ip_per_sec: Option<u32>,
     pub upgrade_burst_per_ip: Option<u32>,
     pub listen_backlog: Option<u32>,
+    pub response_send_timeout_secs: Option<u64>,
+    pub request_body_timeout_secs: Option<u64>,
+    pub request_buffer_bytes: Option<u64>,
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(args) => Ok(check(&args)),
         Command::ImportAzure(args) => Ok(import_azure(&args)),
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 

@@ -42,6 +42,13 @@ impl Shared {
     pub fn handshake_timeout(&self) -> std::time::Duration {
         self.snapshot.load().config.global.handshake_timeout
     }
+
+    /// How long a write to a client may make no progress before its connection is closed:
+    /// `[global] response_send_timeout_secs` of the current snapshot, for the connections
+    /// accepted afterwards.
+    pub fn response_send_timeout(&self) -> std::time::Duration {
+        self.snapshot.load().config.global.response_send_timeout
+    }
 }
 
 /// The shutdown states every connection watches, and the tasks a drain waits for.

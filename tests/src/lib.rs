@@ -28,10 +28,13 @@
 //! - [`reload`]: `POST /reload`, the reload's log line and metrics, a client connecting all along.
 //! - [`tunnels`]: the gateway's open tunnels as its metrics count them.
 //! - [`traffic`]: random traffic for one side of a tunnel (sizes, pauses, slow reads, half-close).
+//! - [`bulk_backend`]: a backend streaming large answers, counting what it wrote.
+//! - [`slow`]: clients that stop reading their answers or trickle their request bodies.
 
 pub mod admin;
 pub mod admission;
 pub mod backend;
+pub mod bulk_backend;
 pub mod busy;
 pub mod client;
 pub mod config;
@@ -47,6 +50,7 @@ pub mod maps;
 pub mod metrics;
 pub mod pattern;
 pub mod ports;
+pub mod slow;
 pub mod sockstat;
 pub mod tls;
 pub mod wait;

@@ -212,6 +212,34 @@ fn global_admin_and_log_level() {
 }
 
 #[test]
+fn global_slow_client_limits() {
+    let text = format!(
+        "[global]\nresponse_send_timeout_secs = 0\nrequest_body_timeout_secs = 0\n\
+         request_buffer_bytes = 67108865\n{BASE}"
+    );
+    let errors = errors(&text);
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "global.response_send_timeout_secs",
+            "global.request_body_timeout_secs",
+            "global.request_buffer_bytes"
+        ]
+    );
+    assert!(errors.iter().all(|e| e.line.is_some()));
+    assert!(errors[0].fix.contains("at least 1"));
+    assert!(errors[2].problem.contains("in memory"));
+    assert!(errors[2].fix.contains("0 to"));
+    // 0 turns request buffering off; the largest buffer is accepted.
+    for bytes in [0, 64 << 20] {
+        let text = format!("[global]\nrequest_buffer_bytes = {bytes}\n{BASE}");
+        let config = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.global.request_buffer_bytes, bytes);
+    }
+}
+
+#[test]
 fn bad_flags_are_reported_under_their_name() {
     let sources = Sources {
         listen: vec!["127.0.0.1:0".parse().expect("addr")],
@@ -219,13 +247,25 @@ fn bad_flags_are_reported_under_their_name() {
         overrides: Overrides {
             log_level: Some("x=nope".into()),
             tunnel_idle_timeout_secs: Some(0),
+            response_send_timeout_secs: Some(0),
+            request_body_timeout_secs: Some(0),
+            request_buffer_bytes: Some(1 << 30),
             ..Overrides::default()
         },
         ..Sources::default()
     };
     let errors = load_sources(&sources).expect_err("bad flags").0;
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
-    assert_eq!(keys, ["--log-level", "--tunnel-idle-timeout-secs"]);
+    assert_eq!(
+        keys,
+        [
+            "--log-level",
+            "--tunnel-idle-timeout-secs",
+            "--response-send-timeout-secs",
+            "--request-body-timeout-secs",
+            "--request-buffer-bytes"
+        ]
+    );
     assert!(errors.iter().all(|e| e.file == crate::COMMAND_LINE));
 }
 

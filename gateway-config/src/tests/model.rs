@@ -28,6 +28,9 @@ fn defaults_are_applied() {
         Duration::from_secs(defaults::SHUTDOWN_DRAIN_SECS)
     );
     assert_eq!(global.tunnel_sndbuf_bytes, 8 * 1024 * 1024);
+    assert_eq!(global.response_send_timeout, Duration::from_secs(60));
+    assert_eq!(global.request_body_timeout, Duration::from_secs(60));
+    assert_eq!(global.request_buffer_bytes, 64 * 1024);
 
     let settings = &config.backend_settings[0];
     assert_eq!(settings.request_timeout, Duration::from_secs(30));
@@ -218,6 +221,8 @@ fn flags_override_global_and_default_the_settings() {
             log_level: Some("debug".into()),
             tunnel_idle_timeout_secs: Some(5),
             max_tunnel_backlog_bytes: Some(1 << 20),
+            request_body_timeout_secs: Some(9),
+            request_buffer_bytes: Some(0),
             ..Overrides::default()
         },
         listen: vec!["127.0.0.1:0".parse().expect("addr")],
@@ -227,8 +232,11 @@ fn flags_override_global_and_default_the_settings() {
     // [global]: the flag wins.
     assert_eq!(config.global.dataplane, DataplaneMode::Userspace);
     assert_eq!(config.global.log_level, "debug");
+    assert_eq!(config.global.request_body_timeout, Duration::from_secs(9));
+    assert_eq!(config.global.request_buffer_bytes, 0);
     // The file's value stays where no flag is given.
     assert_eq!(config.global.shutdown_drain, Duration::from_secs(7));
+    assert_eq!(config.global.response_send_timeout, Duration::from_secs(12));
     let settings = |name: &str| {
         config
             .backend_settings

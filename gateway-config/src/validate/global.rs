@@ -68,6 +68,21 @@ pub fn check(element: Option<&Element<RawGlobal>>, c: &mut Checker<'_>) -> Globa
         upgrades_per_ip_per_sec: limits.upgrades_per_ip_per_sec,
         upgrade_burst_per_ip: limits.upgrade_burst_per_ip,
         listen_backlog: limits.listen_backlog,
+        response_send_timeout: secs(
+            origin.as_ref(),
+            "response_send_timeout_secs",
+            raw.response_send_timeout_secs,
+            defaults::RESPONSE_SEND_TIMEOUT_SECS,
+            c,
+        ),
+        request_body_timeout: secs(
+            origin.as_ref(),
+            "request_body_timeout_secs",
+            raw.request_body_timeout_secs,
+            defaults::REQUEST_BODY_TIMEOUT_SECS,
+            c,
+        ),
+        request_buffer_bytes: request_buffer_bytes(origin.as_ref(), raw.request_buffer_bytes, c),
     }
 }
 
@@ -158,6 +173,43 @@ pub fn limit_problems(
         _ => {}
     }
     problems
+}
+
+/// A timeout of at least 1 s (checked only when there is a `[global]` table to blame).
+fn secs(
+    origin: Option<&Origin>,
+    field: &str,
+    value: Option<u64>,
+    default: u64,
+    c: &mut Checker<'_>,
+) -> Duration {
+    match origin {
+        Some(origin) => c.positive_secs(origin, field, value, default),
+        None => Duration::from_secs(value.unwrap_or(default)),
+    }
+}
+
+fn request_buffer_bytes(origin: Option<&Origin>, value: Option<u64>, c: &mut Checker<'_>) -> u64 {
+    let bytes = value.unwrap_or(defaults::REQUEST_BUFFER_BYTES);
+    if let (Err(problem), Some(origin)) = (check_request_buffer_bytes(bytes), origin) {
+        c.error(origin, "request_buffer_bytes", problem, REQUEST_BUFFER_FIX);
+    }
+    bytes
+}
+
+pub const REQUEST_BUFFER_FIX: &str =
+    "give at most 67108864 (64 MiB; the default is 65536), or 0 to \
+     stream request bodies to the backend as they come";
+
+/// Whether `bytes` can be held in memory per connection.
+pub fn check_request_buffer_bytes(bytes: u64) -> Result<(), String> {
+    if bytes > defaults::REQUEST_BUFFER_BYTES_MAX {
+        return Err(format!(
+            "request_buffer_bytes is {bytes}: every connection may hold that much in memory \
+             (nothing is spooled to disk)"
+        ));
+    }
+    Ok(())
 }
 
 pub const LOG_LEVEL_FIX: &str =

@@ -130,6 +130,8 @@ pub struct Metrics {
     connections_refused: Family<ReasonLabels, Counter>,
     upgrades_rate_limited: Counter,
     accept_errors: Family<AcceptErrorLabels, Counter>,
+    response_send_timeouts: Counter,
+    request_buffered_bytes: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -176,6 +178,8 @@ impl Default for Metrics {
             connections_refused: Family::default(),
             upgrades_rate_limited: Counter::default(),
             accept_errors: Family::default(),
+            response_send_timeouts: Counter::default(),
+            request_buffered_bytes: Gauge::default(),
         };
         for reason in CONNECTION_REFUSED_REASONS {
             metrics
@@ -314,6 +318,18 @@ impl Metrics {
              aborted: the client gave up first; other)",
             self.accept_errors.clone(),
         );
+        registry.register(
+            "gateway_response_send_timeouts",
+            "Client connections closed because the client took no response bytes for \
+             response_send_timeout_secs",
+            self.response_send_timeouts.clone(),
+        );
+        registry.register(
+            "gateway_request_buffered_bytes",
+            "Request body bytes read ahead and held in memory before a backend is chosen \
+             (request_buffer_bytes per request at most)",
+            self.request_buffered_bytes.clone(),
+        );
         registry
     }
 
@@ -379,6 +395,16 @@ impl Metrics {
     /// A spliced tunnel was reset because its byte counts did not add up.
     pub fn splice_integrity_error(&self) {
         self.splice_integrity_errors.inc();
+    }
+
+    /// A client connection was closed: the client took nothing for the send timeout.
+    pub fn response_send_timeout(&self) {
+        self.response_send_timeouts.inc();
+    }
+
+    /// A handle to `gateway_request_buffered_bytes`, for one request's body.
+    pub fn request_buffer_gauge(&self) -> Gauge {
+        self.request_buffered_bytes.clone()
     }
 
     pub fn upgrade_rejected(&self) {

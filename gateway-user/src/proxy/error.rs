@@ -6,7 +6,7 @@ use std::{error::Error as StdError, io, net::SocketAddr, time::Duration};
 
 use http::StatusCode;
 
-use crate::{tls::TlsConnectError, upstream::connect::ConnectError};
+use crate::{body::BodyError, tls::TlsConnectError, upstream::connect::ConnectError};
 
 /// What went wrong with the backend.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,10 @@ pub enum BackendError {
     /// a reset mid-body): the client's fault, never counted against the backend.
     #[error("the client's request body failed: {detail}")]
     ClientBody { detail: String },
+    /// The client's request body brought no byte for the body timeout while it was passed
+    /// on: the client's fault (`408`, as nginx's `client_body_timeout`).
+    #[error("no byte of the client's request body came for {}s", .timeout.as_secs())]
+    ClientBodyTimeout { timeout: Duration },
     /// The TLS handshake with an https backend failed (e.g. its certificate is not trusted).
     #[error("backend {backend}: TLS handshake failed ({kind}): {detail}")]
     Tls {
@@ -96,6 +100,7 @@ impl BackendError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            Self::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Connect { .. }
             | Self::Exchange { .. }
@@ -133,13 +138,30 @@ impl BackendError {
             }
             Self::Tls { kind, .. } => format!("bad gateway: backend TLS handshake failed: {kind}"),
             Self::ClientBody { .. } => "bad request: the request body is malformed".to_owned(),
+            Self::ClientBodyTimeout { timeout } => format!(
+                "request timeout: no byte of the request body came for {}s",
+                timeout.as_secs()
+            ),
         }
     }
 
-    /// The forward failed because the client's body did (see [`Self::ClientBody`]).
+    /// Whether the connection closes after this answer: the rest of the client's body was
+    /// not read, so nothing after it can be read as a next request.
+    pub fn closes(&self) -> bool {
+        matches!(
+            self,
+            Self::ClientBody { .. } | Self::ClientBodyTimeout { .. }
+        )
+    }
+
+    /// The forward failed because the client's body did (see [`Self::ClientBody`] and
+    /// [`Self::ClientBodyTimeout`]).
     pub fn client_body(error: &hyper_util::client::legacy::Error) -> Self {
-        Self::ClientBody {
-            detail: chain(error),
+        match find::<BodyError>(error) {
+            Some(BodyError::Timeout(timeout)) => Self::ClientBodyTimeout { timeout: *timeout },
+            _ => Self::ClientBody {
+                detail: chain(error),
+            },
         }
     }
 

@@ -4,13 +4,13 @@ use std::{future::Future, time::Duration};
 
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::{
     deadline::{self, Progress, ProgressWatch},
     error::BackendError,
     headers::{self, Forwarding},
     upgrade::BadSwitch,
+    upload::Upload,
 };
 use crate::{
     body::Body,
@@ -65,9 +65,10 @@ impl Outbound<'_> {
     }
 }
 
-/// Forwards `req` and returns the backend's answer, its body streaming.
+/// Forwards `req` (its body read ahead, or some of it) and returns the backend's answer,
+/// its body streaming.
 pub async fn http(
-    req: Request<Incoming>,
+    req: Request<Upload>,
     out: &Outbound<'_>,
 ) -> Result<Response<Body>, BackendError> {
     let (mut parts, body) = req.into_parts();

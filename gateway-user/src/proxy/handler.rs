@@ -12,14 +12,17 @@ use std::{
 };
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use super::{
     forward::{self, Outbound},
     guard::Framing,
     headers::Forwarding,
+    outflow::{Outflow, Paced},
     refusal::Refusal,
     upgrade::{self, Classified},
+    upload::Upload,
     websocket::{self, PendingTunnel},
 };
 use crate::{
@@ -44,6 +47,8 @@ pub struct Conn {
     /// handshake presented, chosen by SNI.
     pub tls_site: Option<usize>,
     pub framing: Arc<Framing>,
+    /// What the client's socket has taken, for the response bodies' pacing.
+    pub outflow: Arc<Outflow>,
     /// Requests seen so far; HTTP/1.1 hands them over one at a time, in order.
     pub requests: AtomicU64,
     /// The tunnel of an accepted upgrade, waiting for the `101` to be written: the
@@ -218,6 +223,53 @@ struct Forwarded {
     expected_accept: Option<String>,
 }
 
+/// An ordinary request with its body read ahead, or an upgrade (which has no body).
+enum Outgoing {
+    Http(Request<Upload>),
+    Upgrade {
+        req: Request<Incoming>,
+        expected_accept: String,
+    },
+}
+
+impl Outgoing {
+    fn head(&self) -> (&Method, &http::Uri, &http::HeaderMap) {
+        match self {
+            Self::Http(req) => (req.method(), req.uri(), req.headers()),
+            Self::Upgrade { req, .. } => (req.method(), req.uri(), req.headers()),
+        }
+    }
+}
+
+/// Reads an ordinary request's body ahead (`[global] request_buffer_bytes`, under the body
+/// timeout) before a backend is chosen, so a slow upload holds no backend connection.
+async fn read_ahead(
+    req: Request<Incoming>,
+    shared: &Shared,
+) -> Result<Request<Upload>, Response<Body>> {
+    let (limit, timeout) = {
+        let global = &shared.snapshot.load().config.global;
+        (global.request_buffer_bytes, global.request_body_timeout)
+    };
+    let (parts, body) = req.into_parts();
+    let gauge = shared.metrics.request_buffer_gauge();
+    match Upload::read(body, limit, timeout, gauge).await {
+        Ok(upload) => {
+            if !upload.is_whole() {
+                tracing::debug!(
+                    buffer_bytes = limit,
+                    "the request body is larger than the buffer; streaming the rest"
+                );
+            }
+            Ok(Request::from_parts(parts, upload))
+        }
+        Err(error) => {
+            let req = Request::from_parts(parts, ());
+            Err(refuse(&req, error.into(), shared))
+        }
+    }
+}
+
 async fn forward(
     mut req: Request<Incoming>,
     conn: &Conn,
@@ -240,10 +292,21 @@ async fn forward(
             None => return refuse(&req, Refusal::BadTarget, &conn.shared),
         }
     }
+    let outgoing = match expected_accept {
+        Some(expected_accept) => Outgoing::Upgrade {
+            req,
+            expected_accept,
+        },
+        None => match read_ahead(req, &conn.shared).await {
+            Ok(req) => Outgoing::Http(req),
+            Err(refused) => return refused,
+        },
+    };
     let https = bind.protocol == Protocol::Https;
-    let pick = match upstream.pick(req.headers(), https) {
+    let (method, uri, headers) = outgoing.head();
+    let pick = match upstream.pick(headers, https) {
         Ok(pick) => pick,
-        Err(none) => return refuse(&req, none.into(), &conn.shared),
+        Err(none) => return refuse_head(method, uri, none.into(), &conn.shared),
     };
     let backend = pick.backend;
     tracing::Span::current().record("backend", tracing::field::display(backend.addr));
@@ -265,9 +328,12 @@ async fn forward(
             host: &backend_host,
         },
     };
-    let result = match expected_accept {
-        None => forward::http(req, &out).await,
-        Some(accept) => websocket::forward(req, &out, &accept)
+    let result = match outgoing {
+        Outgoing::Http(req) => forward::http(req, &out).await,
+        Outgoing::Upgrade {
+            req,
+            expected_accept,
+        } => websocket::forward(req, &out, &expected_accept)
             .await
             .map(|(resp, pending)| {
                 if let Some(pending) = pending {
@@ -288,7 +354,8 @@ async fn forward(
             if let Some(cookie) = pick.set_cookie {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
-            resp
+            // The backend is read no faster than the client takes its answer.
+            resp.map(|body| Paced::new(body, conn.outflow.clone()).boxed())
         }
         Err(err) => {
             if err.status().is_client_error() {
@@ -296,7 +363,12 @@ async fn forward(
             } else {
                 tracing::warn!(error = %err, "request failed");
             }
-            text(err.status(), &err.client_message())
+            let mut resp = text(err.status(), &err.client_message());
+            if err.closes() {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     }
 }
@@ -321,8 +393,17 @@ fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
 }
 
 /// The gateway's own answer to `req`, logged (and counted when it refuses an upgrade).
-fn refuse(req: &Request<Incoming>, refusal: Refusal, shared: &Shared) -> Response<Body> {
-    let (method, uri, kind) = (req.method(), req.uri(), refusal.kind());
+fn refuse<B>(req: &Request<B>, refusal: Refusal, shared: &Shared) -> Response<Body> {
+    refuse_head(req.method(), req.uri(), refusal, shared)
+}
+
+fn refuse_head(
+    method: &Method,
+    uri: &http::Uri,
+    refusal: Refusal,
+    shared: &Shared,
+) -> Response<Body> {
+    let kind = refusal.kind();
     match &refusal {
         Refusal::NoHealthyBackend(none) => {
             tracing::warn!(pool = %none.pool, backends = none.count, "no healthy backend");

@@ -8,8 +8,11 @@ pub mod framing;
 mod guard;
 mod handler;
 pub mod headers;
+mod outflow;
 mod refusal;
+mod stall;
 pub mod upgrade;
+mod upload;
 mod websocket;
 
 use std::{
@@ -26,12 +29,14 @@ use tracing::Instrument;
 
 use crate::{
     admission::{self, Accepted, Acceptor, Permit, Refused, Socket},
+    dataplane::sockopt,
     shared::Shared,
     snapshot::BindId,
     tls::{self, ClientStream},
 };
 use guard::Guarded;
 use handler::Conn;
+use outflow::SendWatch;
 
 /// Accepts connections on `listener`, the socket of bind `bind` of the snapshot, until
 /// `stop` is cancelled: when the drain starts (it is a child of `lifecycle.draining`) or a
@@ -242,7 +247,10 @@ async fn serve_connection(
     let Some((stream, tls_site)) = handshake else {
         return;
     };
-    // The guard follows the plaintext request bytes, whether they came over TLS or not.
+    // The send timeout and the count of bytes written, under the guard, which follows the
+    // plaintext request bytes, whether they came over TLS or not.
+    let send_timeout = shared.response_send_timeout();
+    let (stream, outflow) = SendWatch::new(stream, send_timeout);
     let (stream, framing) = Guarded::new(stream);
     let state = Arc::new(Conn {
         shared: shared.clone(),
@@ -251,6 +259,7 @@ async fn serve_connection(
         client_key: permit.client(),
         tls_site,
         framing,
+        outflow,
         requests: AtomicU64::new(0),
         tunnel: Mutex::new(None),
     });
@@ -264,11 +273,14 @@ async fn serve_connection(
     // keep-alive connections left idle that long. hyper's request parser refuses obsolete
     // line folding, invalid header bytes, differing Content-Lengths and a Transfer-Encoding
     // not ending in chunked with 400; `Guarded` catches Transfer-Encoding with
-    // Content-Length, which hyper accepts.
+    // Content-Length, which hyper accepts. Its buffers are bounded by the longest head it
+    // must read (its default, about 400 KiB, is what it would also queue for a client that
+    // does not read); response bodies are held back further by `outflow::Paced`.
     let mut conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
         .max_header_size(framing::MAX_HEAD_BYTES)
+        .max_buf_size(framing::MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(stream), service);
     // hyper serves without taking the socket: after a `101` it stops at the end of the
     // head, and the socket comes back as the type made here, for the tunnel.
@@ -295,7 +307,7 @@ async fn serve_connection(
     match (ended, state.take_tunnel()) {
         (Ok(()), Some(pending)) => {
             let parts = conn.into_parts();
-            let client = parts.io.into_inner().into_inner();
+            let client = parts.io.into_inner().into_inner().into_inner();
             websocket::start(
                 pending,
                 client,
@@ -303,6 +315,21 @@ async fn serve_connection(
                 &shared.lifecycle.tunnels,
                 permit,
             );
+            return;
+        }
+        (Err(_), _) if state.outflow.timed_out() => {
+            tracing::info!(
+                timeout_secs = send_timeout.as_secs(),
+                "the client took no response bytes within the send timeout; connection reset"
+            );
+            shared.metrics.response_send_timeout();
+            // A reset, as nginx's `reset_timedout_connection`: a graceful close would stall
+            // the same way, and a FIN behind the unsent bytes would keep them in the kernel
+            // until the client reads them or TCP gives up (minutes).
+            let client = conn.into_parts().io.into_inner().into_inner().into_inner();
+            if let Err(error) = sockopt::set_linger_zero(client.tcp()) {
+                tracing::debug!(%error, "cannot arm the reset; closing");
+            }
             return;
         }
         (Err(err), _) if err.is_timeout() => {

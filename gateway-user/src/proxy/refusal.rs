@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::upgrade::{self, UpgradeError};
 use crate::{
-    body::{text, Body},
+    body::{text, Body, BodyError},
     config::path::PathError,
     route::HostError,
     upstream::NoHealthyBackend,
@@ -49,6 +49,22 @@ pub enum Refusal {
     /// its burst) allows; the next one passes after `retry_after_secs`.
     #[error("too many WebSocket upgrades from your address; retry in {retry_after_secs} s")]
     UpgradeRate { retry_after_secs: u64 },
+    /// The request body stalled while it was read ahead (nginx's `client_body_timeout`).
+    #[error("request timeout: no byte of the request body came for {}s", .0.as_secs())]
+    BodyTimeout(std::time::Duration),
+    /// The request body failed while it was read ahead: malformed chunked framing, or the
+    /// client closed its connection mid-body.
+    #[error("bad request: the request body is malformed or incomplete")]
+    BadBody(#[source] hyper::Error),
+}
+
+impl From<BodyError> for Refusal {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::Timeout(timeout) => Self::BodyTimeout(timeout),
+            BodyError::Client(error) => Self::BadBody(error),
+        }
+    }
 }
 
 impl Refusal {
@@ -59,7 +75,9 @@ impl Refusal {
             | Self::BadPath(_)
             | Self::Host(_)
             | Self::NoHostToRedirectTo
-            | Self::BadRedirectLocation => StatusCode::BAD_REQUEST,
+            | Self::BadRedirectLocation
+            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NotForwarded => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upgrade(err) => err.status(),
             Self::BindRemoved => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,14 +102,23 @@ impl Refusal {
             Self::BadRedirectLocation => "bad_redirect_location",
             Self::NoHealthyBackend(_) => "no_healthy_backend",
             Self::UpgradeRate { .. } => "upgrade_rate",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::BadBody(_) => "bad_body",
         }
     }
 
     /// Whether the connection closes after this answer: the request's bytes cannot be
     /// trusted to end where its head says (a target past ASCII, an upgrade with a body),
-    /// so nothing after them is read as a next request.
+    /// or its body was not read to the end, so nothing after them is read as a next
+    /// request.
     pub fn closes(&self) -> bool {
-        matches!(self, Self::BadTarget | Self::Upgrade(UpgradeError::Body))
+        matches!(
+            self,
+            Self::BadTarget
+                | Self::Upgrade(UpgradeError::Body)
+                | Self::BodyTimeout(_)
+                | Self::BadBody(_)
+        )
     }
 
     /// The answer: the status and the reason on one line; a `426` also names the version
@@ -150,6 +177,11 @@ mod tests {
             ),
             (Refusal::NoHostToRedirectTo, 400, "no Host to redirect to"),
             (
+                BodyError::Timeout(std::time::Duration::from_secs(60)).into(),
+                408,
+                "no byte of the request body came for 60s",
+            ),
+            (
                 NoHealthyBackend {
                     pool: "p".into(),
                     count: 2,
@@ -169,6 +201,12 @@ mod tests {
         .response();
         assert_eq!(rate.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(rate.headers()[header::RETRY_AFTER], "2");
+        let timeout = Refusal::BodyTimeout(std::time::Duration::from_secs(1)).response();
+        assert_eq!(
+            timeout.headers()[header::CONNECTION],
+            "close",
+            "the body was not read"
+        );
         let version = Refusal::from(UpgradeError::UnsupportedVersion("8".into()));
         let resp = version.response();
         assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);

@@ -72,6 +72,9 @@ mod tests {
             shutdown_drain: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
             tunnel_sndbuf_bytes: 1 << 20,
+            response_send_timeout: Duration::from_secs(5),
+            request_body_timeout: Duration::from_secs(5),
+            request_buffer_bytes: 0,
             ..started.clone()
         };
         assert!(needs_restart(&started, &live).is_empty());

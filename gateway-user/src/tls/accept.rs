@@ -11,6 +11,12 @@ use super::{
     Acceptor,
 };
 
+/// The most encrypted bytes a client's TLS session holds that its socket has not taken
+/// (rustls's default is 64 KiB): one full record. A client that stops reading then costs
+/// little more over TLS than in plaintext (see `proxy::outflow`); throughput is the same
+/// (measured on loopback, 8–10 Gbit/s either way).
+pub const SEND_BUFFER_BYTES: usize = 16 * 1024;
+
 /// What a completed server handshake agreed on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeInfo {
@@ -78,6 +84,8 @@ pub async fn accept(
             Cause::PeerClosed(error) => TlsAcceptError::ClientClosed(error),
             Cause::Io(error) => TlsAcceptError::Io(error),
         })?;
+    let mut stream = stream;
+    stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER_BYTES));
     let (_, conn) = stream.get_ref();
     let sni = conn.server_name().map(str::to_owned);
     let info = HandshakeInfo {

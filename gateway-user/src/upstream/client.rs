@@ -14,7 +14,7 @@ use hyper_util::{
 };
 
 use super::connect::BackendConnector;
-use crate::{body::Body, tls::ClientConfig};
+use crate::{body::RequestBody, tls::ClientConfig};
 
 /// An idle keep-alive connection to a backend is closed after this long: shorter than
 /// nginx's default of 75 s, so the gateway usually closes first rather than send a request
@@ -24,7 +24,13 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per backend address (and server name).
 pub const POOL_MAX_IDLE_PER_BACKEND: usize = 64;
 
-pub type HttpClient = Client<BackendConnector, Body>;
+/// The most a backend connection reads at once (hyper's default grows to about 400 KiB):
+/// a response body reaches the client in pieces of at most this size, so it bounds what a
+/// client that stops reading holds (see `proxy::outflow`). It also bounds a backend's
+/// answer head, as HAProxy's 16 KiB buffer does (nginx's `proxy_buffer_size` is 4–8 KiB).
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+pub type HttpClient = Client<BackendConnector, RequestBody>;
 
 /// The client for `http` backends.
 pub fn new() -> HttpClient {
@@ -42,5 +48,6 @@ fn build(connector: BackendConnector) -> HttpClient {
         .timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_BACKEND)
+        .http1_max_buf_size(READ_BUFFER_BYTES)
         .build(connector)
 }
