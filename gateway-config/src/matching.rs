@@ -198,15 +198,23 @@ impl PathPattern {
         } else {
             ""
         };
+        if !written.is_ascii() {
+            return Err(invalid(
+                format!("path {text:?} has characters past ASCII, which requests never send raw"),
+                "percent-encode them in UTF-8, e.g. \"/caf%C3%A9/*\" for \"/café/*\"",
+            ));
+        }
+        if written.contains(';') {
+            return Err(invalid(
+                format!("path {text:?} has ';' parameters, which path rules ignore"),
+                "write the path without them (\"/a;x/b\" is matched as \"/a/b\")",
+            ));
+        }
         match path::normalize(written, policy) {
             Err(error) => Err(invalid(
                 format!("path {text:?} can never match: {error}"),
                 "write the path as requests are matched: '%' only in %XX, no '\\', and \
                  (unless path_escaped_slashes allows them) no %2F or %5C",
-            )),
-            Ok(normal) if normal.as_str() != normal.routed() => Err(invalid(
-                format!("path {text:?} has ';' parameters, which path rules ignore"),
-                format!("write {:?}", format!("{}{star}", normal.routed())),
             )),
             Ok(normal) if !normal.as_str().eq_ignore_ascii_case(written) => Err(invalid(
                 format!(
@@ -224,9 +232,10 @@ impl PathPattern {
                     }
                 ),
             )),
-            Ok(_) => Ok(match pattern {
-                Self::Exact(path) => Self::Exact(path.to_ascii_lowercase()),
-                Self::Prefix(path) => Self::Prefix(path.to_ascii_lowercase()),
+            // Compared as requests are: `%40` and `@` alike.
+            Ok(normal) => Ok(match pattern {
+                Self::Exact(_) => Self::Exact(normal.routed().to_ascii_lowercase()),
+                Self::Prefix(_) => Self::Prefix(normal.routed().to_ascii_lowercase()),
             }),
         }
     }
@@ -399,11 +408,16 @@ mod tests {
         let rule = |text| PathPattern::parse_rule(text, PathPolicy::default());
         assert!(rule("/Admin/*").expect("prefix").matches("/aDMIN/x"));
         assert!(rule("/caf%c3%a9").expect("exact").matches("/CAF%C3%A9"));
+        // Encoded and raw printable characters alike, both ways.
+        assert!(rule("/@admin/*").expect("prefix").matches("/@admin/x"));
+        assert_eq!(rule("/%40admin/*"), rule("/@admin/*"));
+        assert!(rule("/a%2Bb/*").expect("prefix").matches("/a+b/"));
         for (bad, words) in [
             ("/%61dmin/*", "is matched as \"/admin/*\""),
             ("//admin/*", "is matched as \"/admin/*\""),
             ("/x/../admin", "is matched as \"/admin\""),
             ("/admin;x/*", "';' parameters"),
+            ("/café/*", "past ASCII"),
             ("/a%2fb", "can never match"),
             ("/a\\b", "can never match"),
         ] {

@@ -20,8 +20,9 @@
 //!
 //! The result is what the backend is sent. Path rules compare against it without each
 //! segment's parameters (`;` to the end of the segment, which Java servers strip, so
-//! `/admin;x/secret` is matched as `/admin/secret`), ignoring ASCII case (Azure's path rules
-//! are case-insensitive): [`NormalPath::routed`].
+//! `/admin;x/secret` is matched as `/admin/secret`), with encoded printable characters
+//! decoded but `/`, `\` and `%` (`/%40admin` is `/@admin` to a backend too), ignoring ASCII
+//! case (Azure's path rules are case-insensitive): [`NormalPath::routed`].
 
 use std::borrow::Cow;
 
@@ -101,7 +102,7 @@ impl<'a> NormalPath<'a> {
     }
 
     /// What path rules compare against (ignoring ASCII case): the path without `;`
-    /// parameters.
+    /// parameters, encoded printable characters but `/`, `\` and `%` decoded.
     pub fn routed(&self) -> &str {
         self.routed.as_deref().unwrap_or(&self.path)
     }
@@ -124,12 +125,12 @@ pub fn normalize(path: &str, policy: PathPolicy) -> Result<NormalPath<'_>, PathE
     if is_normal(path, policy) {
         return Ok(NormalPath {
             path: Cow::Borrowed(path),
-            routed: without_parameters(path, policy),
+            routed: routed_view(path, policy),
         });
     }
     let decoded = decode(path, policy.escaped_slashes)?;
     let normal = join(remove_dots(&decoded, policy)?.into_iter());
-    let routed = without_parameters(&normal, policy);
+    let routed = routed_view(&normal, policy);
     // The fast check is conservative (`%20` is already normal): borrow when nothing changed.
     let path = if normal == path {
         Cow::Borrowed(path)
@@ -228,10 +229,12 @@ fn remove_dots(path: &str, policy: PathPolicy) -> Result<Vec<&str>, PathError> {
     Ok(out)
 }
 
-/// `path` without each segment's `;` parameters, when it has any (and merged again: a
-/// segment that was only parameters is empty).
-fn without_parameters(path: &str, policy: PathPolicy) -> Option<String> {
-    if !path.contains(';') {
+/// What path rules compare: `path` without each segment's `;` parameters (merged again: a
+/// segment that was only parameters is empty), then with every encoded printable ASCII
+/// character decoded but `/`, `\` and `%` (so `%40admin` is `@admin`, as a backend reads
+/// it; bytes past ASCII stay encoded, in upper case). `None` when that is `path` itself.
+fn routed_view(path: &str, policy: PathPolicy) -> Option<String> {
+    if !path.contains([';', '%']) {
         return None;
     }
     let segments: Vec<&str> = path[1..]
@@ -244,7 +247,29 @@ fn without_parameters(path: &str, policy: PathPolicy) -> Option<String> {
         .enumerate()
         .filter(|&(i, s)| !(policy.merge_slashes && s.is_empty() && i < last))
         .map(|(_, s)| *s);
-    Some(join(kept))
+    let stripped = join(kept);
+    let mut routed = String::with_capacity(stripped.len());
+    let mut rest = stripped.as_str();
+    while let Some(at) = rest.find('%') {
+        routed.push_str(&rest[..at]);
+        // A normal path's `%` is always followed by two upper-case hex digits.
+        let decoded = rest
+            .get(at + 1..at + 3)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|&b| b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'%'));
+        match decoded {
+            Some(byte) => {
+                routed.push(char::from(byte));
+                rest = &rest[at + 3..];
+            }
+            None => {
+                routed.push('%');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    routed.push_str(rest);
+    (routed != path).then_some(routed)
 }
 
 fn join<'s>(segments: impl Iterator<Item = &'s str>) -> String {

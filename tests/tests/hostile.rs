@@ -152,7 +152,8 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
     );
 }
 
-/// `/admin/*` to `protected`, every other path to `open`, on one http listener.
+/// `/admin/*` and `/@team/*` to `protected`, every other path to `open`, on one http
+/// listener.
 fn admin_paths(protected: &HttpBackend, open: &HttpBackend, global: Global) -> Config {
     Config::new()
         .global(global)
@@ -163,7 +164,7 @@ fn admin_paths(protected: &HttpBackend, open: &HttpBackend, global: Global) -> C
         .rule(
             Rule::path_based("paths", "web", "open", "s").path(PathRule::to(
                 "admin",
-                ["/admin/*"],
+                ["/admin/*", "/@team/*"],
                 "protected",
                 "s",
             )),
@@ -200,6 +201,9 @@ async fn path_rules_cannot_be_bypassed_by_spelling_the_path_another_way() {
         ("/admin;x/secret", "/admin;x/secret"),
         ("/%2e/admin/secret", "/admin/secret"),
         ("/%2E%2E/%41dmin//secret?q=%2e", "/Admin/secret?q=%2e"),
+        // Encoded or raw, `@` is `@` to a backend: to the rules as well.
+        ("/%40team/x", "/%40team/x"),
+        ("/@TEAM/x", "/@TEAM/x"),
     ];
     for (i, (spelling, sent)) in spellings.iter().enumerate() {
         let request = format!("GET {spelling} HTTP/1.1\r\nHost: a\r\n\r\n");

@@ -84,8 +84,9 @@ fn percent_encodings_are_decoded_when_unreserved_and_canonical_otherwise() {
     assert_eq!(ok("/a%20c%c3%a9%3b%00"), "/a%20c%C3%A9%3B%00");
     // Decoded once: `%252e` is a `%2e` in the name, not a dot.
     assert_eq!(ok("/%252e%252e/admin"), "/%252e%252e/admin");
-    // `%3B` is data, not a parameter separator.
-    assert_eq!(normal("/a%3Bb"), Ok(("/a%3Bb".into(), "/a%3Bb".into())));
+    // `%3B` is data, not a parameter separator: the rules see it decoded only after the
+    // parameters are gone.
+    assert_eq!(normal("/a%3Bb;x"), Ok(("/a%3Bb;x".into(), "/a;b".into())));
     for bad in ["/a%", "/a%2", "/a%zz", "/%g0", "/a%%41"] {
         assert_eq!(normal(bad), Err(PathError::BadPercent), "{bad:?}");
     }
@@ -198,4 +199,25 @@ fn normalising_twice_changes_nothing() {
             assert!(!twice.changed(), "{path:?} {policy:?}");
         }
     }
+}
+
+#[test]
+fn the_rules_see_encoded_printable_characters_decoded() {
+    for (path, routed) in [
+        ("/%40admin/secret", "/@admin/secret"),
+        ("/v1/items%3Abatch", "/v1/items:batch"),
+        ("/a%2Bb/%7B%7D", "/a+b/{}"),
+        // Not `/`, `\`, `%` (no second decoding), space or bytes past ASCII.
+        ("/a%2525/%20/%C3%A9", "/a%2525/%20/%C3%A9"),
+    ] {
+        assert_eq!(normal(path).map(|n| n.1), Ok(routed.to_owned()), "{path:?}");
+    }
+    let keep = PathPolicy {
+        escaped_slashes: EscapedSlashes::Keep,
+        ..PathPolicy::default()
+    };
+    assert_eq!(
+        normal_with("/a%2Fb%5C", keep).map(|n| n.1),
+        Ok("/a%2Fb%5C".to_owned())
+    );
 }

@@ -263,7 +263,13 @@ impl Admission {
             client.conns = client.conns.saturating_sub(1);
             if client.conns == 0 && bucket::full(client.tat_ns, self.now_ns()) {
                 entry.remove();
-                self.tracked.fetch_sub(1, Ordering::Relaxed);
+                // Saturating: a sweep may have stored the map's length after this entry
+                // left it and before this count, which must then not wrap below 0.
+                let _ = self
+                    .tracked
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n.saturating_sub(1))
+                    });
             }
         }
     }

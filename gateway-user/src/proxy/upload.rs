@@ -106,11 +106,10 @@ where
         let hint = body.size_hint();
         let chunked = hint.exact().is_none();
         let mut rest = Timed::new(body, timeout);
-        // What the client announced (up to the limit) is made room for once; a chunked body's
-        // buffer grows as bytes come. The last read may take it past the limit by one read of
-        // hyper's (64 KiB at most).
-        let room = hint.exact().unwrap_or(hint.lower()).min(limit);
-        let mut held = BytesMut::with_capacity(usize::try_from(room).unwrap_or(0));
+        // The buffer grows as bytes come, never ahead of them: a client that announces a
+        // body and sends none holds no buffer. The last read may take it past the limit by
+        // one read of hyper's (64 KiB at most).
+        let mut held = BytesMut::new();
         let mut counted = Counted::new(gauge.clone());
         let mut trailers = None;
         let mut ended = rest.is_end_stream();

@@ -44,6 +44,12 @@ impl BackendWatch {
             OnBackendDown::Close => None,
             OnBackendDown::Drain(time) => Some(time),
         };
+        if self.drain_ends.is_some() && self.state.borrow().takes_traffic() {
+            // The backend came back while nothing was watching (between two carriers): the
+            // drain is over, and a later one starts afresh.
+            self.drain_ends = None;
+            self.draining.store(false, Ordering::Relaxed);
+        }
         loop {
             let went_down = self.state.wait_for(down).await.is_ok();
             if !went_down {

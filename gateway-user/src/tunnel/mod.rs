@@ -184,6 +184,10 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// The wait before a promotion is tried again after a receive queue did not run empty; it
+/// doubles with each try, up to 32 times this.
+const PROMOTION_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most bytes read from one socket at handoff while waiting for its receive queue to run
 /// empty (see [`sockio::take_queued`]); a tunnel past it is relayed instead of spliced.
 const HANDOFF_READ_LIMIT_BYTES: usize = 256 * 1024;
@@ -263,6 +267,16 @@ pub async fn run(up: Upgraded, ctx: Context) {
     // top of the handshake's: client→backend, backend→client.
     let mut before_splice = [0u64; 2];
     let mut promoted = None;
+    // Promotions tried again after a receive queue did not run empty.
+    let mut retries = 0u32;
+    // Bytes taken from the queues at a promotion that did not happen: counted as relayed
+    // (the meter goes on from there).
+    let count_relayed = |taken: [u64; 2]| {
+        for ((counted, counter), taken) in meter.bytes.iter().zip(relay_counters()).zip(taken) {
+            counted.fetch_add(taken, Ordering::Relaxed);
+            counter.inc_by(taken);
+        }
+    };
     let (reason, moved) = loop {
         match carrier {
             Carrier::Spliced(spliced) => {
@@ -278,11 +292,7 @@ pub async fn run(up: Upgraded, ctx: Context) {
                 ];
                 break (CloseReason::from(out.end), moved);
             }
-            Carrier::Lazy(client, backend, ebpf) => {
-                let when = relay::PromoteWhen {
-                    after_bytes: settings.promote.after_bytes,
-                    at: (started + settings.promote.after).into(),
-                };
+            Carrier::Lazy(client, backend, ebpf, when) => {
                 let end = relay::run(
                     client,
                     backend,
@@ -319,15 +329,20 @@ pub async fn run(up: Upgraded, ctx: Context) {
                         carrier = Carrier::Spliced(spliced);
                     }
                     Promoted::Relayed(client, backend, reason, taken) => {
-                        // Counted as relayed: the meter goes on from there.
-                        for ((counted, counter), taken) in
-                            meter.bytes.iter().zip(relay_counters()).zip(taken)
-                        {
-                            counted.fetch_add(taken, Ordering::Relaxed);
-                            counter.inc_by(taken);
-                        }
+                        count_relayed(taken);
                         relay_reason = Some(reason);
                         carrier = Carrier::Relay(client, backend, reason);
+                    }
+                    Promoted::Retry(client, backend, ebpf, taken) => {
+                        count_relayed(taken);
+                        retries += 1;
+                        let wait = PROMOTION_RETRY_FIRST * 2u32.saturating_pow(retries.min(5));
+                        relay_reason = Some(RelayReason::HandoffBacklog);
+                        let when = relay::PromoteWhen {
+                            after_bytes: u64::MAX,
+                            at: tokio::time::Instant::now() + wait,
+                        };
+                        carrier = Carrier::Lazy(client, backend, ebpf, when);
                     }
                     Promoted::Closed(reason) => {
                         let moved = [0, 1].map(|i| meter.bytes[i].load(Ordering::Relaxed));
@@ -391,6 +406,10 @@ enum Promoted {
     Spliced(Box<splice::Spliced>, [u64; 2]),
     /// Back on the relay, for good, and why; with the bytes taken on the way.
     Relayed(TcpStream, TcpStream, RelayReason, [u64; 2]),
+    /// Back on the relay for now: a receive queue did not run empty (a fast sender kept
+    /// it full while the relay was stopped); everything taken was written, so the relay
+    /// goes on and the promotion is tried again later. With the bytes taken.
+    Retry(TcpStream, TcpStream, Arc<EbpfDataplane>, [u64; 2]),
     /// The tunnel failed (or a limit was reached) on the way; both sides are closed.
     Closed(CloseReason),
 }
@@ -418,9 +437,9 @@ async fn promote(
     let relay_reason = match emptied {
         Ok(true) => None,
         Ok(false) => {
-            tracing::info!(
+            tracing::debug!(
                 limit_bytes = HANDOFF_READ_LIMIT_BYTES,
-                "receive queues never ran empty during the promotion; relaying on"
+                "receive queues never ran empty during the promotion; relaying on, for now"
             );
             Some(RelayReason::HandoffBacklog)
         }
@@ -452,8 +471,8 @@ async fn promote(
         close_both(&reason, &client, &backend);
         return Promoted::Closed(reason);
     }
-    if let Some(reason) = relay_reason {
-        return Promoted::Relayed(client, backend, reason, counts);
+    if relay_reason.is_some() {
+        return Promoted::Retry(client, backend, ebpf, counts);
     }
     match Carrier::choose(
         Some(ebpf),
@@ -506,7 +525,11 @@ async fn open_plain(
             sockopt::reset_both(&client, &backend);
             return None;
         }
-        return Some((Carrier::Lazy(client, backend, lazy), early));
+        let when = relay::PromoteWhen {
+            after_bytes: settings.promote.after_bytes,
+            at: tokio::time::Instant::now() + settings.promote.after,
+        };
+        return Some((Carrier::Lazy(client, backend, lazy, when), early));
     }
     let mut relay_reason = RelayReason::UserspaceDataplane;
     if ebpf.is_some() {
@@ -610,7 +633,7 @@ enum Carrier {
     Relay(TcpStream, TcpStream, RelayReason),
     /// Two plain sockets relayed until they are worth splicing (`splice_after_bytes`,
     /// `splice_after_ms`), then promoted to the splice.
-    Lazy(TcpStream, TcpStream, Arc<EbpfDataplane>),
+    Lazy(TcpStream, TcpStream, Arc<EbpfDataplane>, relay::PromoteWhen),
     /// TLS on at least one side: always relayed.
     Tls(ClientStream, BackendStream),
 }

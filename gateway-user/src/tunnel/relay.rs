@@ -9,9 +9,9 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{tcp, TcpStream},
-    sync::Notify,
+    sync::{watch, Notify},
 };
-use tokio_util::{either::Either, sync::CancellationToken};
+use tokio_util::either::Either;
 
 use super::registry::RelayMeter;
 use super::{close_both, limits::Limits, CloseReason, Closing};
@@ -125,24 +125,17 @@ pub async fn run<C: Duplex, B: Duplex>(
     counters: [Counter; 2],
     meter: &RelayMeter,
     limits: &mut Limits,
-    mut promote: Option<PromoteWhen>,
+    promote: Option<PromoteWhen>,
 ) -> RelayEnd<C, B> {
-    let mut ended = [false; 2];
-    let reason = loop {
-        let halves = Halves {
-            client: &mut client,
-            backend: &mut backend,
-            counters: &counters,
-            meter,
-        };
-        match halves.relay(limits, &mut ended, promote).await {
-            Round::Closed(reason) => break reason,
-            Round::Stopped if ended == [false, false] => {
-                return RelayEnd::Promote(client, backend);
-            }
-            // A direction ended while the other was stopping: relay on, for good.
-            Round::Stopped => promote = None,
-        }
+    let halves = Halves {
+        client: &mut client,
+        backend: &mut backend,
+        counters: &counters,
+        meter,
+    };
+    let reason = match halves.relay(limits, promote).await {
+        Round::Closed(reason) => reason,
+        Round::Stopped => return RelayEnd::Promote(client, backend),
     };
     if reason.closing() == Closing::Graceful {
         // A TLS peer reads a FIN without `close_notify` as a truncation: say goodbye first,
@@ -162,11 +155,36 @@ pub async fn run<C: Duplex, B: Duplex>(
     })
 }
 
-/// How one round of relaying ended.
+/// How long the directions of a relayed tunnel may take to stop for a promotion. A
+/// direction stops only between a write and its next read, so one whose peer does not
+/// take what it writes may not stop for long: the attempt is then called off (the other
+/// direction, parked meanwhile, goes on) and made again later, rather than freezing the
+/// tunnel behind its slowest reader.
+const STOP_GRACE: Duration = Duration::from_millis(100);
+/// The wait before the first new attempt after one was called off; it doubles with each
+/// attempt, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// How a relay ended.
 enum Round {
     Closed(CloseReason),
-    /// Every direction still open stopped for promotion.
+    /// Every direction parked for promotion, both still open.
     Stopped,
+}
+
+/// Whether the directions are asked to park (for a promotion) or to copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Copy,
+    Park,
+}
+
+/// What the directions and the relay's loop share to park and resume.
+struct Control {
+    phase: watch::Sender<Phase>,
+    /// Which directions are parked (client→backend, backend→client).
+    parked: watch::Sender<[bool; 2]>,
 }
 
 struct Halves<'a, C, B> {
@@ -177,17 +195,16 @@ struct Halves<'a, C, B> {
 }
 
 impl<C: Duplex, B: Duplex> Halves<'_, C, B> {
-    /// Copies both ways (skipping directions in `ended`, marking those that end) until the
-    /// tunnel closes, or, with `promote`, until each open direction has stopped.
-    async fn relay(
-        self,
-        limits: &mut Limits,
-        ended: &mut [bool; 2],
-        promote: Option<PromoteWhen>,
-    ) -> Round {
+    /// Copies both ways until the tunnel closes, or, with `promote`, until both directions
+    /// are parked between a write and the next read.
+    async fn relay(self, limits: &mut Limits, promote: Option<PromoteWhen>) -> Round {
         let meter = self.meter;
         let last_activity = &meter.last_activity_ns;
-        let stop = CancellationToken::new();
+        let control = Control {
+            phase: watch::Sender::new(Phase::Copy),
+            parked: watch::Sender::new([false; 2]),
+        };
+        let mut parked = control.parked.subscribe();
         let reached = Notify::new();
         let watch = promote.map(|p| (&reached, p.after_bytes));
         let (client_read, client_write) = self.client.halves();
@@ -197,53 +214,80 @@ impl<C: Duplex, B: Duplex> Halves<'_, C, B> {
             client_read,
             backend_write,
             Copied::new(to_backend, meter, 0, watch),
-            &stop,
+            &control,
         );
         let downstream = copy_half(
             backend_read,
             client_write,
             Copied::new(to_client, meter, 1, watch),
-            &stop,
+            &control,
         );
-        let trigger = async {
-            match promote {
-                Some(when) => tokio::select! {
-                    () = tokio::time::sleep_until(when.at) => {}
-                    () = reached.notified() => {}
-                },
-                None => std::future::pending().await,
-            }
-        };
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        // The next attempt by time; the first one may also come by bytes.
+        let attempt_at = tokio::time::sleep_until(promote.map_or_else(far, |p| p.at));
+        let by_bytes = reached.notified();
+        // The end of the grace the directions have to park.
+        let grace = tokio::time::sleep_until(far());
         let limit = limits.reached(|| idle_since_ns(last_activity.load(Ordering::Relaxed)));
-        tokio::pin!(upstream, downstream, trigger, limit);
-        let mut stopping = false;
-        let mut stopped = [false; 2];
+        tokio::pin!(upstream, downstream, attempt_at, by_bytes, grace, limit);
+        let mut ended = [false; 2];
+        let mut promoting = promote.is_some();
+        let mut bytes_armed = promote.is_some();
+        let mut parking = false;
+        let mut retry = RETRY_FIRST;
         loop {
-            let [up_open, down_open] = [0, 1].map(|i| !ended[i] && !stopped[i]);
+            let open = ended == [false, false];
+            let mut start_parking = false;
             tokio::select! {
                 reason = &mut limit => return Round::Closed(reason),
-                () = &mut trigger, if !stopping && ended == &[false, false] => {
-                    stopping = true;
-                    stop.cancel();
+                () = &mut attempt_at, if promoting && open && !parking => start_parking = true,
+                () = &mut by_bytes, if bytes_armed && promoting && open && !parking => {
+                    bytes_armed = false;
+                    start_parking = true;
                 }
-                result = &mut upstream, if up_open => match result {
-                    Ok(Half::Ended) => ended[0] = true,
-                    Ok(Half::Stopped) => stopped[0] = true,
+                () = &mut grace, if parking => {
+                    // A direction is stuck writing to a peer that does not read: go on
+                    // copying, try again later.
+                    control.phase.send_replace(Phase::Copy);
+                    parking = false;
+                    attempt_at.as_mut().reset(tokio::time::Instant::now() + retry);
+                    retry = (retry * 2).min(RETRY_MAX);
+                    tracing::debug!(
+                        retry_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX),
+                        "a direction did not stop for the promotion in time; relaying on"
+                    );
+                }
+                changed = parked.changed(), if parking => {
+                    if changed.is_ok() && *parked.borrow_and_update() == [true, true] {
+                        return Round::Stopped;
+                    }
+                }
+                result = &mut upstream, if !ended[0] => match result {
+                    Ok(()) => ended[0] = true,
                     Err(HalfError::Read(e)) => return Round::Closed(CloseReason::ClientError(Some(e))),
                     Err(HalfError::Write(e)) => return Round::Closed(CloseReason::BackendError(Some(e))),
                 },
-                result = &mut downstream, if down_open => match result {
-                    Ok(Half::Ended) => ended[1] = true,
-                    Ok(Half::Stopped) => stopped[1] = true,
+                result = &mut downstream, if !ended[1] => match result {
+                    Ok(()) => ended[1] = true,
                     Err(HalfError::Read(e)) => return Round::Closed(CloseReason::BackendError(Some(e))),
                     Err(HalfError::Write(e)) => return Round::Closed(CloseReason::ClientError(Some(e))),
                 },
             }
-            if ended == &[true, true] {
+            if start_parking {
+                parking = true;
+                control.phase.send_replace(Phase::Park);
+                grace
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + STOP_GRACE);
+            }
+            if ended == [true, true] {
                 return Round::Closed(CloseReason::Done);
             }
-            if stopping && (0..2).all(|i| ended[i] || stopped[i]) {
-                return Round::Stopped;
+            if ended != [false, false] && promoting {
+                // Half-closed: it stays on the relay; a parked direction goes on.
+                promoting = false;
+                parking = false;
+                control.phase.send_replace(Phase::Copy);
             }
         }
     }
@@ -252,14 +296,6 @@ impl<C: Duplex, B: Duplex> Halves<'_, C, B> {
 enum HalfError {
     Read(io::Error),
     Write(io::Error),
-}
-
-/// How a direction's copy ended.
-enum Half {
-    /// End of stream, passed on.
-    Ended,
-    /// Asked to stop, between a write and the next read.
-    Stopped,
 }
 
 /// Where one direction counts what it copied.
@@ -301,24 +337,38 @@ impl<'a> Copied<'a> {
 }
 
 /// Copies until end of stream, then shuts `to` down for writing (under TLS: `close_notify`,
-/// then a FIN), or until `stop` is cancelled while it waits to read: a read is the only
-/// point where stopping loses nothing (a socket read that did not complete took no byte;
-/// a write is always finished first). A TLS peer that closes its socket without a
-/// `close_notify` reads as `UnexpectedEof`: that too ends the direction, since WebSocket
-/// frames delimit themselves and a truncated frame is the endpoint's to notice.
+/// then a FIN). Asked to park (`control`), it does so only while it waits to read: a socket
+/// read that did not complete took no byte, and a write is always finished first; parked,
+/// it says so and waits to be told to copy again (or is dropped, for the promotion). A TLS
+/// peer that closes its socket without a `close_notify` reads as `UnexpectedEof`: that too
+/// ends the direction, since WebSocket frames delimit themselves and a truncated frame is
+/// the endpoint's to notice.
 async fn copy_half(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     mut copied: Copied<'_>,
-    stop: &CancellationToken,
-) -> Result<Half, HalfError> {
+    control: &Control,
+) -> Result<(), HalfError> {
     let last_activity = &copied.meter.last_activity_ns;
+    let direction = copied.direction;
+    let mut phase = control.phase.subscribe();
     let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
     loop {
         let read = tokio::select! {
             biased;
-            () = stop.cancelled() => return Ok(Half::Stopped),
-            read = from.read(&mut buf) => read,
+            _ = phase.wait_for(|p| *p == Phase::Park) => None,
+            read = from.read(&mut buf) => Some(read),
+        };
+        let Some(read) = read else {
+            control
+                .parked
+                .send_modify(|parked| parked[direction] = true);
+            // The sender outlives this future (the relay's loop owns both).
+            let _ = phase.wait_for(|p| *p == Phase::Copy).await;
+            control
+                .parked
+                .send_modify(|parked| parked[direction] = false);
+            continue;
         };
         let n = match read {
             Ok(n) => n,
@@ -327,7 +377,7 @@ async fn copy_half(
         };
         if n == 0 {
             to.shutdown().await.map_err(HalfError::Write)?;
-            return Ok(Half::Ended);
+            return Ok(());
         }
         last_activity.store(monotonic_coarse_ns(), Ordering::Relaxed);
         to.write_all(&buf[..n]).await.map_err(HalfError::Write)?;
