@@ -302,3 +302,80 @@ async fn promotions_racing_a_half_close_or_a_reset_lose_nothing_ebpf() {
         "the integrity witness fired (seed {seed})"
     );
 }
+
+/// A promotion due while one direction is stuck writing to a client that does not read
+/// must not freeze the other: the client's messages keep reaching the backend (the attempt
+/// is called off and tried again later), and the tunnel is not closed as idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_does_not_freeze_a_tunnel_whose_client_stopped_reading_ebpf() {
+    let test = "a_promotion_does_not_freeze_a_tunnel_whose_client_stopped_reading_ebpf";
+    if skip_unprivileged(Dataplane::Ebpf, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    const MESSAGES: usize = 40;
+    const MESSAGE_BYTES: usize = 1024;
+    let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
+        conn.accept_upgrade().await;
+        let (mut reader, mut writer) = conn.stream.split();
+        // Far more than the client's socket and the gateway's relay hold: the backend→client
+        // direction is stuck in a write for as long as the client does not read.
+        let flood = async {
+            let chunk = vec![0x5a; 64 << 10];
+            while writer.write_all(&chunk).await.is_ok() {}
+        };
+        let heartbeats = async {
+            let mut got = vec![0; MESSAGES * MESSAGE_BYTES];
+            reader.read_exact(&mut got).await.map(|_| got).ok()
+        };
+        tokio::select! {
+            got = heartbeats => got.map(|got| Summary::of(&got)),
+            () = flood => None,
+        }
+    })
+    .await;
+    let gateway = Gateway::builder()
+        .backend(backend.addr())
+        .dataplane(Dataplane::Ebpf)
+        .lazy_splice()
+        .arg("--splice-after-bytes")
+        .arg((1u64 << 40).to_string())
+        .arg("--splice-after-ms")
+        .arg("100")
+        .arg("--tunnel-idle-timeout-secs")
+        .arg("2")
+        .start();
+    let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/stuck", &[]).await;
+    let sent = pattern(seed, MESSAGES * MESSAGE_BYTES);
+    for message in sent.chunks(MESSAGE_BYTES) {
+        tunnel
+            .stream
+            .write_all(message)
+            .await
+            .expect("client sends");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = within(
+        STEP_TIMEOUT,
+        "the backend gets every message",
+        backend.next_result(),
+    )
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the client's messages stopped reaching the backend:\n{}",
+            gateway.stderr_text()
+        )
+    });
+    assert_eq!(
+        got,
+        Summary::of(&sent),
+        "the client's messages, in order (seed {seed})"
+    );
+    assert!(
+        !gateway
+            .stderr_text()
+            .contains("close_reason=\"idle_timeout\""),
+        "the tunnel was closed as idle"
+    );
+}
