@@ -113,6 +113,8 @@ pub struct Admission {
     metrics: Metrics,
     /// The descriptor the client listeners give up to answer `503` when there is none left.
     pub reserve: Arc<Reserve>,
+    /// Refused connections waiting for their client's request before they close.
+    pub lingering: Arc<tokio::sync::Semaphore>,
 }
 
 impl Admission {
@@ -127,6 +129,7 @@ impl Admission {
             epoch: Instant::now(),
             metrics,
             reserve: Reserve::open(),
+            lingering: Arc::new(tokio::sync::Semaphore::new(refuse::LINGERING_MAX)),
         }
     }
 

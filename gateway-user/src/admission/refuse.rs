@@ -7,10 +7,10 @@
 //! leaves connections in the kernel's queue; nginx's `limit_conn` answers only once the TLS
 //! handshake and the request head are done, the very work a flood wants.)
 
-use std::{io::Read as _, net::Shutdown};
+use std::{io::Read as _, net::Shutdown, sync::Arc, time::Duration};
 
 use socket2::SockRef;
-use tokio::net::TcpStream;
+use tokio::{io::AsyncReadExt as _, net::TcpStream, sync::Semaphore};
 
 /// Why a connection was refused; the `reason` label of `gateway_connections_refused_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,24 +52,55 @@ impl Refused {
     }
 }
 
+/// Most refused connections that wait at once for their client's request before closing.
+pub const LINGERING_MAX: usize = 256;
+/// How long a refused connection waits for its client's request (nginx's `lingering_time`
+/// is 30 s for bodies; this is for a request head the client is about to send).
+const LINGER: Duration = Duration::from_secs(1);
+/// What a refused connection reads and drops at most.
+const DRAIN_BYTES: usize = 16 * 1024;
+
 /// Refuses `stream`: the fixed `503` when `plaintext`, then closes it. The socket is
 /// non-blocking and its send buffer empty, so one `send` takes the whole answer or the
-/// client is gone; what the client already sent is read and dropped (a few KiB at most) so
-/// the close is a FIN, not a reset that could destroy the answer before it is read.
-pub fn refuse(stream: TcpStream, why: Refused, plaintext: bool) {
+/// client is gone. A close with unread bytes in the queue, or before the client's request
+/// arrives, makes the kernel answer that request with a reset, which can destroy the `503`
+/// before the client reads it; so, as nginx's lingering close, the connection waits (up to
+/// [`LINGER`], [`LINGERING_MAX`] at once, with `linger`) for the client's request and drops
+/// it before closing. Without `linger` (out of descriptors: one must be freed at once), or
+/// with too many waiting, only what already arrived is dropped.
+pub fn refuse(stream: TcpStream, why: Refused, plaintext: bool, linger: Option<&Arc<Semaphore>>) {
+    if !plaintext {
+        return;
+    }
     let socket = SockRef::from(&stream);
-    if plaintext {
-        let _ = socket.send(why.response());
-        let _ = socket.shutdown(Shutdown::Write);
-        let mut sink = [0u8; 4096];
-        for _ in 0..4 {
-            match (&*socket).read(&mut sink) {
-                Ok(n) if n > 0 => {}
-                _ => break,
-            }
+    let _ = socket.send(why.response());
+    let _ = socket.shutdown(Shutdown::Write);
+    if let Some(permit) = linger.and_then(|l| l.clone().try_acquire_owned().ok()) {
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(LINGER, drain(stream)).await;
+        });
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        match (&*socket).read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
         }
     }
-    drop(stream);
+}
+
+/// Reads and drops what the client sends, up to its end or [`DRAIN_BYTES`].
+async fn drain(mut stream: TcpStream) {
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        match stream.read(&mut sink).await {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
 
 #[cfg(test)]

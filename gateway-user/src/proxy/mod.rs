@@ -79,7 +79,8 @@ pub async fn serve(
                 match shared.admission.admit(client.ip(), &snapshot.admission) {
                     Ok(permit) => (stream, client, permit),
                     Err(why) => {
-                        admission::refuse(stream, why, plaintext);
+                        let linger = &shared.admission.lingering;
+                        admission::refuse(stream, why, plaintext, Some(linger));
                         continue;
                     }
                 }
@@ -88,7 +89,7 @@ pub async fn serve(
                 shared
                     .metrics
                     .connection_refused(Refused::NoDescriptors.as_str());
-                admission::refuse(stream, Refused::NoDescriptors, plaintext);
+                admission::refuse(stream, Refused::NoDescriptors, plaintext, None);
                 drop(reserve);
                 continue;
             }
