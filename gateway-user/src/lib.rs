@@ -15,6 +15,10 @@ mod admin;
 mod body;
 pub mod cli;
 pub mod dataplane;
+/// For the fuzz targets of `fuzz/` only: the crate-private parsers, re-exported.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod generation;
 mod health;
 mod metrics;
