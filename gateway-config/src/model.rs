@@ -95,6 +95,11 @@ pub struct Global {
     /// Whether every pool/settings pair without a `probe` is probed with Azure's default
     /// probe (`GET /`, every 30 s).
     pub default_probes: bool,
+    /// Names the admin listener answers to besides its address (and `localhost` on
+    /// loopback): lowercase, without a trailing dot.
+    pub admin_host_names: Vec<String>,
+    /// The bearer token every admin request must carry; `None`: no token asked for.
+    pub admin_token: Option<crate::AdminToken>,
 }
 
 /// One listening socket and the listeners (sites) sharing it.

@@ -16,7 +16,32 @@ pub fn plan(config: &Config) -> Plan {
     for settings in &config.backend_settings {
         check_settings(settings, &mut warnings);
     }
+    check_admin(&config.global, &mut warnings);
     Plan { warnings }
+}
+
+/// A token file others can read (refused by ssh for keys, but Kubernetes mounts secrets
+/// 0644 by default, so only a warning), and an admin listener off loopback without a token.
+fn check_admin(global: &crate::Global, warnings: &mut Vec<String>) {
+    if let Some(token) = global
+        .admin_token
+        .as_ref()
+        .filter(|t| t.readable_by_others())
+    {
+        warnings.push(format!(
+            "global.admin_token_file: {} is readable by other users (mode {:o}); chmod 600 it",
+            token.path.display(),
+            token.mode
+        ));
+    }
+    if let Some(admin) = global.admin.filter(|a| !a.ip().is_loopback()) {
+        if global.admin_token.is_none() {
+            warnings.push(format!(
+                "global.admin: the admin listener is on {admin}, off loopback, and asks for no \
+                 token: whoever reaches it can reload the configuration; set admin_token_file"
+            ));
+        }
+    }
 }
 
 fn check_settings(settings: &BackendSettings, warnings: &mut Vec<String>) {

@@ -23,6 +23,8 @@ pub(crate) struct RawGlobal {
     pub tunnel_sndbuf_bytes: Option<u32>,
     pub spliced_backlog_pool_bytes: Option<u64>,
     pub default_probes: Option<bool>,
+    pub admin_host_names: Option<Vec<String>>,
+    pub admin_token_file: Option<String>,
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.

@@ -171,6 +171,18 @@ pub struct RunArgs {
     /// Log lines as text or as one JSON object per line. [default: text]
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// A name the admin listener answers to (its `Host`) besides its own address and, on
+    /// loopback, `localhost`; repeat for several. Replaces [global] admin_host_names.
+    /// Requests for any other host get 403 (DNS rebinding). [default: none]
+    #[arg(long = "admin-host-name", value_name = "NAME")]
+    pub admin_host_names: Vec<String>,
+
+    /// File holding the bearer token every admin request must send
+    /// (`Authorization: Bearer TOKEN`), read at start and at each reload; without it no
+    /// token is asked for. Replaces [global] admin_token_file. [default: none]
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -193,6 +205,8 @@ impl RunArgs {
                 tunnel_idle_timeout_secs: self.tunnel_idle_timeout_secs,
                 tunnel_max_lifetime_secs: self.tunnel_max_lifetime_secs,
                 max_tunnel_backlog_bytes: self.max_tunnel_backlog_bytes,
+                admin_host_names: self.admin_host_names.clone(),
+                admin_token_file: self.admin_token_file.clone(),
             },
         }
     }

@@ -156,10 +156,13 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
             shared.health.clone(),
             shared.tunnels.clone(),
         );
+        let refused = admin::RefusedMetric::default();
+        refused.register(&mut registry);
         let admin = admin::Admin {
             registry,
             shared,
             reloader,
+            refused,
         };
         running
             .admin_task
