@@ -30,7 +30,12 @@ fuzz_target!(|data: &[u8]| {
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(stream) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => {
-            let has = |name: &str| request.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+            let has = |name: &str| {
+                request
+                    .headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(name))
+            };
             let both = has("transfer-encoding") && has("content-length");
             if request.method == Some("CONNECT") {
                 assert_eq!(whole, None, "CONNECT is not followed");

@@ -54,11 +54,15 @@ fn token(u: &mut Unstructured<'_>, alphabet: &[u8]) -> Result<Vec<u8>> {
     (0..len).map(|_| pick(u, alphabet).copied()).collect()
 }
 
-const TCHAR: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~";
+const TCHAR: &[u8] =
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~";
 const VCHAR: &[u8] = b"abcXYZ019 \t!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 
 fn request(u: &mut Unstructured<'_>, out: &mut Vec<u8>) -> Result<()> {
-    let method = *pick(u, &["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])?;
+    let method = *pick(
+        u,
+        &["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"],
+    )?;
     out.extend_from_slice(method.as_bytes());
     out.extend_from_slice(b" /");
     out.extend(token(u, b"abcxyz019-._~%/?=&")?);
@@ -74,7 +78,11 @@ fn request(u: &mut Unstructured<'_>, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(b"X-");
         out.extend(token(u, TCHAR)?);
         out.extend_from_slice(if u.arbitrary()? { b": " } else { b":" });
-        out.extend(token(u, VCHAR)?.into_iter().skip_while(|b| *b == b' ' || *b == b'\t'));
+        out.extend(
+            token(u, VCHAR)?
+                .into_iter()
+                .skip_while(|b| *b == b' ' || *b == b'\t'),
+        );
         out.extend_from_slice(b"\r\n");
     }
     let body = body(u)?;

@@ -4,10 +4,15 @@
 //! - a parsed host round-trips: parsing what the client sent again gives the same host, and
 //!   the matched name parses to itself;
 //! - the matched name is lowercase, without a trailing dot, and empty only when the client
-//!   sent an empty host.
+//!   sent an empty host;
+//! - the admin listener (`admin/access.rs`, bound to 127.0.0.1 with one configured name)
+//!   accepts a request only when its host is one of those it answers to.
 #![no_main]
 
-use gateway::fuzzing::host::{parse_host, request_host, HostError, RequestHost};
+use gateway::fuzzing::{
+    admin::Access,
+    host::{parse_host, request_host, HostError, RequestHost},
+};
 use http::{header, HeaderMap, HeaderValue, Uri, Version};
 use libfuzzer_sys::fuzz_target;
 
@@ -31,6 +36,22 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         headers.append(header::HOST, value);
+    }
+    let admin = Access {
+        bind: ([127, 0, 0, 1], 9090).into(),
+        names: &["gw.example".to_owned()],
+        token: None,
+    };
+    if admin.check(&uri, version, &headers).is_ok() {
+        let host = request_host(&uri, &headers, version);
+        let name = host
+            .expect("accepted, so valid")
+            .expect("accepted, so present")
+            .name;
+        assert!(
+            ["127.0.0.1", "localhost", "gw.example"].contains(&name.as_str()),
+            "the admin accepted the host {name:?}"
+        );
     }
     match request_host(&uri, &headers, version) {
         Ok(Some(host)) => check(&host),

@@ -4,11 +4,7 @@
 //!
 //! Built once with `--sanitizer none` (the fuzzed code is safe Rust; AddressSanitizer would
 //! halve the executions for nothing) and debug assertions on, so an overflow is a finding.
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::Context as _;
 
@@ -158,11 +154,53 @@ mod tests {
                 "fuzz/Cargo.toml has no [[bin]] {name}"
             );
             assert!(
-                Path::new(&fuzz_dir().join("corpus").join(name)).is_dir(),
+                fuzz_dir().join("corpus").join(name).is_dir(),
                 "fuzz/corpus/{name} is missing: seed it"
             );
         }
         assert!(pick(Some("nope")).is_err());
         assert_eq!(pick(Some(&names[0])).expect("one"), [names[0].clone()]);
+    }
+
+    /// The fuzzed code is built with the versions the daemon ships with: every package both
+    /// lock files hold in a compatible series is at the same version (refresh with
+    /// `cp Cargo.lock fuzz/`, then any cargo command in fuzz/ adds what only it uses).
+    #[test]
+    fn the_fuzz_lock_file_follows_the_workspace_one() {
+        let packages = |path: PathBuf| -> Vec<(String, String)> {
+            let text = fs::read_to_string(&path).expect("read a lock file");
+            let mut found = Vec::new();
+            let mut name = None;
+            for line in text.lines() {
+                if let Some(n) = line.strip_prefix("name = ") {
+                    name = Some(n.trim_matches('"').to_owned());
+                } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
+                    found.push((n, v.trim_matches('"').to_owned()));
+                }
+            }
+            found
+        };
+        // Semver-compatible versions: `0.x` or the major.
+        let series = |version: &str| -> String {
+            let mut parts = version.split('.');
+            match (parts.next(), parts.next()) {
+                (Some("0"), Some(minor)) => format!("0.{minor}"),
+                (Some(major), _) => major.to_owned(),
+                _ => version.to_owned(),
+            }
+        };
+        let workspace = packages(workspace::root().join("Cargo.lock"));
+        let fuzz = packages(fuzz_dir().join("Cargo.lock"));
+        for (name, version) in &fuzz {
+            let shipped: Vec<&String> = workspace
+                .iter()
+                .filter(|(n, v)| n == name && series(v) == series(version))
+                .map(|(_, v)| v)
+                .collect();
+            assert!(
+                shipped.is_empty() || shipped.contains(&version),
+                "fuzz/Cargo.lock has {name} {version}, the workspace {shipped:?}"
+            );
+        }
     }
 }
