@@ -15,6 +15,7 @@ use gateway_tests::{
     admin::{raw_request, RawAnswer},
     http_backend::HttpBackend,
     metrics::Metrics,
+    oneshot::{self, ScratchDir},
     reload::generation,
     Gateway,
 };
@@ -201,6 +202,43 @@ async fn the_bearer_token_is_enforced_when_configured() {
         Metrics::parse(&metrics.body).metric("gateway_config_generation", &[]),
         2.0
     );
+}
+
+/// A token file that cannot be used refuses the start, as a bad certificate does: exit 64
+/// with the flag named and nothing served.
+#[test]
+fn an_empty_or_missing_token_file_refuses_the_start() {
+    let dir = ScratchDir::new("admin-token-start");
+    let empty = dir.write("empty.token", "\n");
+    let missing = dir.path().join("missing.token");
+    for (path, problem) in [
+        (&empty, "is empty"),
+        (&missing, "cannot read the admin token file"),
+    ] {
+        let path = path.to_str().expect("UTF-8 path");
+        let done = oneshot::gateway(
+            &[
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "127.0.0.1:9",
+                "--admin",
+                "127.0.0.1:0",
+                "--admin-token-file",
+                path,
+            ],
+            Duration::from_secs(20),
+        );
+        assert_eq!(done.code(), Some(64), "stderr:\n{}", done.stderr);
+        assert!(!done.stdout.contains("gateway ready"), "{}", done.stdout);
+        assert!(
+            done.stderr.contains("--admin-token-file"),
+            "{}",
+            done.stderr
+        );
+        assert!(done.stderr.contains(problem), "{}", done.stderr);
+    }
 }
 
 /// A request head that trickles in (slowloris) on the admin port is closed once the head
