@@ -17,7 +17,7 @@
 //! Then, with `[global] admin_token_file`, every request needs
 //! `Authorization: Bearer TOKEN`, compared in constant time.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::{header, uri::Authority, HeaderMap, StatusCode, Uri, Version};
 use sha2::{Digest, Sha256};
@@ -117,12 +117,11 @@ impl Access<'_> {
     /// or a configured name.
     fn accepts_name(&self, name: &str) -> bool {
         let bind = self.bind.ip();
-        let literal = name
-            .strip_prefix('[')
-            .and_then(|n| n.strip_suffix(']'))
-            .unwrap_or(name)
-            .parse::<IpAddr>()
-            .ok();
+        // Brackets hold an IPv6 address only (RFC 3986 §3.2.2): `[127.0.0.1]` is a name.
+        let literal = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+            Some(inner) => inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            None => name.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+        };
         let configured = self.names.iter().any(|configured| match literal {
             Some(ip) => configured.parse::<IpAddr>() == Ok(ip),
             None => configured == name,
@@ -281,6 +280,10 @@ mod tests {
     fn foreign_missing_and_doubled_hosts_are_refused() {
         for pairs in [
             &[("host", "evil.example:9090")][..],
+            // Found by the `host` fuzz target: brackets around an IPv4 address were taken
+            // off and the address accepted.
+            &[("host", "[127.0.0.1]:9090")],
+            &[("host", "[127.0.0.1]")],
             &[("host", "localhost.evil.example")],
             &[("host", "127.0.0.2:9090")],
             &[("host", "")],
