@@ -92,6 +92,17 @@ fn import(text: &str, input: &str, options: &Options) -> Result<Import, String> 
     })
 }
 
+/// For the fuzz targets of `fuzz/` only (the `fuzzing` feature): the import of `text`
+/// with default options, as TOML, or why the input cannot be used.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub fn fuzz_import(text: &str) -> Result<String, String> {
+    let options = Options {
+        bind_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+    };
+    import(text, "fuzz.json", &options).map(|import| import.toml)
+}
+
 /// `gateway import-azure`: converts the Azure JSON of `file`, writes the result to `output`
 /// (or prints it on stdout); the report and the check's findings on stderr.
 pub fn run(file: &Path, output: Option<&Path>, options: &Options) -> ExitCode {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     convert::{Imported, Out, RuleOut},
-    report::{wrap, Report},
+    report::{printable, wrap, Report},
 };
 use gateway_config::raw::RawRedirect;
 
@@ -93,7 +93,7 @@ fn section<T>(
     text.push_str(&"-".repeat(dashes.max(3)));
     text.push('\n');
     for object in objects {
-        let _ = write!(text, "\n# from {}\n", object.from);
+        let _ = write!(text, "\n# from {}\n", printable(&object.from));
         text.push_str(&write(object)?);
     }
     Ok(())
@@ -126,7 +126,7 @@ fn rule(out: &RuleOut) -> Result<String, toml::ser::Error> {
     for path_rule in &out.path_rules {
         let mut raw = path_rule.raw.clone();
         let redirect = raw.redirect.take();
-        let _ = write!(text, "\n# from {}\n", path_rule.from);
+        let _ = write!(text, "\n# from {}\n", printable(&path_rule.from));
         text.push_str(&table("rules.path_rules", &raw)?);
         if let Some(redirect) = &redirect {
             text.push_str(&inline("redirect", redirect)?);

@@ -122,8 +122,24 @@ impl Report {
     }
 }
 
+/// `text` for a `#` comment: names and values come from the input, and a control character
+/// (a line break, DEL) would end the comment or make the file not TOML, so each is written
+/// escaped (`\u{7f}`).
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != ' ' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `text` as comment lines: `first` before the first line, `rest` before the others.
 pub fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let text = printable(text);
     let mut out = String::new();
     let mut line = first.to_owned();
     let mut empty = true;
@@ -172,6 +188,15 @@ mod tests {
             "{comments}"
         );
         assert!(comments.contains("#   - sslCertificates/cert: export it\n"));
+    }
+
+    /// Found by the `azure_import` fuzz target: a name with DEL characters made the
+    /// generated file not TOML.
+    #[test]
+    fn control_characters_are_escaped_in_comments() {
+        let comments = wrap("ab\u{7f}c: x\u{0}y\rz\u{85}", "# ", "# ");
+        assert_eq!(comments, "# ab\\u{7f}c: x\\u{0}y\\rz\\u{85}\n");
+        assert_eq!(printable("caf\u{e9} \t"), "caf\u{e9} \\t");
     }
 
     #[test]

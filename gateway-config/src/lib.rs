@@ -11,6 +11,7 @@
 //! Problems come back as [`ConfigErrors`], each naming the file, line, key path, what is
 //! wrong and how to fix it.
 
+mod admin_token;
 pub mod defaults;
 mod document;
 mod error;
@@ -34,6 +35,7 @@ use std::{
     sync::Arc,
 };
 
+pub use admin_token::AdminToken;
 pub use error::{ConfigError, ConfigErrors};
 pub use matching::Invalid;
 pub use model::*;
@@ -127,10 +129,10 @@ fn build(
             "add a [[listeners]] entry with its rule (see examples/gateway.toml), or pass \
              --listen and --backend",
         )),
-        Ok(mut config) if errors.is_empty() => {
-            sources.overrides.apply(&mut config.global);
-            return Ok(config);
-        }
+        Ok(mut config) if errors.is_empty() => match sources.overrides.apply(&mut config.global) {
+            Ok(()) => return Ok(config),
+            Err(error) => errors.push(error),
+        },
         Ok(_) => {}
         Err(found) => {
             // Keys left out because they were wrong are not reported again as missing.

@@ -119,6 +119,11 @@ pub struct Global {
     pub request_body_timeout: Duration,
     /// Request body bytes read before a backend is chosen; 0: bodies are streamed at once.
     pub request_buffer_bytes: u64,
+    /// Names the admin listener answers to besides its address (and `localhost` on
+    /// loopback): lowercase, without a trailing dot.
+    pub admin_host_names: Vec<String>,
+    /// The bearer token every admin request must carry; `None`: no token asked for.
+    pub admin_token: Option<crate::AdminToken>,
 }
 
 /// One listening socket and the listeners (sites) sharing it.

@@ -48,6 +48,10 @@ pub struct Overrides {
     pub response_send_timeout_secs: Option<u64>,
     pub request_body_timeout_secs: Option<u64>,
     pub request_buffer_bytes: Option<u64>,
+    /// `--admin-host-name` (repeatable): replaces `[global] admin_host_names`.
+    pub admin_host_names: Vec<String>,
+    /// `--admin-token-file`: replaces `[global] admin_token_file`; read by [`Self::apply`].
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 impl Overrides {
@@ -63,6 +67,15 @@ impl Overrides {
                     "--log-level",
                     problem,
                     super::validate::global::LOG_LEVEL_FIX,
+                ));
+            }
+        }
+        for name in &self.admin_host_names {
+            if let Err(problem) = super::validate::global::admin_host_name(name) {
+                errors.push(flag(
+                    "--admin-host-name",
+                    problem,
+                    "give a host name or an IP address, without port or wildcard",
                 ));
             }
         }
@@ -126,8 +139,9 @@ impl Overrides {
         }
     }
 
-    /// Puts the `[global]` flags over the file's values.
-    pub(crate) fn apply(&self, global: &mut Global) {
+    /// Puts the `[global]` flags over the file's values; the problem of a
+    /// `--admin-token-file` that cannot be used.
+    pub(crate) fn apply(&self, global: &mut Global) -> Result<(), ConfigError> {
         use std::time::Duration;
         if let Some(dataplane) = self.dataplane {
             global.dataplane = dataplane;
@@ -180,5 +194,24 @@ impl Overrides {
         if let Some(bytes) = self.request_buffer_bytes {
             global.request_buffer_bytes = bytes;
         }
+        if !self.admin_host_names.is_empty() {
+            global.admin_host_names = self
+                .admin_host_names
+                .iter()
+                .filter_map(|name| super::validate::global::admin_host_name(name).ok())
+                .collect();
+        }
+        if let Some(path) = &self.admin_token_file {
+            let token = crate::AdminToken::read(path).map_err(|invalid| {
+                ConfigError::new(
+                    COMMAND_LINE,
+                    "--admin-token-file",
+                    invalid.problem,
+                    invalid.fix,
+                )
+            })?;
+            global.admin_token = Some(token);
+        }
+        Ok(())
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct RawGlobal {
     pub response_send_timeout_secs: Option<u64>,
     pub request_body_timeout_secs: Option<u64>,
     pub request_buffer_bytes: Option<u64>,
+    pub admin_host_names: Option<Vec<String>>,
+    pub admin_token_file: Option<String>,
 }
 
 /// `[[listeners]]`: Azure's `httpListeners` with its frontend IP and port folded into `bind`.

@@ -231,6 +231,18 @@ pub struct RunArgs {
     /// streamed once this much has come. 0: stream every body at once. [default: 65536]
     #[arg(long, value_name = "BYTES")]
     pub request_buffer_bytes: Option<u64>,
+
+    /// A name the admin listener answers to (its `Host`) besides its own address and, on
+    /// loopback, `localhost`; repeat for several. Replaces [global] admin_host_names.
+    /// Requests for any other host get 403 (DNS rebinding). [default: none]
+    #[arg(long = "admin-host-name", value_name = "NAME")]
+    pub admin_host_names: Vec<String>,
+
+    /// File holding the bearer token every admin request must send
+    /// (`Authorization: Bearer TOKEN`), read at start and at each reload; without it no
+    /// token is asked for. Replaces [global] admin_token_file. [default: none]
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -263,6 +275,8 @@ impl RunArgs {
                 response_send_timeout_secs: self.response_send_timeout_secs,
                 request_body_timeout_secs: self.request_body_timeout_secs,
                 request_buffer_bytes: self.request_buffer_bytes,
+                admin_host_names: self.admin_host_names.clone(),
+                admin_token_file: self.admin_token_file.clone(),
             },
         }
     }

@@ -17,6 +17,10 @@ mod admission;
 mod body;
 pub mod cli;
 pub mod dataplane;
+/// For the fuzz targets of `fuzz/` only: the crate-private parsers, re-exported.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod generation;
 mod health;
 mod metrics;

@@ -18,6 +18,48 @@ use serde_json::Value;
 /// How long one admin request may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The answer to one raw request: status, head and body.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub head: Head,
+    pub body: String,
+}
+
+impl RawAnswer {
+    pub fn status(&self) -> u16 {
+        self.head.status().expect("a status line")
+    }
+}
+
+/// Sends `request` (raw bytes: a whole request, `Connection: close` included) to the admin
+/// listener and reads the answer to the end.
+pub fn raw_request(admin: SocketAddr, request: &[u8]) -> RawAnswer {
+    let mut stream =
+        TcpStream::connect_timeout(&admin, FETCH_TIMEOUT).expect("connect to the admin listener");
+    stream
+        .set_read_timeout(Some(FETCH_TIMEOUT))
+        .expect("set the admin read timeout");
+    stream.write_all(request).expect("send the admin request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .expect("read the admin answer");
+    let end = head_end(&response).unwrap_or_else(|| {
+        panic!(
+            "no complete head in {:?}",
+            String::from_utf8_lossy(&response)
+        )
+    });
+    let head = Head::parse(&response[..end]).expect("parse the admin answer's head");
+    let body = complete_body(&head, &response[end..])
+        .expect("decode the admin answer's body")
+        .unwrap_or_else(|| response[end..].to_vec());
+    RawAnswer {
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
 /// `GET path` from the admin listener, parsed as JSON.
 pub fn get_json(admin: SocketAddr, path: &str) -> Value {
     let mut stream =

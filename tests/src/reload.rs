@@ -51,13 +51,14 @@ pub fn pools(pools: &[(&str, SocketAddr)], request_timeout_secs: u64) -> Config 
         })
 }
 
-/// `POST /reload` on the admin listener.
+/// `POST /reload` on the admin listener (whose `Host` must be its own address).
 pub async fn post_reload(gateway: &Gateway) -> Reply {
+    let host = gateway.admin_addr().to_string();
     let mut admin = KeepAlive::connect(gateway.admin_addr()).await;
     within(
         STEP_TIMEOUT,
         "POST /reload",
-        admin.send("POST", "/reload", "admin", &[("Connection", "close")], b""),
+        admin.send("POST", "/reload", &host, &[("Connection", "close")], b""),
     )
     .await
 }

@@ -14,7 +14,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Install what is missing: nightly + rust-src, LLVM 22 dev packages, bpf-linker 0.13.0.
+    /// Install what is missing: nightly + rust-src, cargo-fuzz, LLVM 22 dev packages,
+    /// bpf-linker 0.13.0.
     Setup,
     /// Run setup, then build the daemon (which embeds the eBPF object).
     Build(BuildArgs),
@@ -28,6 +29,19 @@ pub enum Command {
     /// Run setup, build in release mode, and benchmark the gateway against a direct
     /// connection, nginx and HAProxy; writes bench/results/ (JSON, Markdown, SVG plots).
     Bench(BenchArgs),
+    /// Run setup, build the fuzz targets of fuzz/ (cargo-fuzz, nightly) and run each (or
+    /// one) for a while, growing its corpus in fuzz/corpus/TARGET; crashes go to
+    /// fuzz/artifacts/TARGET.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FuzzArgs {
+    /// One target (a file of fuzz/fuzz_targets/, without `.rs`); all of them if left out.
+    pub target: Option<String>,
+    /// How long each target runs, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub secs: u64,
 }
 
 #[derive(Debug, Args)]

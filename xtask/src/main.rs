@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod cli;
 mod demo;
+mod fuzz;
 mod lint;
 mod privilege;
 mod process;
@@ -25,5 +26,6 @@ fn main() -> anyhow::Result<ExitCode> {
         cli::Command::Lint => lint::run().map(|()| ExitCode::SUCCESS),
         cli::Command::Test(args) => test::run(&args),
         cli::Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Fuzz(args) => fuzz::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use crate::{
     build::{self, Profile},
     cli::TestArgs,
-    privilege, process, setup, workspace,
+    fuzz, privilege, process, setup, workspace,
 };
 
 /// Set to `1` by someone without BPF privileges; the eBPF tests then skip themselves.
@@ -34,6 +34,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         .env("GATEWAY_BIN", &binary);
     println!("test: running {}", process::shell_line(&cmd));
     let status = cmd.status().context("cannot start `cargo test`")?;
+    // The whole workspace also gets the fuzz smoke: every target builds and runs a few
+    // thousand inputs. A run of picked packages is someone iterating: no smoke.
+    if !picks_packages(&args.cargo_args) {
+        fuzz::smoke()?;
+    }
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -48,11 +53,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
 /// `-p`). `--workspace` takes in `gateway-ebpf` too, which only builds for the BPF target
 /// (the daemon's build.rs builds it), hence `--exclude`.
 fn cargo_test_args(extra: &[String]) -> Vec<String> {
-    let picks_packages = extra
-        .iter()
-        .take_while(|arg| *arg != "--")
-        .any(|arg| arg.starts_with("-p") || arg.starts_with("--package"));
-    let scope: &[&str] = if picks_packages {
+    let scope: &[&str] = if picks_packages(extra) {
         &[]
     } else {
         &["--workspace", "--exclude", "gateway-ebpf"]
@@ -63,6 +64,14 @@ fn cargo_test_args(extra: &[String]) -> Vec<String> {
         .map(|arg| (*arg).to_owned())
         .chain(extra.iter().cloned())
         .collect()
+}
+
+/// Whether `cargo test` arguments pick packages (before any `--`).
+fn picks_packages(extra: &[String]) -> bool {
+    extra
+        .iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg.starts_with("-p") || arg.starts_with("--package"))
 }
 
 #[cfg(test)]

@@ -52,3 +52,22 @@ fn id(collection: &str, name: &str) -> serde_json::Value {
         )
     })
 }
+
+/// Found by the `azure_import` fuzz target: names and field names from the input land in
+/// the generated file's comments, where a line break or DEL made it not TOML (or, with a
+/// line break, could have written a key of the input's choosing).
+#[test]
+fn names_with_control_characters_stay_inside_comments() {
+    let import = import_json(serde_json::json!({
+        "httpListeners": [{
+            "name": "web\nadmin = \"0.0.0.0:1\"",
+            "\u{7f}odd": 1,
+        }],
+    }));
+    let table: toml::Table = import
+        .toml
+        .parse()
+        .unwrap_or_else(|error| panic!("not TOML ({error}):\n{}", import.toml));
+    assert!(!table.contains_key("admin"), "{}", import.toml);
+    assert!(import.toml.contains("\\u{7f}odd"), "{}", import.toml);
+}

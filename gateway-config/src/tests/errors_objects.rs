@@ -326,3 +326,51 @@ fn bad_limit_flags_are_reported_under_their_name() {
         ]
     );
 }
+
+#[test]
+fn global_admin_host_names_and_token_file() {
+    let text = format!(
+        "[global]\nadmin = \"9090\"\nadmin_host_names = [\"ok.example\", \"*.example\"]\n\
+         admin_token_file = \"no-such-token\"\n{BASE}"
+    );
+    let errors = errors(&text);
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["global.admin_host_names[1]", "global.admin_token_file"]
+    );
+    assert_eq!(errors[0].line, Some(3), "{}", errors[0]);
+    assert!(
+        errors[1]
+            .problem
+            .contains("cannot read the admin token file"),
+        "{}",
+        errors[1]
+    );
+    assert!(errors[1].fix.contains("chmod 600"), "{}", errors[1]);
+
+    let sources = Sources {
+        listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        backends: vec!["127.0.0.1:1".parse().expect("addr")],
+        overrides: Overrides {
+            admin_host_names: vec!["a b".into()],
+            admin_token_file: Some("/nonexistent/token".into()),
+            ..Overrides::default()
+        },
+        ..Sources::default()
+    };
+    let errors = load_sources(&sources).expect_err("bad flags").0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["--admin-host-name"]);
+    // With the names fixed, the token file is read, and cannot be.
+    let sources = Sources {
+        overrides: Overrides {
+            admin_host_names: vec!["Admin.Example".into()],
+            ..sources.overrides
+        },
+        ..sources
+    };
+    let errors = load_sources(&sources).expect_err("bad token flag").0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["--admin-token-file"]);
+}

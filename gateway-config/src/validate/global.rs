@@ -10,6 +10,7 @@ use crate::{
     model::{DataplaneMode, Global},
     path::PathPolicy,
     raw::RawGlobal,
+    AdminToken,
 };
 
 /// The global settings with defaults applied (all defaults without a `[global]` table, or
@@ -83,6 +84,64 @@ pub fn check(element: Option<&Element<RawGlobal>>, c: &mut Checker<'_>) -> Globa
             c,
         ),
         request_buffer_bytes: request_buffer_bytes(origin.as_ref(), raw.request_buffer_bytes, c),
+        admin_host_names: match &origin {
+            Some(origin) => admin_host_names(raw.admin_host_names.as_deref(), origin, c),
+            None => Vec::new(),
+        },
+        admin_token: match (&raw.admin_token_file, &origin) {
+            (Some(path), Some(origin)) => {
+                let resolved = crate::pem::resolve(c.base_dir(), path);
+                match AdminToken::read(&resolved) {
+                    Ok(token) => Some(token),
+                    Err(invalid) => {
+                        c.invalid(origin, "admin_token_file", invalid);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        },
+    }
+}
+
+/// `admin_host_names`, each checked by [`admin_host_name`].
+fn admin_host_names(names: Option<&[String]>, origin: &Origin, c: &mut Checker<'_>) -> Vec<String> {
+    let mut valid = Vec::new();
+    for (i, text) in names.unwrap_or_default().iter().enumerate() {
+        match admin_host_name(text) {
+            Ok(name) => valid.push(name),
+            Err(problem) => c.error(
+                origin,
+                &format!("admin_host_names[{i}]"),
+                problem,
+                "write a host name (\"gateway-admin.internal\") or an IP address, without port \
+                 or wildcard",
+            ),
+        }
+    }
+    valid
+}
+
+/// One name the admin listener answers to (`Host` and `Origin`): a DNS name or an IP
+/// address, no port, no wildcard; lowercase, without a trailing dot.
+pub fn admin_host_name(text: &str) -> Result<String, String> {
+    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(name);
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "admin_host_names entry {text:?} is not a host name or an IP address"
+        ))
     }
 }
 
@@ -250,7 +309,29 @@ pub fn admin_addr(text: &str) -> Result<SocketAddr, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::admin_addr;
+    use super::{admin_addr, admin_host_name};
+
+    #[test]
+    fn admin_host_names_are_names_or_addresses() {
+        assert_eq!(
+            admin_host_name("Admin.Example.com.").as_deref(),
+            Ok("admin.example.com")
+        );
+        assert_eq!(admin_host_name("10.0.0.1").as_deref(), Ok("10.0.0.1"));
+        assert_eq!(admin_host_name("::1").as_deref(), Ok("::1"));
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "*.example.com",
+            "a:9090",
+            "[::1]",
+            "a b",
+            "a_b",
+        ] {
+            assert!(admin_host_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_bare_admin_port_is_on_loopback() {

@@ -1,18 +1,28 @@
 //! The admin listener: `GET /metrics` in the Prometheus text format, `GET /backends` (the
 //! health of every backend, JSON), `GET /tunnels` (every live tunnel, JSON), `POST /reload`
 //! to read the configuration again (as SIGHUP does). Keep it on loopback.
+//!
+//! Every request passes [`access`] first: its `Host` must be the listener's own, a
+//! browser's cross-origin request is refused, and with `[global] admin_token_file` it needs
+//! the bearer token. The request head must arrive within `[global] handshake_timeout_secs`,
+//! and at most [`MAX_CONNECTIONS`] connections are served at once.
 
+pub mod access;
 pub mod collectors;
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     admission::{Accepted, Acceptor, Reserve, Socket},
@@ -26,6 +36,43 @@ pub struct Admin {
     /// The data path's state: the snapshot served, backend health, the dataplane.
     pub shared: Arc<Shared>,
     pub reloader: Arc<Reloader>,
+    pub refused: RefusedMetric,
+}
+
+/// Admin connections served at once; more wait in the listen backlog. Scrapers and
+/// operators need a handful; the bound keeps a local flood of idle connections from
+/// costing more than this many tasks until the head timeout closes them.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// `gateway_admin_refused_total{reason}`: admin requests refused by [`access`].
+#[derive(Clone, Debug)]
+pub struct RefusedMetric(Family<ReasonLabels, Counter>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    reason: &'static str,
+}
+
+impl Default for RefusedMetric {
+    fn default() -> Self {
+        let family: Family<ReasonLabels, Counter> = Family::default();
+        for reason in ["host", "origin", "token"] {
+            family.get_or_create(&ReasonLabels { reason }).inc_by(0);
+        }
+        Self(family)
+    }
+}
+
+impl RefusedMetric {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gateway_admin_refused",
+            "Admin requests refused, by reason: host (a Host that is not the admin \
+             listener's), origin (a browser's cross-origin request), token (no or a wrong \
+             bearer token)",
+            self.0.clone(),
+        );
+    }
 }
 
 /// One answer of the admin listener.
@@ -54,21 +101,40 @@ const RESERVED_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection at a time on a reserve descriptor of its own (one request, `Connection:
 /// close`, within [`RESERVED_CONNECTION_TIMEOUT`]), so `/metrics` still answers.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    let Ok(local) = listener.local_addr() else {
+        tracing::error!("the admin listener has no local address; not serving it");
+        return;
+    };
     let mut acceptor = Acceptor::new(
         Arc::new(listener),
         Reserve::open(),
         admin.shared.metrics.clone(),
         Socket::Admin,
     );
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, reserved) = match acceptor.accept().await {
-            Accepted::Conn(stream, _) => (stream, None),
-            Accepted::Reserved(stream, reserve) => (stream, Some(reserve)),
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer, reserved) = match acceptor.accept().await {
+            Accepted::Conn(stream, peer) => (stream, peer, None),
+            Accepted::Reserved(stream, reserve) => match stream.peer_addr() {
+                Ok(peer) => (stream, peer, Some(reserve)),
+                // Gone already: the reserve is free again.
+                Err(_) => continue,
+            },
         };
         let admin = admin.clone();
+        // Read per connection, so a reload applies to the next one.
+        let head_timeout = admin.shared.handshake_timeout();
         tokio::spawn(async move {
-            let service = service_fn(move |req| route(req, admin.clone()));
+            let service = service_fn(move |req| route(req, admin.clone(), local, peer));
             let mut builder = http1::Builder::new();
+            // The head timer also runs while a keep-alive connection waits for its next
+            // request, so an idle or trickling connection gives its slot back.
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout);
             if reserved.is_some() {
                 builder.keep_alive(false);
             }
@@ -83,6 +149,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                     drop(reserve);
                 }
             }
+            drop(slot);
         });
     }
 }
@@ -90,8 +157,38 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 async fn route(
     req: Request<Incoming>,
     admin: Arc<Admin>,
+    local: SocketAddr,
+    peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let answer = match (req.method(), req.uri().path()) {
+    if let Err(refused) = check_access(&req, &admin, local) {
+        tracing::warn!(
+            %peer,
+            method = %req.method(),
+            path = req.uri().path(),
+            reason = refused.reason(),
+            "admin request {}",
+            refused.message()
+        );
+        admin
+            .refused
+            .0
+            .get_or_create(&ReasonLabels {
+                reason: refused.reason(),
+            })
+            .inc();
+        let mut resp = answer(Answer::text(
+            refused.status(),
+            format!("{}\n", refused.message()),
+        ));
+        if let Some(challenge) = refused.challenge() {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        return Ok(resp);
+    }
+    let answer_to = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => Answer {
             status: StatusCode::OK,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -116,13 +213,33 @@ async fn route(
             "not found; try GET /metrics, GET /backends, GET /tunnels or POST /reload\n",
         ),
     };
+    Ok(answer(answer_to))
+}
+
+/// [`access::Access::check`] against the configuration served now.
+fn check_access(
+    req: &Request<Incoming>,
+    admin: &Admin,
+    local: SocketAddr,
+) -> Result<(), access::Refused> {
+    let snapshot = admin.shared.snapshot.load();
+    let global = &snapshot.config.global;
+    let access = access::Access {
+        bind: local,
+        names: &global.admin_host_names,
+        token: global.admin_token.as_ref(),
+    };
+    access.check(req.uri(), req.version(), req.headers())
+}
+
+fn answer(answer: Answer) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(answer.body)));
     *resp.status_mut() = answer.status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(answer.content_type),
     );
-    Ok(resp)
+    resp
 }
 
 /// `GET /backends`: every backend's health, as `az network application-gateway

@@ -5,7 +5,7 @@ mod deadline;
 mod error;
 mod forward;
 pub mod framing;
-mod guard;
+pub(crate) mod guard;
 mod handler;
 pub mod headers;
 mod outflow;

@@ -55,7 +55,7 @@ pub fn request_host(
 }
 
 /// `host[:port]` → [`RequestHost`]; empty is allowed (a target without authority).
-fn parse(text: &str) -> Result<RequestHost, HostError> {
+pub fn parse(text: &str) -> Result<RequestHost, HostError> {
     let invalid = || HostError::Invalid(text.to_owned());
     if text.is_empty() {
         return Ok(RequestHost {
@@ -81,7 +81,13 @@ fn parse(text: &str) -> Result<RequestHost, HostError> {
     if host.is_empty() || !port_ok {
         return Err(invalid());
     }
-    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    // As nginx validates a host: one trailing dot is dropped (`example.com.` is
+    // `example.com`), an empty label elsewhere (`a..b`, `.`) makes it invalid; a name that
+    // only dots made would otherwise match as the empty host.
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if name.is_empty() || host.contains("..") {
+        return Err(invalid());
+    }
     Ok(RequestHost {
         original: text.to_owned(),
         name,
@@ -151,6 +157,11 @@ mod tests {
             "a b",
             ":80",
             "a.com:80:80",
+            // Found by the `host` fuzz target: "." matched as the empty host.
+            ".",
+            ".:80",
+            "a..com",
+            "a.com..",
         ] {
             assert!(
                 matches!(

@@ -22,6 +22,8 @@ mod redirect;
 #[cfg(test)]
 mod tests;
 
+/// One `host[:port]`, as the admin listener checks its `Host` and `Origin`.
+pub use host::parse as parse_host;
 pub use host::{request_host, HostError, RequestHost};
 pub use redirect::Redirect;
 

@@ -162,10 +162,13 @@ pub async fn start(config: Config, sources: config::Sources) -> Result<Running, 
             shared.tunnels.clone(),
         );
         admin::collectors::register_admission(&mut registry, shared.admission.clone());
+        let refused = admin::RefusedMetric::default();
+        refused.register(&mut registry);
         let admin = admin::Admin {
             registry,
             shared,
             reloader,
+            refused,
         };
         running
             .admin_task

@@ -1,8 +1,10 @@
-//! `cargo xtask setup`: checks each build prerequisite and installs what is missing.
+//! `cargo xtask setup`: checks each build prerequisite (nightly, rust-src, cargo-fuzz, LLVM,
+//! bpf-linker) and installs what is missing.
 //! Safe to run any number of times. Without root, it installs what a user may install and
 //! prints the commands root must run for the rest.
 mod apt;
 mod bpf_linker;
+mod cargo_fuzz;
 mod rustup;
 
 use anyhow::bail;
@@ -24,6 +26,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     rustup::nightly_toolchain()?;
     rustup::rust_src()?;
+    cargo_fuzz::ensure()?;
     let llvm = apt::llvm_packages(root)?;
     let linker = bpf_linker::ensure(llvm.is_none())?;
     report([llvm, linker].into_iter().flatten().collect())
