@@ -188,7 +188,7 @@ impl PathPattern {
     /// A path rule's pattern: [`Self::parse`], and written in the normal form requests are
     /// matched in (see [`crate::path`]), since a pattern in any other form could never
     /// match.
-    pub(crate) fn parse_rule(text: &str, policy: PathPolicy) -> Result<Self, Invalid> {
+    pub fn parse_rule(text: &str, policy: PathPolicy) -> Result<Self, Invalid> {
         let pattern = Self::parse(text)?;
         let written = match &pattern {
             Self::Exact(path) | Self::Prefix(path) => path.as_str(),
