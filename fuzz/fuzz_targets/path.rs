@@ -51,7 +51,8 @@ fuzz_target!(|data: &[u8]| {
     for (i, _) in form.match_indices('%') {
         let hex = bytes.get(i + 1..i + 3).expect("two digits after %");
         assert!(
-            hex.iter().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b)),
+            hex.iter()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b)),
             "{form:?}"
         );
         let value = u8::from_str_radix(std::str::from_utf8(hex).expect("hex"), 16).expect("hex");
