@@ -44,6 +44,10 @@ pub fn smoke() -> anyhow::Result<()> {
     let targets = pick(None)?;
     build()?;
     let scratch = workspace::target_dir().join("fuzz-smoke");
+    // libFuzzer refuses to start without its artifact directory, which a fresh clone lacks
+    // (it is ignored by git).
+    let artifacts = fuzz_dir().join("artifacts");
+    fs::create_dir_all(&artifacts).with_context(|| format!("create {}", artifacts.display()))?;
     for target in &targets {
         let found = scratch.join(target);
         // A fresh directory each time: what the last smoke found is not replayed.
