@@ -70,18 +70,28 @@ fn verdicts(gateway: &Gateway) -> f64 {
 /// Sends `len` bytes of `seed`'s pattern through `tunnel` and reads them back from the echo,
 /// checking each by position.
 async fn echo_round(stream: &mut tokio::net::TcpStream, seed: u64, len: usize) {
-    let bytes = pattern(seed, len);
+    echo_bytes(stream, &pattern(seed, len)).await;
+}
+
+/// Sends `bytes` through `tunnel` and reads them back from the echo, checking each by
+/// position.
+async fn echo_bytes(stream: &mut tokio::net::TcpStream, bytes: &[u8]) {
     let (mut reader, mut writer) = stream.split();
     let write = async {
-        writer.write_all(&bytes).await.expect("client writes");
+        writer.write_all(bytes).await.expect("client writes");
     };
     let read = async {
-        let mut checker = Pattern::new(seed).checker();
+        let mut got = 0;
         let mut buf = vec![0; 64 << 10];
-        while (checker.offset() as usize) < len {
+        while got < bytes.len() {
             let n = reader.read(&mut buf).await.expect("client reads the echo");
-            assert_ne!(n, 0, "EOF after {} of {len} echoed bytes", checker.offset());
-            checker.check(&buf[..n]).expect("echoed bytes in order");
+            assert_ne!(n, 0, "EOF after {got} of {} echoed bytes", bytes.len());
+            if let Some(at) =
+                (0..n).find(|&i| buf[i] != bytes.get(got + i).copied().unwrap_or(!buf[i]))
+            {
+                panic!("echoed byte {} of {} is wrong", got + at, bytes.len());
+            }
+            got += n;
         }
     };
     within(STEP_TIMEOUT, "an echo round", async {
@@ -223,9 +233,17 @@ async fn a_tunnel_that_lives_long_enough_is_promoted_and_keeps_every_byte_ebpf()
     gateway.wait_tunnels_gone(baseline_sockets).await;
 }
 
-/// Promotions racing the end of a tunnel: the client sends a random amount around the
-/// threshold, then half-closes (and reads the whole echo back) or resets. Every echoed
-/// byte is checked; afterwards nothing is left in the maps or among the descriptors.
+/// Promotions racing the end of a tunnel. Each round sends a random amount and then
+/// half-closes (reading the whole echo back) or resets, at one of three moments:
+/// - *racing*: right behind bytes around the threshold, so the end arrives while the relay
+///   decides, stops or hands off;
+/// - *at the handoff*: right after the echo of bytes past the threshold came back, when
+///   both directions have just parked and the promotion is starting;
+/// - *after*: once `/tunnels` shows the tunnel spliced, behind a random tail the kernel
+///   carries.
+///
+/// Every echoed byte is checked by position; afterwards nothing is left in the maps or
+/// among the descriptors, and at least every *after* round was promoted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promotions_racing_a_half_close_or_a_reset_lose_nothing_ebpf() {
     let test = "promotions_racing_a_half_close_or_a_reset_lose_nothing_ebpf";
@@ -238,18 +256,57 @@ async fn promotions_racing_a_half_close_or_a_reset_lose_nothing_ebpf() {
     let mut backend = echo_backend().await;
     let gateway = lazy_gateway(&backend, threshold, 60_000);
     let baseline_sockets = gateway.socket_fd_count();
-    let rounds = 40;
-    let mut half_closed = 0;
+    let rounds = 60;
+    let mut ends = [0; 3];
+    let mut after_rounds = 0;
     for round in 0..rounds {
-        // Around the threshold: both ways together reach it at half of it each way.
-        let len = rng.random_range(threshold / 4..=threshold * 2) as usize;
+        let round_seed = seed ^ round;
+        let moment = rng.random_range(0..3);
         let reset = rng.random_ratio(1, 3);
         let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/race", &[]).await;
-        let bytes = pattern(seed ^ round, len);
+        assert!(
+            tunnel.leftover.is_empty(),
+            "the echo wrote before the client"
+        );
+        // The bytes echoed before the end (checked as they come back) and sent with it.
+        let (ahead, tail) = match moment {
+            // Around the threshold: both ways together reach it at half of it each way.
+            0 => (0, rng.random_range(threshold / 4..=threshold * 2) as usize),
+            1 => (rng.random_range(threshold / 2..=threshold) as usize, 0),
+            _ => (
+                rng.random_range(threshold / 2..=threshold) as usize,
+                rng.random_range(0..=threshold * 2) as usize,
+            ),
+        };
+        let bytes = pattern(round_seed, ahead + tail);
+        if ahead > 0 {
+            echo_bytes(&mut tunnel.stream, &bytes[..ahead]).await;
+        }
+        if moment == 2 {
+            let client = tunnel
+                .stream
+                .local_addr()
+                .expect("client address")
+                .to_string();
+            eventually(
+                PROMOTION_TIMEOUT,
+                "the tunnel promoted",
+                || match admin::tunnels(&gateway)
+                    .iter()
+                    .find(|listed| listed.client == client)
+                {
+                    Some(listed) if listed.mode == "spliced" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                },
+            )
+            .await;
+            after_rounds += 1;
+        }
+        ends[moment] += 1;
         if reset {
             tunnel
                 .stream
-                .write_all(&bytes)
+                .write_all(&bytes[ahead..])
                 .await
                 .expect("client writes");
             // SO_LINGER 0: close sends a reset.
@@ -260,14 +317,16 @@ async fn promotions_racing_a_half_close_or_a_reset_lose_nothing_ebpf() {
             let _ = backend.next_result().await;
             continue;
         }
-        half_closed += 1;
         let (mut reader, mut writer) = tunnel.stream.split();
         let write = async {
-            writer.write_all(&bytes).await.expect("client writes");
+            writer
+                .write_all(&bytes[ahead..])
+                .await
+                .expect("client writes");
             writer.shutdown().await.expect("client half-closes");
         };
         let read = async {
-            let mut got = tunnel.leftover.clone();
+            let mut got = Vec::new();
             reader
                 .read_to_end(&mut got)
                 .await
@@ -278,28 +337,46 @@ async fn promotions_racing_a_half_close_or_a_reset_lose_nothing_ebpf() {
             tokio::join!(write, read)
         })
         .await;
-        if got != bytes {
-            let mut checker = Pattern::new(seed ^ round).checker();
+        if got != bytes[ahead..] {
+            let mut checker = Pattern::new(round_seed).checker();
+            let first = checker.check(&bytes[..ahead]).err();
             panic!(
-                "round {round} (seed {seed}): {} bytes echoed of {len}: {:?}\n{}",
+                "round {round} (seed {seed}, moment {moment}): {} bytes echoed after the \
+                 first {ahead} of {}: {:?} {first:?}\n{}",
                 got.len(),
+                bytes.len(),
                 checker.check(&got).err(),
                 gateway.stderr_text()
             );
         }
         let echoed = backend.next_result().await.expect("the backend echoed");
-        assert_eq!(echoed.len, len as u64, "round {round} (seed {seed})");
+        assert_eq!(
+            echoed.len,
+            bytes.len() as u64,
+            "round {round} (seed {seed}, moment {moment})"
+        );
     }
     tunnels::wait_none_active(&gateway).await;
     gateway.wait_tunnels_gone(baseline_sockets).await;
     let metrics = gateway.metrics();
     let promoted = metrics.metric("gateway_tunnels_promoted_total", &[]);
-    eprintln!("{test}: {rounds} rounds, {half_closed} half-closed, {promoted} promoted");
-    assert!(promoted > 0.0, "no round was promoted (seed {seed})");
+    eprintln!(
+        "{test}: {rounds} rounds (racing, at the handoff, after: {ends:?}), {promoted} promoted"
+    );
+    assert!(
+        promoted >= f64::from(after_rounds),
+        "{after_rounds} rounds were seen spliced but only {promoted} promotions were counted \
+         (seed {seed})"
+    );
     assert_eq!(
         metrics.metric("gateway_splice_integrity_errors_total", &[]),
         0.0,
         "the integrity witness fired (seed {seed})"
+    );
+    assert!(
+        gateway.ebpf_map_entries().values().all(|&n| n == 0),
+        "entries left in the splice maps: {:?}",
+        gateway.ebpf_map_entries()
     );
 }
 

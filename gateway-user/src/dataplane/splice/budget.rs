@@ -60,6 +60,11 @@ struct Wait {
     backlog: u64,
     /// The destination's `bytes_acked` then.
     acked: u64,
+    /// The last look that saw the backlog still there (`since` if none did): the backlog
+    /// drained after it, and that is all the daemon knows. Its looks can come late (a
+    /// busy machine delays its timers by milliseconds), so the time it first saw the
+    /// backlog gone says when it looked, not when the backlog went.
+    still_there: Instant,
     /// When the backlog was first seen drained.
     drained: Option<Instant>,
 }
@@ -139,6 +144,7 @@ impl FlowBudget {
                         since: now,
                         backlog,
                         acked,
+                        still_there: now,
                         drained: None,
                     }
                 } else {
@@ -149,6 +155,7 @@ impl FlowBudget {
                         since,
                         backlog: self.bytes(),
                         acked,
+                        still_there: since,
                         drained: None,
                     }
                 });
@@ -160,17 +167,19 @@ impl FlowBudget {
         if let Some(wait) = &mut self.wait {
             if backlog == 0 {
                 wait.drained.get_or_insert(now);
+            } else if wait.drained.is_none() {
+                wait.still_there = now;
             }
         }
         if let Some(wait) = self.wait.filter(|w| w.drained.is_some()) {
             let window = now.saturating_duration_since(wait.since);
             if window >= FAST_DRAIN_WITHIN {
                 self.wait = None;
-                let took = wait
-                    .drained
-                    .map_or(window, |d| d.saturating_duration_since(wait.since));
+                // Judged on evidence: slow only if the backlog was seen still there too
+                // long after the pause, never for a look that came late.
+                let draining = wait.still_there.saturating_duration_since(wait.since);
                 let acked_meanwhile = acked.saturating_sub(wait.acked);
-                let fast = drained_fast(wait.backlog, took)
+                let fast = drained_fast(wait.backlog, draining)
                     && (acked_meanwhile >= wait.backlog || at_full_speed(acked_meanwhile, window));
                 if fast {
                     self.grow(pool);
@@ -180,7 +189,7 @@ impl FlowBudget {
                 }
                 tracing::debug!(
                     backlog = wait.backlog,
-                    took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                    draining_us = u64::try_from(draining.as_micros()).unwrap_or(u64::MAX),
                     acked = acked_meanwhile,
                     window_us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
                     fast,
@@ -280,10 +289,10 @@ impl Drop for FlowBudget {
     }
 }
 
-/// Whether `backlog` bytes drained within [`FAST_DRAIN_WITHIN`], or at
-/// [`FAST_DRAIN_BYTES_PER_SEC`] or faster.
-fn drained_fast(backlog: u64, took: Duration) -> bool {
-    took <= FAST_DRAIN_WITHIN || at_full_speed(backlog, took)
+/// Whether `backlog` bytes, last seen still draining `draining` after the pause, drained
+/// within [`FAST_DRAIN_WITHIN`], or at [`FAST_DRAIN_BYTES_PER_SEC`] or faster.
+fn drained_fast(backlog: u64, draining: Duration) -> bool {
+    draining <= FAST_DRAIN_WITHIN || at_full_speed(backlog, draining)
 }
 
 /// Whether `bytes` in `took` is [`FAST_DRAIN_BYTES_PER_SEC`] or faster.
@@ -326,12 +335,25 @@ mod tests {
         }
     }
 
-    /// One more pause: seen with a budget's backlog, drained `drain` later, and looked at
-    /// again when it is due to be judged.
+    /// The daemon's shortest poll while a flow is busy (`supervisor::POLL_MIN`).
+    const LOOK_EVERY: Duration = Duration::from_millis(1);
+
+    /// One more pause: seen with a budget's backlog, which drains evenly over `drain`
+    /// while the daemon looks every [`LOOK_EVERY`], and looked at again when it is due to
+    /// be judged.
     fn pause(budget: &mut FlowBudget, pool: &BacklogPool, peer: &mut Peer, drain: Duration) {
         let (pauses, backlog) = (budget.pauses_seen + 1, budget.bytes());
         peer.look(budget, pool, pauses, backlog);
-        peer.pass(drain);
+        let mut waited = Duration::ZERO;
+        while waited + LOOK_EVERY < drain {
+            peer.pass(LOOK_EVERY);
+            waited += LOOK_EVERY;
+            let left =
+                u64::try_from(u128::from(backlog) * (drain - waited).as_nanos() / drain.as_nanos())
+                    .expect("fits");
+            peer.look(budget, pool, pauses, left.max(1));
+        }
+        peer.pass(drain - waited);
         peer.look(budget, pool, pauses, 0);
         if let Some(at) = budget.judge_at() {
             peer.pass(at.saturating_duration_since(peer.t));
@@ -422,6 +444,40 @@ mod tests {
             4 * MIB,
             "256 KiB in 5 ms: 50 MiB/s, and not the 4 MiB backlog"
         );
+    }
+
+    #[test]
+    fn a_look_that_comes_late_does_not_make_a_fast_drain_slow() {
+        let pool = BacklogPool::default();
+        let mut peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(64 << 10, 256 * MIB, &peer);
+        peer.look(&mut budget, &pool, 1, 64 << 10);
+        // The daemon's next look comes 20 ms late (a busy machine); the backlog is gone,
+        // and the peer took far more than it meanwhile.
+        peer.pass(Duration::from_millis(20));
+        peer.look(&mut budget, &pool, 1, 0);
+        assert!(
+            budget.judge_at().is_none(),
+            "judged at once: past the window"
+        );
+        assert_eq!(budget.bytes(), 256 << 10, "nothing showed a slow drain");
+        budget.give_back(&pool);
+    }
+
+    #[test]
+    fn a_backlog_seen_still_there_past_the_window_drained_slowly() {
+        let pool = BacklogPool::default();
+        let mut peer = Peer::new(FAST_READER);
+        let mut budget = new_budget(64 << 10, 256 * MIB, &peer);
+        peer.look(&mut budget, &pool, 1, 64 << 10);
+        // Still 1 KiB there 6 ms on (about 10 MiB/s), gone a moment later.
+        peer.pass(Duration::from_millis(6));
+        peer.look(&mut budget, &pool, 1, 1 << 10);
+        peer.pass(Duration::from_micros(100));
+        peer.look(&mut budget, &pool, 1, 0);
+        assert!(budget.judge_at().is_none());
+        assert_eq!(budget.bytes(), 64 << 10);
+        assert_eq!(pool.loans(), 0);
     }
 
     #[test]
