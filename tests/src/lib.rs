@@ -68,7 +68,7 @@ pub mod ws_echo;
 
 use std::io::Write as _;
 
-pub use gateway::{Dataplane, Gateway};
+pub use gateway::{Dataplane, Gateway, GatewayBuilder};
 
 /// Environment variable that turns tests needing the eBPF dataplane into reported skips.
 pub const UNPRIVILEGED_ENV: &str = "GATEWAY_TEST_UNPRIVILEGED";

@@ -15,7 +15,7 @@ use gateway_tests::{
     pattern::Pattern,
     skip_unprivileged, tunnels,
     wait::{eventually, within},
-    Dataplane, Gateway,
+    Dataplane, Gateway, GatewayBuilder,
 };
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -41,6 +41,15 @@ async fn echo_backend() -> RawBackend<Option<Summary>> {
 
 /// A gateway on the eBPF dataplane with the lazy splice at these thresholds.
 fn lazy_gateway(backend: &RawBackend<Option<Summary>>, after_bytes: u64, after_ms: u64) -> Gateway {
+    lazy_builder(backend, after_bytes, after_ms).start()
+}
+
+/// [`lazy_gateway`], to be given more arguments.
+fn lazy_builder(
+    backend: &RawBackend<Option<Summary>>,
+    after_bytes: u64,
+    after_ms: u64,
+) -> GatewayBuilder {
     Gateway::builder()
         .backend(backend.addr())
         .dataplane(Dataplane::Ebpf)
@@ -49,7 +58,6 @@ fn lazy_gateway(backend: &RawBackend<Option<Summary>>, after_bytes: u64, after_m
         .arg(after_bytes.to_string())
         .arg("--splice-after-ms")
         .arg(after_ms.to_string())
-        .start()
 }
 
 /// The verdict's counters: they move only for sockets in the splice maps.
@@ -411,14 +419,7 @@ async fn a_promotion_does_not_freeze_a_tunnel_whose_client_stopped_reading_ebpf(
         }
     })
     .await;
-    let gateway = Gateway::builder()
-        .backend(backend.addr())
-        .dataplane(Dataplane::Ebpf)
-        .lazy_splice()
-        .arg("--splice-after-bytes")
-        .arg((1u64 << 40).to_string())
-        .arg("--splice-after-ms")
-        .arg("100")
+    let gateway = lazy_builder(&backend, 1 << 40, 100)
         .arg("--tunnel-idle-timeout-secs")
         .arg("2")
         .start();

@@ -1,6 +1,7 @@
 //! An upgraded WebSocket connection: the handoff from HTTP to a tunnel, and the tunnel's
 //! life on the chosen dataplane until both sides have closed.
 
+mod buffers;
 mod limits;
 pub mod registry;
 mod relay;
@@ -351,18 +352,12 @@ pub async fn run(up: Upgraded, ctx: Context) {
                 }
             }
             Carrier::Relay(client, backend, _) => {
-                let end = relay::run(client, backend, relay_counters(), &meter, &mut limits, None);
-                match end.await {
-                    relay::RelayEnd::Closed(out) => break closed(out),
-                    relay::RelayEnd::Promote(..) => unreachable!("no promotion was asked for"),
-                }
+                let end = relay::run_to_end(client, backend, relay_counters(), &meter, &mut limits);
+                break closed(end.await);
             }
             Carrier::Tls(client, backend) => {
-                let end = relay::run(client, backend, relay_counters(), &meter, &mut limits, None);
-                match end.await {
-                    relay::RelayEnd::Closed(out) => break closed(out),
-                    relay::RelayEnd::Promote(..) => unreachable!("no promotion was asked for"),
-                }
+                let end = relay::run_to_end(client, backend, relay_counters(), &meter, &mut limits);
+                break closed(end.await);
             }
         }
     };

@@ -3,31 +3,37 @@
 //! loaded (or the splice was refused), and for plain ones until they are promoted to the
 //! splice (see [`PromoteWhen`]).
 
-use std::{io, sync::atomic::Ordering, time::Duration};
+use std::{
+    future::poll_fn,
+    io,
+    pin::Pin,
+    sync::atomic::Ordering,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{tcp, TcpStream},
     sync::{watch, Notify},
 };
 use tokio_util::either::Either;
 
-use super::registry::RelayMeter;
-use super::{close_both, limits::Limits, CloseReason, Closing};
+use super::{
+    buffers::Buffer, close_both, limits::Limits, registry::RelayMeter, CloseReason, Closing,
+};
 use crate::{
     dataplane::clock::{idle_since_ns, monotonic_coarse_ns},
     tls::{MaybeTls, TlsOverTcp},
 };
-
-const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
 /// How long a TLS side may take to send its `close_notify` when a limit closes the tunnel.
 const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One side of a relayed tunnel: a byte stream over a TCP socket (plain, or TLS over it).
 pub trait Duplex: AsyncRead + AsyncWrite + Unpin {
-    type Reader<'a>: AsyncRead + Unpin
+    type Reader<'a>: AsyncRead + ReadReady + Unpin
     where
         Self: 'a;
     type Writer<'a>: AsyncWrite + Unpin
@@ -40,6 +46,52 @@ pub trait Duplex: AsyncRead + AsyncWrite + Unpin {
 
     /// The socket underneath: to reset or shut it down.
     fn socket(&self) -> &TcpStream;
+}
+
+/// A reader that can wait for bytes without being given a buffer to read them into.
+pub trait ReadReady {
+    /// Whether [`ReadReady::poll_read_ready`] means anything: a TLS session cannot tell
+    /// that plaintext is there before it has decrypted a record, and says ready at once.
+    fn tells_readiness(&self) -> bool;
+
+    /// Ready once a read would find bytes, an end of stream or an error.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for tcp::ReadHalf<'_> {
+    fn tells_readiness(&self) -> bool {
+        true
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsRef::<TcpStream>::as_ref(self).poll_read_ready(cx)
+    }
+}
+
+impl<T> ReadReady for tokio::io::ReadHalf<T> {
+    fn tells_readiness(&self) -> bool {
+        false
+    }
+
+    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<L: ReadReady, R: ReadReady> ReadReady for Either<L, R> {
+    fn tells_readiness(&self) -> bool {
+        match self {
+            Either::Left(l) => l.tells_readiness(),
+            Either::Right(r) => r.tells_readiness(),
+        }
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Either::Left(l) => l.poll_read_ready(cx),
+            Either::Right(r) => r.poll_read_ready(cx),
+        }
+    }
 }
 
 impl Duplex for TcpStream {
@@ -133,10 +185,40 @@ pub async fn run<C: Duplex, B: Duplex>(
         counters: &counters,
         meter,
     };
-    let reason = match halves.relay(limits, promote).await {
-        Round::Closed(reason) => reason,
-        Round::Stopped => return RelayEnd::Promote(client, backend),
+    match halves.relay(limits, promote).await {
+        Round::Closed(reason) => RelayEnd::Closed(finish(reason, client, backend, meter).await),
+        Round::Stopped => RelayEnd::Promote(client, backend),
+    }
+}
+
+/// [`run`] with no promotion: relays until the tunnel is over.
+pub async fn run_to_end<C: Duplex, B: Duplex>(
+    mut client: C,
+    mut backend: B,
+    counters: [Counter; 2],
+    meter: &RelayMeter,
+    limits: &mut Limits,
+) -> RelayOutcome {
+    let halves = Halves {
+        client: &mut client,
+        backend: &mut backend,
+        counters: &counters,
+        meter,
     };
+    let reason = match halves.relay(limits, None).await {
+        Round::Closed(reason) => reason,
+        Round::Stopped => unreachable!("the directions park only for a promotion"),
+    };
+    finish(reason, client, backend, meter).await
+}
+
+/// Closes both sockets of a relay that ended for `reason`.
+async fn finish<C: Duplex, B: Duplex>(
+    reason: CloseReason,
+    mut client: C,
+    mut backend: B,
+    meter: &RelayMeter,
+) -> RelayOutcome {
     if reason.closing() == Closing::Graceful {
         // A TLS peer reads a FIN without `close_notify` as a truncation: say goodbye first,
         // as far as a peer that does not read lets us.
@@ -146,13 +228,13 @@ pub async fn run<C: Duplex, B: Duplex>(
         .await;
     }
     close_both(&reason, client.socket(), backend.socket());
-    RelayEnd::Closed(RelayOutcome {
+    RelayOutcome {
         reason,
         // The meter: a direction still copying when a limit or an error ended the tunnel
         // has no total of its own, but every byte it copied was counted.
         client_to_backend: meter.bytes[0].load(Ordering::Relaxed),
         backend_to_client: meter.bytes[1].load(Ordering::Relaxed),
-    })
+    }
 }
 
 /// How long the directions of a relayed tunnel may take to stop for a promotion. A
@@ -344,7 +426,7 @@ impl<'a> Copied<'a> {
 /// ends the direction, since WebSocket frames delimit themselves and a truncated frame is
 /// the endpoint's to notice.
 async fn copy_half(
-    mut from: impl AsyncRead + Unpin,
+    mut from: impl AsyncRead + ReadReady + Unpin,
     mut to: impl AsyncWrite + Unpin,
     mut copied: Copied<'_>,
     control: &Control,
@@ -352,12 +434,11 @@ async fn copy_half(
     let last_activity = &copied.meter.last_activity_ns;
     let direction = copied.direction;
     let mut phase = control.phase.subscribe();
-    let mut buf = vec![0u8; RELAY_BUFFER_BYTES];
     loop {
         let read = tokio::select! {
             biased;
             _ = phase.wait_for(|p| *p == Phase::Park) => None,
-            read = from.read(&mut buf) => Some(read),
+            read = read_lent(&mut from) => Some(read),
         };
         let Some(read) = read else {
             control
@@ -370,19 +451,49 @@ async fn copy_half(
                 .send_modify(|parked| parked[direction] = false);
             continue;
         };
-        let n = match read {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+        let read = match read {
+            Ok((buf, n)) => Some((buf, n)).filter(|&(_, n)| n > 0),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
             Err(e) => return Err(HalfError::Read(e)),
         };
-        if n == 0 {
+        let Some((buf, n)) = read else {
             to.shutdown().await.map_err(HalfError::Write)?;
             return Ok(());
-        }
+        };
         last_activity.store(monotonic_coarse_ns(), Ordering::Relaxed);
         to.write_all(&buf[..n]).await.map_err(HalfError::Write)?;
         // A no-op on a socket; under TLS, sends the records the session still holds.
         to.flush().await.map_err(HalfError::Write)?;
         copied.add(n as u64);
+        // The buffer goes back here, before the next wait for bytes.
+        drop(buf);
+    }
+}
+
+/// Reads what `from` has into a buffer lent for it (0 bytes: the end of stream). A plain
+/// socket is first waited on without a buffer, and read only once it says bytes are there;
+/// a read that then finds none (tokio still deems a socket readable after a read that
+/// filled the buffer) gives the buffer back and waits again. Cancelled, it has taken
+/// nothing: a read either completes in the poll that starts it or takes no byte.
+async fn read_lent(from: &mut (impl AsyncRead + ReadReady + Unpin)) -> io::Result<(Buffer, usize)> {
+    if !from.tells_readiness() {
+        let mut buf = Buffer::lend();
+        let n = from.read(&mut buf).await?;
+        return Ok((buf, n));
+    }
+    loop {
+        poll_fn(|cx| from.poll_read_ready(cx)).await?;
+        let mut buf = Buffer::lend();
+        let tried = poll_fn(|cx| {
+            let mut read = ReadBuf::new(&mut buf);
+            Poll::Ready(match Pin::new(&mut *from).poll_read(cx, &mut read) {
+                Poll::Pending => None,
+                Poll::Ready(result) => Some(result.map(|()| read.filled().len())),
+            })
+        })
+        .await;
+        if let Some(result) = tried {
+            return result.map(|n| (buf, n));
+        }
     }
 }
