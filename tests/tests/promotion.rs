@@ -5,14 +5,14 @@
 //! half-close or a reset. (The randomized hunt with promotions mid-stream is in
 //! `stress.rs`.)
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use gateway_tests::{
     admin,
     backend::{RawBackend, RawConn},
     client,
     data::{test_seed, Summary},
-    pattern::Pattern,
+    pattern::{Mismatch, Pattern},
     skip_unprivileged, tunnels,
     wait::{eventually, within},
     Dataplane, Gateway, GatewayBuilder,
@@ -41,17 +41,13 @@ async fn echo_backend() -> RawBackend<Option<Summary>> {
 
 /// A gateway on the eBPF dataplane with the lazy splice at these thresholds.
 fn lazy_gateway(backend: &RawBackend<Option<Summary>>, after_bytes: u64, after_ms: u64) -> Gateway {
-    lazy_builder(backend, after_bytes, after_ms).start()
+    lazy_builder(backend.addr(), after_bytes, after_ms).start()
 }
 
 /// [`lazy_gateway`], to be given more arguments.
-fn lazy_builder(
-    backend: &RawBackend<Option<Summary>>,
-    after_bytes: u64,
-    after_ms: u64,
-) -> GatewayBuilder {
+fn lazy_builder(backend: SocketAddr, after_bytes: u64, after_ms: u64) -> GatewayBuilder {
     Gateway::builder()
-        .backend(backend.addr())
+        .backend(backend)
         .dataplane(Dataplane::Ebpf)
         .lazy_splice()
         .arg("--splice-after-bytes")
@@ -419,7 +415,7 @@ async fn a_promotion_does_not_freeze_a_tunnel_whose_client_stopped_reading_ebpf(
         }
     })
     .await;
-    let gateway = lazy_builder(&backend, 1 << 40, 100)
+    let gateway = lazy_builder(backend.addr(), 1 << 40, 100)
         .arg("--tunnel-idle-timeout-secs")
         .arg("2")
         .start();
@@ -456,4 +452,80 @@ async fn a_promotion_does_not_freeze_a_tunnel_whose_client_stopped_reading_ebpf(
             .contains("close_reason=\"idle_timeout\""),
         "the tunnel was closed as idle"
     );
+}
+
+/// A stream that never pauses is promoted mid-stream, and the kernel carries the rest.
+/// The client writes as fast as its socket takes bytes and the backend reads slowly, so
+/// the relay never waits for bytes from the client (it waits to write): the promotion
+/// stops it at its next read, and by then the client has filled the gateway's receive
+/// queue. The reads that empty the queue must take all of it (megabytes) before one comes
+/// back short: with a fixed 256 KiB for those reads, such a stream was never promoted and
+/// went all the way on the relay. Every byte is checked by position at the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_pauses_is_promoted_mid_stream_ebpf() {
+    let test = "a_stream_that_never_pauses_is_promoted_mid_stream_ebpf";
+    if skip_unprivileged(Dataplane::Ebpf, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    let len = 24 << 20;
+    let mut backend = RawBackend::start(move |mut conn: RawConn| async move {
+        conn.accept_upgrade().await;
+        let mut checker = Pattern::new(seed).checker();
+        checker.check(&conn.leftover)?;
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            // About 8 MiB/s: slower than the client writes, for the whole stream. The
+            // wait is pacing, not waiting for readiness.
+            tokio::time::sleep(Duration::from_millis(8)).await;
+            match conn.stream.read(&mut buf).await.expect("backend reads") {
+                0 => return Ok(checker.offset()),
+                n => checker.check(&buf[..n])?,
+            }
+        }
+    })
+    .await;
+    let gateway = lazy_builder(backend.addr(), 256 << 10, 60_000).start();
+    let baseline_sockets = gateway.socket_fd_count();
+    // Made beforehand, so that the client writes as fast as its socket takes bytes.
+    let bytes = pattern(seed, len);
+    let tunnel = client::raw_upgrade(gateway.listen_addr(), "/fast", &[]).await;
+    let mut stream = tunnel.stream;
+    within(STEP_TIMEOUT, "the stream", async {
+        stream.write_all(&bytes).await.expect("client writes");
+        stream.shutdown().await.expect("client half-closes");
+    })
+    .await;
+    let received: Result<u64, Mismatch> = backend.next_result().await;
+    match received {
+        Ok(read) => assert_eq!(read, len as u64, "seed {seed}"),
+        Err(mismatch) => panic!("seed {seed}: {mismatch}\n{}", gateway.stderr_text()),
+    }
+    let mut rest = Vec::new();
+    within(STEP_TIMEOUT, "the EOF", stream.read_to_end(&mut rest))
+        .await
+        .expect("client reads to EOF");
+    tunnels::wait_none_active(&gateway).await;
+    let metrics = gateway.metrics();
+    assert_eq!(
+        metrics.metric("gateway_tunnels_promoted_total", &[]),
+        1.0,
+        "never promoted:\n{}",
+        gateway.stderr_text()
+    );
+    let spliced = tunnels::spliced_bytes(&gateway, "client_to_backend");
+    let taken = metrics.metric(
+        "gateway_handoff_bytes_total",
+        &[("direction", "client_to_backend")],
+    );
+    eprintln!("{test}: {spliced} of {len} bytes spliced, {taken} taken at the promotion");
+    assert!(
+        spliced > 0.0,
+        "promoted, but nothing went through the kernel"
+    );
+    assert_eq!(
+        metrics.metric("gateway_splice_integrity_errors_total", &[]),
+        0.0
+    );
+    gateway.wait_tunnels_gone(baseline_sockets).await;
 }

@@ -180,6 +180,12 @@ pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
     set_int_option(sock, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, value)
 }
 
+/// The socket's `TCP_WINDOW_CLAMP`.
+pub fn window_clamp(sock: &impl AsRawFd) -> io::Result<u32> {
+    let value = int_option(sock, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)?;
+    Ok(u32::try_from(value).unwrap_or(0))
+}
+
 /// Sets the send buffer: `SO_SNDBUFFORCE` (ignores `wmem_max`, needs CAP_NET_ADMIN), else
 /// `SO_SNDBUF` (capped by `net.core.wmem_max`).
 pub fn set_send_buffer(sock: &impl AsRawFd, bytes: u32) -> io::Result<()> {
