@@ -3,7 +3,7 @@
 //! counters at scrape time (`admin::collectors`), so the data path never touches a metric
 //! per byte.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
@@ -110,11 +110,24 @@ struct KindLabels {
 /// [`crate::tls::TlsAcceptError::kind`].
 pub const TLS_HANDSHAKE_FAILURE_KINDS: [&str; 4] = ["timeout", "client_closed", "protocol", "io"];
 
-/// The gateway's metrics; cheap to clone, every handle counts into the same registry.
-/// Every known label set exists from the start, at zero, so a dashboard or alert never
-/// has to tell "nothing happened" from "not exported".
+/// The gateway's metrics; cheap to clone (one reference count: every tunnel holds a clone,
+/// and a clone of the families themselves was a count per family), every handle counts
+/// into the same registry. Every known label set exists from the start, at zero, so a
+/// dashboard or alert never has to tell "nothing happened" from "not exported".
 #[derive(Clone, Debug)]
-pub struct Metrics {
+pub struct Metrics(Arc<Families>);
+
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+
+    fn deref(&self) -> &Families {
+        &self.0
+    }
+}
+
+/// The metric families of [`Metrics`].
+#[derive(Debug)]
+pub struct Families {
     tunnels_opened: Family<ModeLabels, Counter>,
     tunnels_active: Family<ModeLabels, Gauge>,
     tunnels_closed: Family<CloseLabels, Counter>,
@@ -163,7 +176,7 @@ fn handshake_buckets() -> impl Iterator<Item = f64> {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let metrics = Self {
+        let metrics = Families {
             tunnels_opened: Family::default(),
             tunnels_active: Family::default(),
             tunnels_closed: Family::default(),
@@ -221,7 +234,7 @@ impl Default for Metrics {
                 .get_or_create(&DirectionLabels { direction })
                 .inc_by(0);
         }
-        metrics
+        Self(Arc::new(metrics))
     }
 }
 
