@@ -216,33 +216,44 @@ const PROMOTION_WINDOW_CLAMP: u32 = 16 * 1024;
 /// Empties both receive queues for a promotion (see [`sockio::take_queued`]): first as at
 /// an upgrade, then, for a queue that did not run empty, with the socket's window clamped
 /// ([`PROMOTION_WINDOW_CLAMP`]) and up to [`promotion_read_limit`]. `Ok(false)`: a queue
-/// still did not run empty; its clamp is then as it was. A clamp lowered for a queue that
-/// did run empty stays down: the splice sets its own.
+/// still did not run empty, and the tunnel goes on on the relay: every clamp is then as it
+/// was. On success a lowered clamp stays down: the splice sets its own.
 fn empty_queues(
     client: &TcpStream,
     backend: &TcpStream,
     from_client: &mut Vec<u8>,
     from_backend: &mut Vec<u8>,
 ) -> Result<bool, CloseReason> {
-    let emptied = empty_queue(client, from_client)
-        .map_err(|e| CloseReason::ClientError(Some(e)))?
-        && empty_queue(backend, from_backend).map_err(|e| CloseReason::BackendError(Some(e)))?;
+    let client_error = |e| CloseReason::ClientError(Some(e));
+    let backend_error = |e| CloseReason::BackendError(Some(e));
+    let (client_emptied, client_clamp) = empty_queue(client, from_client).map_err(client_error)?;
+    let (backend_emptied, backend_clamp) = if client_emptied {
+        empty_queue(backend, from_backend).map_err(backend_error)?
+    } else {
+        (false, None)
+    };
+    let emptied = client_emptied && backend_emptied;
+    if !emptied {
+        if let Some(clamp) = client_clamp {
+            sockopt::set_window_clamp(client, clamp).map_err(client_error)?;
+        }
+        if let Some(clamp) = backend_clamp {
+            sockopt::set_window_clamp(backend, clamp).map_err(backend_error)?;
+        }
+    }
     Ok(emptied)
 }
 
-/// One socket's part of [`empty_queues`].
-fn empty_queue(sock: &TcpStream, into: &mut Vec<u8>) -> io::Result<bool> {
+/// One socket's part of [`empty_queues`]: whether its queue ran empty, and the clamp it
+/// had if it was lowered.
+fn empty_queue(sock: &TcpStream, into: &mut Vec<u8>) -> io::Result<(bool, Option<u32>)> {
     if sockio::take_queued(sock, into, HANDOFF_READ_LIMIT_BYTES)? {
-        return Ok(true);
+        return Ok((true, None));
     }
     let clamp = sockopt::window_clamp(sock)?;
     sockopt::set_window_clamp(sock, PROMOTION_WINDOW_CLAMP)?;
     let limit = promotion_read_limit(sock).saturating_sub(into.len());
-    let emptied = sockio::take_queued(sock, into, limit)?;
-    if !emptied {
-        sockopt::set_window_clamp(sock, clamp)?;
-    }
-    Ok(emptied)
+    Ok((sockio::take_queued(sock, into, limit)?, Some(clamp)))
 }
 
 /// Runs a tunnel to its end and logs one line when it closes. Two plaintext connections
