@@ -32,6 +32,8 @@ mod route;
 mod runtime;
 mod shared;
 mod snapshot;
+#[cfg(test)]
+mod test_support;
 mod tls;
 mod tunnel;
 mod upstream;

@@ -34,6 +34,21 @@ impl RawAnswer {
 /// Sends `request` (raw bytes: a whole request, `Connection: close` included) to the admin
 /// listener and reads the answer to the end.
 pub fn raw_request(admin: SocketAddr, request: &[u8]) -> RawAnswer {
+    let (head, body) = exchange(admin, request);
+    RawAnswer {
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// `GET path` from the admin listener: its head and decoded body.
+pub(crate) fn get(admin: SocketAddr, path: &str) -> (Head, Vec<u8>) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    exchange(admin, request.as_bytes())
+}
+
+/// [`raw_request`]'s exchange: the answer's head and its body, decoded.
+fn exchange(admin: SocketAddr, request: &[u8]) -> (Head, Vec<u8>) {
     let mut stream =
         TcpStream::connect_timeout(&admin, FETCH_TIMEOUT).expect("connect to the admin listener");
     stream
@@ -54,43 +69,18 @@ pub fn raw_request(admin: SocketAddr, request: &[u8]) -> RawAnswer {
     let body = complete_body(&head, &response[end..])
         .expect("decode the admin answer's body")
         .unwrap_or_else(|| response[end..].to_vec());
-    RawAnswer {
-        head,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    (head, body)
 }
 
 /// `GET path` from the admin listener, parsed as JSON.
 pub fn get_json(admin: SocketAddr, path: &str) -> Value {
-    let mut stream =
-        TcpStream::connect_timeout(&admin, FETCH_TIMEOUT).expect("connect to the admin listener");
-    stream
-        .set_read_timeout(Some(FETCH_TIMEOUT))
-        .expect("set the admin read timeout");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .unwrap_or_else(|error| panic!("send GET {path}: {error}"));
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .unwrap_or_else(|error| panic!("read the answer to GET {path}: {error}"));
-    let end = head_end(&response).unwrap_or_else(|| {
-        panic!(
-            "GET {path}: no complete head in {:?}",
-            String::from_utf8_lossy(&response)
-        )
-    });
-    let head = Head::parse(&response[..end]).expect("parse the admin answer's head");
+    let (head, body) = get(admin, path);
     assert_eq!(head.status(), Some(200), "GET {path}:\n{}", head.text());
     assert_eq!(
         head.header("content-type"),
         Some("application/json"),
         "GET {path}"
     );
-    let body = complete_body(&head, &response[end..])
-        .expect("decode the admin answer's body")
-        .unwrap_or_else(|| response[end..].to_vec());
     serde_json::from_slice(&body).unwrap_or_else(|error| {
         panic!(
             "GET {path} is not JSON ({error}): {}",

@@ -1,16 +1,6 @@
 //! The admin `/metrics` page: fetched over a plain socket and parsed from Prometheus text.
 
-use std::{
-    collections::BTreeSet,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
-
-use crate::http::{complete_body, head_end, Head};
-
-/// How long one `/metrics` request may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+use std::{collections::BTreeSet, net::SocketAddr};
 
 /// Label names and values, in page order.
 pub type Labels = Vec<(String, String)>;
@@ -35,36 +25,13 @@ pub struct Metrics {
 impl Metrics {
     /// `GET /metrics` from the admin listener at `admin`.
     pub fn fetch(admin: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect_timeout(&admin, FETCH_TIMEOUT)
-            .expect("connect to the admin listener");
-        stream
-            .set_read_timeout(Some(FETCH_TIMEOUT))
-            .expect("set the admin read timeout");
-        let request =
-            format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .expect("send GET /metrics");
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .expect("read the /metrics response");
-        let end = head_end(&response).unwrap_or_else(|| {
-            panic!(
-                "/metrics response has no complete head: {:?}",
-                String::from_utf8_lossy(&response)
-            )
-        });
-        let head = Head::parse(&response[..end]).expect("parse the /metrics response head");
+        let (head, body) = crate::admin::get(admin, "/metrics");
         assert_eq!(
             head.status(),
             Some(200),
             "GET /metrics status; head:\n{}",
             head.text()
         );
-        let body = complete_body(&head, &response[end..])
-            .expect("decode the /metrics body")
-            .unwrap_or_else(|| response[end..].to_vec());
         Self::parse(&String::from_utf8(body).expect("/metrics is UTF-8"))
     }
 

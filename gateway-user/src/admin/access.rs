@@ -207,21 +207,9 @@ fn check_token(token: &AdminToken, headers: &HeaderMap) -> Result<(), Refused> {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
 
-    fn head(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    header::HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                )
-            })
-            .collect()
-    }
+    use crate::test_support::header_map as head;
 
     fn check(
         bind: &str,

@@ -161,17 +161,7 @@ pub fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> 
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    header::HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                )
-            })
-            .collect()
-    }
+    use crate::test_support::header_map as headers;
 
     fn good() -> Vec<(&'static str, &'static str)> {
         vec![
