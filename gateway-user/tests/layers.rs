@@ -43,6 +43,8 @@ const LAYERS: &[&[&str]] = &[
     &["dataplane"],
     // Leaves every wing reads.
     &["metrics"],
+    // Unit-test helpers (`cfg(test)`), for any wing's tests.
+    &["test_support"],
     // The configuration, a crate of its own re-exported as `crate::config`: the compiler
     // keeps it from importing the daemon.
     &["config"],
