@@ -9,6 +9,7 @@ use std::{
     io,
     os::fd::{AsFd as _, AsRawFd},
     sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
 };
 
 use aya::{
@@ -92,23 +93,35 @@ fn permission_hint(err: &ProgramError) -> &'static str {
     }
 }
 
-/// A tunnel the kernel would not splice, and whether it can still be relayed.
+/// A tunnel the kernel would not splice.
 #[derive(Debug, thiserror::Error)]
 #[error("{source}")]
 pub struct SpliceRefused {
     #[source]
     pub source: MapWriteError,
-    /// Bytes the verdict had already redirected before the refusal (only possible when the
-    /// second `SPLICED` insert fails). If not zero they may be lost with the peer's psock,
-    /// so the tunnel cannot be relayed and must be reset.
-    pub bytes_redirected: u64,
+    /// Set when the refusal came at the second `SPLICED` insert: the verdict had run on
+    /// the first socket and may have redirected bytes into the other's psock. Its `SPLICED`
+    /// entry is gone (no verdict runs any more), but the tunnel's `PEERS`, `FLOWS` and
+    /// `CONTROL` entries stay, keeping both psocks (and what they have not sent yet) alive,
+    /// until [`EbpfDataplane::settle_refused`]. `None`: nothing was left in any map.
+    pub verdict_ran: Option<TunnelKeys>,
 }
 
-impl SpliceRefused {
-    /// Whether nothing moved in the kernel, so the userspace relay can carry the tunnel.
-    pub fn can_relay(&self) -> bool {
-        self.bytes_redirected == 0
-    }
+/// Why [`EbpfDataplane::settle_refused`] could not hand a refused tunnel to the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsettled {
+    /// The verdict passed bytes to a socket's own psock queue; they go with the psock.
+    #[error("the verdict passed {0} bytes to userspace before the refusal")]
+    Passed(u64),
+    /// Redirected bytes did not leave a psock in time (its peer does not read).
+    #[error("{owed} redirected bytes were still in the kernel after {waited:?}")]
+    Undelivered { owed: u64, waited: Duration },
+    /// The kernel took bytes off a socket's queue that the verdict never saw (see
+    /// [`EbpfDataplane::settle_refused`]).
+    #[error("the kernel dropped {bytes} bytes while the tunnel left the sockmap")]
+    Lost { bytes: u64 },
+    #[error("reading the sockets' TCP counters: {0}")]
+    Counters(#[source] io::Error),
 }
 
 /// Errors from inserting sockets. The usual one: the kernel only takes ESTABLISHED TCP
@@ -323,10 +336,24 @@ impl EbpfDataplane {
         backend: &impl AsRawFd,
         budget_bytes: u64,
     ) -> Result<TunnelKeys, SpliceRefused> {
+        self.splice_interleaved(client, backend, budget_bytes, || {})
+    }
+
+    /// [`Self::splice`], calling `between_inserts` after the first socket joined `SPLICED`
+    /// and before the second does: for tests of a refusal in that window (a peer's FIN
+    /// landing there, which the kernel then refuses).
+    #[doc(hidden)]
+    pub fn splice_interleaved(
+        &self,
+        client: &impl AsRawFd,
+        backend: &impl AsRawFd,
+        budget_bytes: u64,
+        between_inserts: impl FnOnce(),
+    ) -> Result<TunnelKeys, SpliceRefused> {
         use gateway_common::direction::{BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
         let refused = |source| SpliceRefused {
             source,
-            bytes_redirected: 0,
+            verdict_ran: None,
         };
         let keys = TunnelKeys {
             client: super::sockopt::socket_cookie(client)
@@ -335,6 +362,9 @@ impl EbpfDataplane {
                 .map_err(|e| refused(MapWriteError::Cookie(e)))?,
         };
         let maps = &self.maps;
+        let mut between_inserts = Some(between_inserts);
+        // How many sockets joined `SPLICED`: from the first, its verdict runs.
+        let mut joined = 0;
         let result = (|| {
             for key in [keys.client, keys.backend] {
                 maps.control
@@ -364,23 +394,111 @@ impl EbpfDataplane {
                 (keys.client, client.as_raw_fd()),
                 (keys.backend, backend.as_raw_fd()),
             ] {
+                if joined == 1 {
+                    if let Some(between) = between_inserts.take() {
+                        between();
+                    }
+                }
                 maps.spliced
                     .write()
                     .insert(key, sock, 0)
                     .map_err(map_err(names::SPLICED))?;
+                joined += 1;
             }
             Ok(())
         })();
-        if let Err(source) = result {
-            let (up, down) = read_stats(maps, keys);
-            let bytes_redirected = up.bytes + down.bytes;
+        let Err(source) = result else {
+            return Ok(keys);
+        };
+        if joined == 0 {
             remove_all(maps, keys);
             return Err(SpliceRefused {
                 source,
-                bytes_redirected,
+                verdict_ran: None,
             });
         }
-        Ok(keys)
+        // Stop the verdict; the rest waits for `settle_refused` (see `verdict_ran`).
+        let _ = maps.spliced.write().remove(&keys.client);
+        Err(SpliceRefused {
+            source,
+            verdict_ran: Some(keys),
+        })
+    }
+
+    /// Ends a refusal that came after the verdict had run ([`SpliceRefused::verdict_ran`]),
+    /// so that the relay can carry the tunnel with every byte in order, or says why it
+    /// cannot. Blocks: first for an RCU grace period, after which no verdict that started
+    /// before the refusal is still running (the program runs and its skb is queued under
+    /// `rcu_read_lock`), so `FLOWS` holds every byte it redirected; then until those bytes
+    /// have left the destination's psock for its send queue, at most `limit`: removing a
+    /// psock drops what it holds unsent. `before`: each socket's counters (client's,
+    /// backend's) read before the splice. Returns what the kernel moved (client→backend,
+    /// backend→client); however it ends, the tunnel has then left every map.
+    ///
+    /// Taking a socket out of a sockmap while segments arrive can drop one: a softirq
+    /// already in the verdict's `sk_data_ready` takes the skb off the receive queue, then
+    /// finds the program (or the psock) gone, and frees it (`sk_psock_verdict_recv`; seen
+    /// here as one 64 KiB segment missing in about 1 of 50 refusals mid-stream). Nothing
+    /// counts it, but the socket's own counters show it: more was taken off its queue than
+    /// the verdict redirected. That is checked last, after a second grace period, and
+    /// reported as [`Unsettled::Lost`].
+    pub fn settle_refused(
+        &self,
+        keys: TunnelKeys,
+        client: &impl AsRawFd,
+        backend: &impl AsRawFd,
+        before: [super::sockopt::TcpCounters; 2],
+        limit: Duration,
+    ) -> Result<[u64; 2], Unsettled> {
+        use super::sockopt::{tcp_counters, tcp_counters_settled};
+        let socks = [client.as_raw_fd(), backend.as_raw_fd()];
+        wait_for_rcu_grace_period();
+        let (up, down) = read_stats(&self.maps, keys);
+        // Per socket: what its verdict redirected, and what was redirected to it.
+        let redirected = [up.bytes, down.bytes];
+        let delivered = || {
+            let started = Instant::now();
+            loop {
+                let mut owed = 0;
+                for to in 0..2 {
+                    let written = tcp_counters(&socks[to])
+                        .map_err(Unsettled::Counters)?
+                        .bytes_written();
+                    let sent = written.saturating_sub(before[to].bytes_written());
+                    owed += redirected[1 - to].saturating_sub(sent);
+                }
+                if owed == 0 {
+                    return Ok(());
+                }
+                let waited = started.elapsed();
+                if waited >= limit {
+                    return Err(Unsettled::Undelivered { owed, waited });
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let passed = up.passed_bytes + down.passed_bytes;
+        let settled = if passed > 0 {
+            Err(Unsettled::Passed(passed))
+        } else {
+            delivered()
+        };
+        remove_all(&self.maps, keys);
+        settled?;
+        wait_for_rcu_grace_period();
+        for side in 0..2 {
+            let now = tcp_counters_settled(&socks[side]).map_err(Unsettled::Counters)?;
+            let taken = now
+                .bytes_consumed()
+                .saturating_sub(before[side].bytes_consumed());
+            let expected = redirected[side] + u64::from(now.fin_received);
+            if taken > expected {
+                return Err(Unsettled::Lost {
+                    bytes: taken - expected,
+                });
+            }
+        }
+        Ok(redirected)
     }
 
     /// Stops the splice and forgets the tunnel; returns its final per-direction stats
@@ -484,6 +602,19 @@ fn remove_all(maps: &SpliceMaps, keys: TunnelKeys) {
         let _ = maps.peers.write().remove(&key);
         let _ = maps.flows.write().remove(&key);
         let _ = maps.control.write().remove(&key);
+    }
+}
+
+/// Waits until every CPU has left any RCU read-side section it was in: `membarrier(2)`'s
+/// `MEMBARRIER_CMD_GLOBAL` is `synchronize_rcu()` on a machine with more than one CPU. A
+/// kernel with `nohz_full` refuses that command; a verdict runs for microseconds, so
+/// 50 ms then stands in for the grace period.
+fn wait_for_rcu_grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: the command takes no pointer; flags and cpu_id are 0.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

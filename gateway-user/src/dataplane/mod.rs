@@ -13,7 +13,7 @@ mod watch;
 
 use std::{fmt, sync::Arc};
 
-pub use ebpf::{EbpfDataplane, LoadError, SpliceRefused, TunnelKeys};
+pub use ebpf::{EbpfDataplane, LoadError, SpliceRefused, TunnelKeys, Unsettled};
 
 use crate::config::DataplaneMode;
 

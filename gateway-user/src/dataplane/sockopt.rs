@@ -38,6 +38,8 @@ pub struct TcpCounters {
     pub send_queue: u64,
     /// Bytes received but not yet read from the socket (`SIOCINQ`).
     pub recv_queue: u64,
+    /// The peer's FIN has arrived (`tcpi_state` past `ESTABLISHED` on the receiving side).
+    pub fin_received: bool,
 }
 
 impl TcpCounters {
@@ -48,6 +50,8 @@ impl TcpCounters {
     }
 
     /// Bytes received and already taken off the receive queue (by a reader or the verdict).
+    /// Once the FIN has arrived this counts one more for it, read or not: `SIOCINQ` leaves
+    /// it out, `bytes_received` counts it.
     pub fn bytes_consumed(&self) -> u64 {
         self.bytes_received.saturating_sub(self.recv_queue)
     }
@@ -100,7 +104,14 @@ pub fn tcp_counters(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    // `include/net/tcp_states.h`; the libc crate has them for Hurd only.
+    const TIME_WAIT: u8 = 6;
+    const CLOSE_WAIT: u8 = 8;
+    const LAST_ACK: u8 = 9;
+    const CLOSING: u8 = 11;
+    let fin_received = matches!(info.tcpi_state, TIME_WAIT | CLOSE_WAIT | LAST_ACK | CLOSING);
     Ok(TcpCounters {
+        fin_received,
         bytes_received: info.tcpi_bytes_received,
         bytes_acked: info.tcpi_bytes_acked,
         send_queue: queue_len(fd, libc::TIOCOUTQ)?,

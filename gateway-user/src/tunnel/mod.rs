@@ -296,7 +296,8 @@ pub async fn run(up: Upgraded, ctx: Context) {
         }
         (client, backend) => open_tls(client, backend, early).await,
     };
-    let Some((carrier, early)) = opened else {
+    // Bytes the kernel moved before refusing the splice (client→backend, backend→client).
+    let Some((carrier, early, mut kernel_moved)) = opened else {
         return;
     };
     metrics.handoff_bytes(Direction::ClientToBackend, early.client.len() as u64);
@@ -392,8 +393,11 @@ pub async fn run(up: Upgraded, ctx: Context) {
                         relay_reason = None;
                         carrier = Carrier::Spliced(spliced);
                     }
-                    Promoted::Relayed(client, backend, reason, taken) => {
+                    Promoted::Relayed(client, backend, reason, taken, moved) => {
                         count_relayed(taken);
+                        for (total, moved) in kernel_moved.iter_mut().zip(moved) {
+                            *total += moved;
+                        }
                         relay_reason = Some(reason);
                         carrier = Carrier::Relay(client, backend, reason);
                     }
@@ -442,8 +446,8 @@ pub async fn run(up: Upgraded, ctx: Context) {
         backend = %peers.backend,
         pool = %peers.pool,
         mode = %mode,
-        client_to_backend_bytes = moved[0] + early_bytes[0],
-        backend_to_client_bytes = moved[1] + early_bytes[1],
+        client_to_backend_bytes = moved[0] + early_bytes[0] + kernel_moved[0],
+        backend_to_client_bytes = moved[1] + early_bytes[1] + kernel_moved[1],
         duration_ms = started.elapsed().as_millis() as u64,
         reason = %reason,
         close_reason = reason.label(),
@@ -462,8 +466,9 @@ enum Promoted {
     /// Spliced; with the bytes taken from the receive queues and written by userspace
     /// on the way (client→backend, backend→client).
     Spliced(Box<splice::Spliced>, [u64; 2]),
-    /// Back on the relay, for good, and why; with the bytes taken on the way.
-    Relayed(TcpStream, TcpStream, RelayReason, [u64; 2]),
+    /// Back on the relay, for good, and why; with the bytes taken on the way, and those
+    /// the kernel moved before it refused the splice.
+    Relayed(TcpStream, TcpStream, RelayReason, [u64; 2], [u64; 2]),
     /// Back on the relay for now: a receive queue did not run empty (a fast sender kept
     /// it full while the relay was stopped); everything taken was written, so the relay
     /// goes on and the promotion is tried again later. With the bytes taken.
@@ -532,15 +537,17 @@ async fn promote(
         backend,
         settings,
         RelayReason::SpliceRefused,
-    ) {
-        Some(Carrier::Spliced(spliced)) => Promoted::Spliced(spliced, counts),
-        Some(Carrier::Relay(client, backend, reason)) => {
-            Promoted::Relayed(client, backend, reason, counts)
+    )
+    .await
+    {
+        Some((Carrier::Spliced(spliced), _)) => Promoted::Spliced(spliced, counts),
+        Some((Carrier::Relay(client, backend, reason), kernel_moved)) => {
+            Promoted::Relayed(client, backend, reason, counts, kernel_moved)
         }
-        Some(Carrier::Lazy(..) | Carrier::Tls(..)) => unreachable!("choose makes neither"),
+        Some((Carrier::Lazy(..) | Carrier::Tls(..), _)) => unreachable!("choose makes neither"),
         // Both sides were reset (logged).
         None => Promoted::Closed(CloseReason::Internal(io::Error::other(
-            "the splice failed after bytes moved",
+            "the splice was refused after bytes moved in the kernel",
         ))),
     }
 }
@@ -569,7 +576,7 @@ async fn open_plain(
     mut early: Early,
     mut ebpf: Option<Arc<EbpfDataplane>>,
     settings: &Settings,
-) -> Option<(Carrier, Early)> {
+) -> Option<(Carrier, Early, [u64; 2])> {
     if let Some(lazy) = ebpf.take_if(|_| !settings.promote.at_once()) {
         // The relay reads whatever follows the handshake: nothing to take from the queues.
         if let Err(err) = deliver_early(&mut client, &mut backend, &early).await {
@@ -581,7 +588,7 @@ async fn open_plain(
             after_bytes: settings.promote.after_bytes,
             at: tokio::time::Instant::now() + settings.promote.after,
         };
-        return Some((Carrier::Lazy(client, backend, lazy, when), early));
+        return Some((Carrier::Lazy(client, backend, lazy, when), early, [0, 0]));
     }
     let mut relay_reason = RelayReason::UserspaceDataplane;
     if ebpf.is_some() {
@@ -613,8 +620,9 @@ async fn open_plain(
         sockopt::reset_both(&client, &backend);
         return None;
     }
-    let carrier = Carrier::choose(ebpf, client, backend, settings, relay_reason)?;
-    Some((carrier, early))
+    let (carrier, kernel_moved) =
+        Carrier::choose(ebpf, client, backend, settings, relay_reason).await?;
+    Some((carrier, early, kernel_moved))
 }
 
 /// TLS on at least one side: relayed in userspace. `None` when the tunnel failed while
@@ -623,13 +631,13 @@ async fn open_tls(
     mut client: ClientStream,
     mut backend: BackendStream,
     early: Early,
-) -> Option<(Carrier, Early)> {
+) -> Option<(Carrier, Early, [u64; 2])> {
     if let Err(err) = deliver_early(&mut client, &mut backend, &early).await {
         tracing::info!(error = %err, "tunnel failed while delivering handshake bytes; resetting both sides");
         sockopt::reset_both(client.tcp(), backend.tcp());
         return None;
     }
-    Some((Carrier::Tls(client, backend), early))
+    Some((Carrier::Tls(client, backend), early, [0, 0]))
 }
 
 /// Writes the early bytes each side is owed (through TLS where there is TLS), flushed.
@@ -693,35 +701,56 @@ enum Carrier {
 impl Carrier {
     /// The kernel splice when eBPF is loaded and the kernel takes the sockets; the relay
     /// otherwise (e.g. a peer already half-closed: only ESTABLISHED sockets can join a
-    /// sockmap). `None` when the tunnel had to be abandoned (logged).
-    fn choose(
+    /// sockmap), with the bytes the kernel moved before it refused. `None` when the
+    /// tunnel had to be abandoned (logged).
+    async fn choose(
         ebpf: Option<Arc<EbpfDataplane>>,
         client: TcpStream,
         backend: TcpStream,
         settings: &Settings,
         relay_reason: RelayReason,
-    ) -> Option<Self> {
+    ) -> Option<(Self, [u64; 2])> {
         let Some(ebpf) = ebpf else {
-            return Some(Self::Relay(client, backend, relay_reason));
+            return Some((Self::Relay(client, backend, relay_reason), [0, 0]));
         };
         let (client, backend) = into_std(client, backend)
             .inspect_err(|err| tracing::warn!(error = %err, "cannot leave the runtime"))
             .ok()?;
-        match splice::Spliced::start(ebpf, client, backend, &settings.splice) {
-            Ok(spliced) => Some(Self::Spliced(Box::new(spliced))),
-            Err(refused) if refused.can_relay => {
-                tracing::info!(error = %refused.error, "kernel refused the splice; relaying");
-                let (client, backend) = from_std(refused.client, refused.backend)
-                    .inspect_err(|err| tracing::warn!(error = %err, "cannot rejoin the runtime"))
-                    .ok()?;
-                Some(Self::Relay(client, backend, RelayReason::SpliceRefused))
+        let mut refused = match splice::Spliced::start(ebpf, client, backend, &settings.splice) {
+            Ok(spliced) => return Some((Self::Spliced(Box::new(spliced)), [0, 0])),
+            Err(refused) => refused,
+        };
+        tracing::info!(error = %refused.error, "kernel refused the splice; relaying");
+        // Rare (a peer's FIN between the two inserts), and it may wait a grace period and
+        // for the kernel to send: off the runtime's threads.
+        let settled = tokio::task::spawn_blocking(move || {
+            let settled = refused.settle();
+            (refused, settled)
+        })
+        .await;
+        let (refused, settled) = match settled {
+            Ok(done) => done,
+            Err(err) => {
+                // The sockets went with the task: nothing left to reset.
+                tracing::warn!(error = %err, "settling a refused splice failed");
+                return None;
             }
-            Err(refused) => {
-                tracing::warn!(error = %refused.error, "splice failed after bytes moved; resetting");
+        };
+        let kernel_moved = match settled {
+            Ok(moved) => moved,
+            Err(err) => {
+                tracing::warn!(error = %err, "refused splice cannot be relayed; resetting");
                 sockopt::reset_both(&refused.client, &refused.backend);
-                None
+                return None;
             }
-        }
+        };
+        let (client, backend) = from_std(refused.client, refused.backend)
+            .inspect_err(|err| tracing::warn!(error = %err, "cannot rejoin the runtime"))
+            .ok()?;
+        Some((
+            Self::Relay(client, backend, RelayReason::SpliceRefused),
+            kernel_moved,
+        ))
     }
 
     fn mode(&self) -> Mode {

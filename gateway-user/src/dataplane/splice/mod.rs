@@ -109,14 +109,42 @@ pub struct Spliced {
     backend: TcpStream,
 }
 
-/// The kernel would not splice the tunnel; its sockets are handed back.
+/// The kernel would not splice the tunnel; its sockets are handed back, to be relayed
+/// once [`Refused::settle`] says every byte is where the relay expects it.
 pub struct Refused {
     pub client: TcpStream,
     pub backend: TcpStream,
     pub error: io::Error,
-    /// Nothing moved in the kernel, so the userspace relay can carry the tunnel. Otherwise
-    /// bytes may have been lost with a peer's psock and the tunnel must be reset.
-    pub can_relay: bool,
+    /// The verdict ran before the refusal (see [`super::SpliceRefused::verdict_ran`]);
+    /// with each socket's counters from before the splice.
+    verdict_ran: Option<(Arc<EbpfDataplane>, TunnelKeys, [sockopt::TcpCounters; 2])>,
+}
+
+/// How long [`Refused::settle`] waits for bytes the verdict redirected before a refusal to
+/// leave the kernel: a psock sends as fast as its destination's window allows, which is
+/// microseconds unless that peer has stopped reading.
+const REFUSED_DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+impl Refused {
+    /// Makes the refused tunnel ready for the relay. Blocks (an RCU grace period, then
+    /// waiting for the kernel to send what the verdict redirected, see
+    /// [`EbpfDataplane::settle_refused`]) when the verdict ran before the refusal;
+    /// otherwise returns at once. Returns the bytes the kernel moved before the refusal
+    /// (client→backend, backend→client), which the relay must not move again. `Err`:
+    /// bytes would be lost (or the kernel did not let them go in time), so the tunnel
+    /// cannot be relayed: the caller resets it.
+    pub fn settle(&mut self) -> Result<[u64; 2], super::Unsettled> {
+        let Some((ebpf, keys, before)) = self.verdict_ran.take() else {
+            return Ok([0, 0]);
+        };
+        ebpf.settle_refused(
+            keys,
+            &self.client,
+            &self.backend,
+            before,
+            REFUSED_DRAIN_LIMIT,
+        )
+    }
 }
 
 impl Spliced {
@@ -144,7 +172,7 @@ impl Spliced {
                     client,
                     backend,
                     error,
-                    can_relay: true,
+                    verdict_ran: None,
                 })
             }
         };
@@ -164,7 +192,7 @@ impl Spliced {
                 client,
                 backend,
                 error,
-                can_relay: true,
+                verdict_ran: None,
             });
         }
         match ebpf.splice(&client, &backend, budget) {
@@ -188,7 +216,7 @@ impl Spliced {
                 })
             }
             Err(refused) => Err(Refused {
-                can_relay: refused.can_relay(),
+                verdict_ran: refused.verdict_ran.map(|keys| (ebpf, keys, [c, b])),
                 error: io::Error::other(refused),
                 client,
                 backend,
