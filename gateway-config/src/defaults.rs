@@ -73,7 +73,7 @@ pub const MAX_TUNNEL_BACKLOG_BYTES: u64 = 4 * 1024 * 1024;
 /// many bytes (both ways together) or lived [`SPLICE_AFTER_MS`]: a short tunnel never pays
 /// for the kernel's psocks and the maps (docs/dataplane.md, "Lazy splice").
 pub const SPLICE_AFTER_BYTES: u64 = 256 * 1024;
-pub const SPLICE_AFTER_MS: u64 = 100;
+pub const SPLICE_AFTER_MS: u64 = 20;
 
 // [[rules]]
 /// Azure v2 rule priorities run from 1 (first) to 20000.

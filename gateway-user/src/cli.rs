@@ -144,7 +144,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub splice_after_bytes: Option<u64>,
 
-    /// See --splice-after-bytes. 0 splices every tunnel at once. [default: 100]
+    /// See --splice-after-bytes. 0 splices every tunnel at once. [default: 20]
     #[arg(long, value_name = "MS")]
     pub splice_after_ms: Option<u64>,
 
