@@ -438,7 +438,7 @@ impl EbpfDataplane {
     /// Taking a socket out of a sockmap while segments arrive can drop one: a softirq
     /// already in the verdict's `sk_data_ready` takes the skb off the receive queue, then
     /// finds the program (or the psock) gone, and frees it (`sk_psock_verdict_recv`; seen
-    /// here as one 64 KiB segment missing in about 1 of 50 refusals mid-stream). Nothing
+    /// here as one 64 KiB segment missing in about 1 in 60 refusals mid-stream). Nothing
     /// counts it, but the socket's own counters show it: more was taken off its queue than
     /// the verdict redirected. That is checked last, after a second grace period, and
     /// reported as [`Unsettled::Lost`].

@@ -721,29 +721,33 @@ impl Carrier {
             Err(refused) => refused,
         };
         tracing::info!(error = %refused.error, "kernel refused the splice; relaying");
-        // Rare (a peer's FIN between the two inserts), and it may wait a grace period and
-        // for the kernel to send: off the runtime's threads.
-        let settled = tokio::task::spawn_blocking(move || {
-            let settled = refused.settle();
-            (refused, settled)
-        })
-        .await;
-        let (refused, settled) = match settled {
-            Ok(done) => done,
-            Err(err) => {
-                // The sockets went with the task: nothing left to reset.
-                tracing::warn!(error = %err, "settling a refused splice failed");
-                return None;
+        let mut kernel_moved = [0, 0];
+        if refused.needs_settling() {
+            // Rare (a peer's FIN between the two inserts), and it waits for a grace period
+            // and for the kernel to send: off the runtime's threads.
+            let joined = tokio::task::spawn_blocking(move || {
+                let settled = refused.settle();
+                (refused, settled)
+            })
+            .await;
+            let (back, settled) = match joined {
+                Ok(done) => done,
+                Err(err) => {
+                    // The sockets went with the task: nothing left to reset.
+                    tracing::warn!(error = %err, "settling a refused splice failed");
+                    return None;
+                }
+            };
+            refused = back;
+            match settled {
+                Ok(moved) => kernel_moved = moved,
+                Err(err) => {
+                    tracing::warn!(error = %err, "refused splice cannot be relayed; resetting");
+                    sockopt::reset_both(&refused.client, &refused.backend);
+                    return None;
+                }
             }
-        };
-        let kernel_moved = match settled {
-            Ok(moved) => moved,
-            Err(err) => {
-                tracing::warn!(error = %err, "refused splice cannot be relayed; resetting");
-                sockopt::reset_both(&refused.client, &refused.backend);
-                return None;
-            }
-        };
+        }
         let (client, backend) = from_std(refused.client, refused.backend)
             .inspect_err(|err| tracing::warn!(error = %err, "cannot rejoin the runtime"))
             .ok()?;

@@ -126,6 +126,12 @@ pub struct Refused {
 const REFUSED_DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 impl Refused {
+    /// Whether [`Refused::settle`] has work to do (and blocks) before the relay can take
+    /// over: only when the verdict ran before the refusal.
+    pub fn needs_settling(&self) -> bool {
+        self.verdict_ran.is_some()
+    }
+
     /// Makes the refused tunnel ready for the relay. Blocks (an RCU grace period, then
     /// waiting for the kernel to send what the verdict redirected, see
     /// [`EbpfDataplane::settle_refused`]) when the verdict ran before the refusal;
