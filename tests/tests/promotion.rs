@@ -237,6 +237,80 @@ async fn a_tunnel_that_lives_long_enough_is_promoted_and_keeps_every_byte_ebpf()
     gateway.wait_tunnels_gone(baseline_sockets).await;
 }
 
+/// The tunnel's maximum lifetime counts from its upgrade, not from its promotion: promoted
+/// after 1 s under a 2 s lifetime, the tunnel is closed about 2 s after it opened (a clock
+/// restarted at the promotion would close it after 3), with a FIN to both peers and every
+/// byte it carried, relayed and spliced, checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifetime_counts_from_the_upgrade_across_a_promotion_ebpf() {
+    let test = "the_lifetime_counts_from_the_upgrade_across_a_promotion_ebpf";
+    if skip_unprivileged(Dataplane::Ebpf, test) {
+        return;
+    }
+    let seed = test_seed(test);
+    let mut backend = echo_backend().await;
+    let gateway = lazy_builder(backend.addr(), 1 << 40, 1000)
+        .arg("--tunnel-max-lifetime-secs")
+        .arg("2")
+        .start();
+    let baseline_sockets = gateway.socket_fd_count();
+    let opened = std::time::Instant::now();
+    let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/lifetime", &[]).await;
+    echo_round(&mut tunnel.stream, seed, 1000).await;
+    eventually(
+        PROMOTION_TIMEOUT,
+        "the tunnel promoted",
+        || match admin::tunnels(&gateway).as_slice() {
+            [one] if one.mode == "spliced" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let promoted = opened.elapsed();
+    let len = 64 << 10;
+    echo_round(&mut tunnel.stream, seed.rotate_left(7), len).await;
+    tunnels::assert_spliced(&gateway, "client_to_backend", len as u64);
+
+    let mut rest = Vec::new();
+    within(
+        STEP_TIMEOUT,
+        "the gateway's FIN at the end of the lifetime",
+        tunnel.stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("client reads to EOF");
+    let closed = opened.elapsed();
+    assert!(
+        rest.is_empty(),
+        "nothing after the echo: {} bytes",
+        rest.len()
+    );
+    assert!(
+        promoted >= Duration::from_secs(1),
+        "promoted by time, not before: {promoted:?}"
+    );
+    // The gateway's clock starts after `opened`, so the close cannot come earlier than
+    // 2 s after it; counted from the promotion it would come at `promoted` + 2 s or later.
+    assert!(
+        closed >= Duration::from_secs(2)
+            && closed + Duration::from_millis(100) < promoted + Duration::from_secs(2),
+        "closed {closed:?} after the upgrade, promoted after {promoted:?}"
+    );
+    assert!(
+        backend.next_result().await.is_some(),
+        "the backend got its FIN"
+    );
+    tunnels::wait_none_active(&gateway).await;
+    assert_eq!(
+        gateway.metrics().metric(
+            "gateway_tunnels_closed_total",
+            &[("mode", "spliced"), ("reason", "max_lifetime")]
+        ),
+        1.0
+    );
+    gateway.wait_tunnels_gone(baseline_sockets).await;
+}
+
 /// Promotions racing the end of a tunnel. Each round sends a random amount and then
 /// half-closes (reading the whole echo back) or resets, at one of three moments:
 /// - *racing*: right behind bytes around the threshold, so the end arrives while the relay
