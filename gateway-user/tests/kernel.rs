@@ -61,16 +61,14 @@ fn read_exactly(sock: &mut TcpStream, len: usize) -> Vec<u8> {
 }
 
 fn recv_nonblocking(sock: &TcpStream) -> std::io::Result<usize> {
+    recv_with(sock, libc::MSG_DONTWAIT)
+}
+
+/// A `recv` with `flags` into a scratch buffer: what it returned.
+fn recv_with(sock: &TcpStream, flags: libc::c_int) -> std::io::Result<usize> {
     let mut buf = [0u8; 4096];
     // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe {
-        libc::recv(
-            sock.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
     if n < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -364,16 +362,7 @@ fn refused_mid_stream(
         .splice_interleaved(&client, &backend, UNLIMITED, || {
             // What the client sent before its insert waits for a `recv` (see
             // `queued_before_splice_is_redirected_after_recv`); a peek takes nothing.
-            let mut byte = [0u8; 1];
-            // SAFETY: `byte` is valid for writes of its length.
-            unsafe {
-                libc::recv(
-                    client.as_raw_fd(),
-                    byte.as_mut_ptr().cast(),
-                    1,
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
+            let _ = recv_with(&client, libc::MSG_PEEK | libc::MSG_DONTWAIT);
             wait_until("the client's verdict redirected enough", || {
                 redirected() >= redirected_at_least as u64 && unsent() >= 8 << 20
             });

@@ -71,6 +71,19 @@ fn verdicts(gateway: &Gateway) -> f64 {
     .sum()
 }
 
+/// Waits until the gateway's only tunnel is listed as spliced in `/tunnels`.
+async fn wait_promoted(gateway: &Gateway) {
+    eventually(
+        PROMOTION_TIMEOUT,
+        "the tunnel promoted",
+        || match admin::tunnels(gateway).as_slice() {
+            [one] if one.mode == "spliced" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+}
+
 /// Sends `len` bytes of `seed`'s pattern through `tunnel` and reads them back from the echo,
 /// checking each by position.
 async fn echo_round(stream: &mut tokio::net::TcpStream, seed: u64, len: usize) {
@@ -175,15 +188,7 @@ async fn a_tunnel_that_lives_long_enough_is_promoted_and_keeps_every_byte_ebpf()
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/long", &[]).await;
     // A few bytes on the relay first.
     echo_round(&mut tunnel.stream, seed, 1000).await;
-    eventually(
-        PROMOTION_TIMEOUT,
-        "the tunnel promoted",
-        || match admin::tunnels(&gateway).as_slice() {
-            [one] if one.mode == "spliced" => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    )
-    .await;
+    wait_promoted(&gateway).await;
     let len = 4 << 20;
     echo_round(&mut tunnel.stream, seed.rotate_left(7), len).await;
     tunnels::assert_spliced(&gateway, "client_to_backend", len as u64);
@@ -257,15 +262,7 @@ async fn the_lifetime_counts_from_the_upgrade_across_a_promotion_ebpf() {
     let opened = std::time::Instant::now();
     let mut tunnel = client::raw_upgrade(gateway.listen_addr(), "/lifetime", &[]).await;
     echo_round(&mut tunnel.stream, seed, 1000).await;
-    eventually(
-        PROMOTION_TIMEOUT,
-        "the tunnel promoted",
-        || match admin::tunnels(&gateway).as_slice() {
-            [one] if one.mode == "spliced" => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    )
-    .await;
+    wait_promoted(&gateway).await;
     let promoted = opened.elapsed();
     let len = 64 << 10;
     echo_round(&mut tunnel.stream, seed.rotate_left(7), len).await;

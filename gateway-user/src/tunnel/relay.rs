@@ -7,7 +7,7 @@ use std::{
     future::poll_fn,
     io,
     pin::Pin,
-    sync::atomic::Ordering,
+    sync::atomic::{AtomicU8, Ordering},
     task::{Context, Poll},
     time::Duration,
 };
@@ -310,7 +310,7 @@ struct Control {
     /// not written, and may be dropped.
     parked: watch::Sender<[bool; 2]>,
     /// Directions that have read their end of stream.
-    ended: std::sync::atomic::AtomicU8,
+    ended: AtomicU8,
 }
 
 struct Halves<'a, C, B> {
@@ -329,7 +329,7 @@ impl<C: Duplex, B: Duplex> Halves<'_, C, B> {
         let control = Control {
             phase: watch::Sender::new(Phase::Copy),
             parked: watch::Sender::new([false; 2]),
-            ended: std::sync::atomic::AtomicU8::new(0),
+            ended: AtomicU8::new(0),
         };
         let mut parked = control.parked.subscribe();
         let reached = Notify::new();
